@@ -1,0 +1,33 @@
+"""Targets by name: ``load("model")`` today; the reference CSP, Wine's CSP and user CSPs join later.
+
+``python:package.module:factory`` calls ``factory()`` from an importable module and returns its Target.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from keyhandoff.target import Target
+
+__all__ = ["SPECS", "load"]
+
+SPECS = ("model", "python:package.module:factory")
+
+
+def load(spec: str, **options: object) -> Target:
+    """A Target from a spec string; unknown specs raise ValueError naming the known ones."""
+    if spec == "model":
+        from keyhandoff.targets.model_target import ModelTarget
+
+        seed = options.get("seed")
+        return ModelTarget(seed=seed if isinstance(seed, int) else None)
+    if spec.startswith("python:"):
+        module_name, _, factory_name = spec.removeprefix("python:").partition(":")
+        if not module_name or not factory_name:
+            raise ValueError("a python target is written python:package.module:factory")
+        factory = getattr(importlib.import_module(module_name), factory_name)
+        target = factory(**options)
+        if not isinstance(target, Target):
+            raise TypeError(f"{spec} did not return an object with the Target methods (see keyhandoff.target)")
+        return target
+    raise ValueError(f"unknown target {spec!r}; known: {', '.join(SPECS)}")

@@ -1,0 +1,117 @@
+"""``load("model")``: the executable specification behind the Target protocol.
+
+It holds one :class:`~keyhandoff.model.World` and draws key material from a seeded or OS random source (the
+model itself never draws randomness). Its opaque blobs are the model's own bytes, accepted only by the same
+installation.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from keyhandoff import model
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.algorithms import ALGORITHMS, HMAC_ALGORITHMS
+from keyhandoff.model.crypt import USABLE_MODES
+from keyhandoff.model.errors import CryptError
+from keyhandoff.model.state import KeyState, Side
+from keyhandoff.model.world import Ok, Step, World
+from keyhandoff.target import Capabilities
+
+__all__ = ["ModelTarget"]
+
+T = TypeVar("T")
+
+
+class ModelTarget:
+    """The model as a CSP: one installation, both sides in one process, white-box ``inspect``."""
+
+    def __init__(self, *, seed: int | None = None, installation: bytes | None = None) -> None:
+        rng = random.Random(seed) if seed is not None else None
+        self._entropy: Callable[[int], bytes] = rng.randbytes if rng is not None else os.urandom
+        self.world: World = model.empty_world(installation or self._entropy(8))
+
+    def __repr__(self) -> str:
+        return f"ModelTarget(keys={len(self.world.keys)}, providers={len(self.world.providers)})"
+
+    def _run(self, step: Step[T], operation: str) -> T:
+        self.world = step.world
+        if isinstance(step.outcome, Ok):
+            return step.outcome.value
+        raise CryptError(step.outcome.code, operation)
+
+    def acquire(self, side: str = "secure") -> int:
+        try:
+            parsed = Side(side)
+        except ValueError:
+            raise CryptError(w.ERROR_INVALID_PARAMETER, "acquire") from None
+        return self._run(model.acquire(self.world, parsed), "acquire")
+
+    def release(self, prov: int) -> None:
+        self._run(model.release(self.world, prov), "release")
+
+    def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
+        step = model.gen_key(self.world, prov, alg, flags, hardware=hardware, entropy=self._entropy(32))
+        return self._run(step, "gen_key")
+
+    def import_key(
+        self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False
+    ) -> int:
+        step = model.import_key(self.world, prov, bytes(blob), pub_key=pub_key, flags=flags, hardware=hardware)
+        return self._run(step, "import_key")
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        return self._run(model.export_key(self.world, key, blob_type, exp_key=exp_key, flags=flags), "export_key")
+
+    def destroy_key(self, key: int) -> None:
+        self._run(model.destroy_key(self.world, key), "destroy_key")
+
+    def duplicate_key(self, key: int) -> int:
+        return self._run(model.duplicate_key(self.world, key), "duplicate_key")
+
+    def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
+        self._run(model.set_key_param(self.world, key, param, value), "set_key_param")
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        return self._run(model.get_key_param(self.world, key, param), "get_key_param")
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        return self._run(model.encrypt(self.world, key, bytes(data), final), "encrypt")
+
+    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        return self._run(model.decrypt(self.world, key, bytes(data), final), "decrypt")
+
+    def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
+        return self._run(model.hmac(self.world, key, hash_alg, bytes(data)), "hmac")
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(
+            name="model",
+            blob_types=model.SUPPORTED_BLOBS,
+            algorithms=ALGORITHMS,
+            modes=USABLE_MODES,
+            hardware_algorithms=(a.alg for a in ALGORITHMS.values() if a.hardware),
+            hmac_algorithms=HMAC_ALGORITHMS,
+            duplicate=True,
+            separate_processes=False,
+            inspect=True,
+        )
+
+    def close(self) -> None:
+        """Nothing to free: the world is a value."""
+
+    def inspect(self, key: int) -> KeyState:
+        entry = self.world.keys.get(key)
+        if entry is None:
+            raise CryptError(w.NTE_BAD_KEY, "inspect")
+        return entry.state
+
+    def token_objects(self) -> Mapping[int, int]:
+        return {obj: token.alg for obj, token in self.world.token.items()}
+
+    def delete_token_object(self, obj: int) -> None:
+        """Token administration: remove an object from the hardware token."""
+        self._run(model.delete_token_object(self.world, obj), "delete_token_object")
