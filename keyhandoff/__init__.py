@@ -5,6 +5,14 @@
 - :class:`CryptError`: the one exception a target raises for a refused call (``.code`` is the int).
 """
 
+from pathlib import Path as _Path
+
+# In a source checkout, model/ and impl/ sit beside this folder rather than inside it (the design card's layout;
+# an install maps them in via package-dir). When Python imports this folder straight from the checkout (the
+# project root on sys.path), let keyhandoff.model and keyhandoff.impl resolve to those folders.
+if not (_Path(__file__).parent / "model").is_dir():  # pragma: no cover - depends on how it was imported
+    __path__.append(str(_Path(__file__).resolve().parent.parent))
+
 from keyhandoff._version import __version__
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.wincrypt import ErrorCode

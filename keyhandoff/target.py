@@ -9,7 +9,7 @@ a freed provider NTE_BAD_UID, where advapi32 in front of a CSP answers ERROR_INV
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -20,8 +20,8 @@ from keyhandoff.model.state import KeyState
 __all__ = ["Capabilities", "Inspectable", "Target"]
 
 
-def _frozen(values: object) -> frozenset[int]:
-    return frozenset(values)  # type: ignore[call-overload]
+def _frozen(values: Iterable[int]) -> frozenset[int]:
+    return frozenset(values)
 
 
 @attrs.frozen

@@ -79,8 +79,26 @@ ALGORITHMS: dict[int, Algorithm] = {
         _block(w.CALG_3DES_112, "3DES-112", 8, 16),
         _block(w.CALG_3DES, "3DES", 8, 24),
         # RC2 and RC4: 40 to 128 bits in the Enhanced provider, 128 by default.
-        Algorithm(w.CALG_RC2, "RC2", 8, _RC_BYTES, 16, salted=True, hardware=False, bad_length=ErrorCode.NTE_BAD_DATA),
-        Algorithm(w.CALG_RC4, "RC4", 0, _RC_BYTES, 16, salted=True, hardware=False, bad_length=ErrorCode.NTE_BAD_DATA),
+        Algorithm(
+            w.CALG_RC2,
+            "RC2",
+            8,
+            _RC_BYTES,
+            16,
+            salted=True,
+            hardware=False,
+            bad_length=ErrorCode.NTE_BAD_DATA,
+        ),
+        Algorithm(
+            w.CALG_RC4,
+            "RC4",
+            0,
+            _RC_BYTES,
+            16,
+            salted=True,
+            hardware=False,
+            bad_length=ErrorCode.NTE_BAD_DATA,
+        ),
     )
 }
 

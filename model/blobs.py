@@ -25,7 +25,19 @@ from keyhandoff.model.keys import end_key, new_handle
 from keyhandoff.model.lifecycle import advance
 from keyhandoff.model.state import Location, TokenObject
 from keyhandoff.model.wincrypt import ErrorCode
-from keyhandoff.model.world import Issued, KeyEntry, Ok, Refused, Step, World, live_key, live_provider, put, refuse, with_key
+from keyhandoff.model.world import (
+    Issued,
+    KeyEntry,
+    Ok,
+    Refused,
+    Step,
+    World,
+    live_key,
+    live_provider,
+    put,
+    refuse,
+    with_key,
+)
 
 __all__ = ["EXPORT_FLAGS", "OPAQUE_MARKER", "SUPPORTED_BLOBS", "blob_header", "export_key", "import_key"]
 
@@ -73,7 +85,9 @@ def export_key(world: World, key: int, blob_type: int, *, exp_key: int = 0, flag
         blob = blob_header(w.PLAINTEXTKEYBLOB, state.alg) + struct.pack("<I", len(state.key)) + state.key
     else:
         serial = world.next_blob
-        blob = blob_header(w.OPAQUEKEYBLOB, state.alg) + OPAQUE_MARKER + world.installation + serial.to_bytes(8, "little")
+        blob = (
+            blob_header(w.OPAQUEKEYBLOB, state.alg) + OPAQUE_MARKER + world.installation + serial.to_bytes(8, "little")
+        )
         world = attrs.evolve(world, issued=put(world.issued, blob, Issued(entry)), next_blob=serial + 1)
     if flags & w.CRYPT_DESTROYKEY:
         world, row = end_key(world, key, entry, "export_key", "CRYPT_DESTROYKEY")
@@ -146,14 +160,22 @@ def _import_plaintext(world: World, prov: int, blob: bytes, alg: int, flags: int
     salt = b"" if hmac_only else default_salt(algorithm, size, flags)
     lifecycle, row = advance(None, "import_key", "PLAINTEXTKEYBLOB")
     state = fresh_state(
-        algorithm, key, salt, permissions=permissions, lifecycle=lifecycle, location=location,
-        key_bits=size * 8 if hmac_only else None, hmac_only=hmac_only,
+        algorithm,
+        key,
+        salt,
+        permissions=permissions,
+        lifecycle=lifecycle,
+        location=location,
+        key_bits=size * 8 if hmac_only else None,
+        hmac_only=hmac_only,
     )
     token_object = None
     if hardware:
         token_object = world.next_token_object
         world = attrs.evolve(
-            world, token=put(world.token, token_object, TokenObject(alg, key)), next_token_object=token_object + 1
+            world,
+            token=put(world.token, token_object, TokenObject(alg, key)),
+            next_token_object=token_object + 1,
         )
     world, handle = new_handle(world)
     entry = KeyEntry(prov, state, token_object)
@@ -183,4 +205,3 @@ def _import_opaque(world: World, prov: int, blob: bytes, alg: int, flags: int, h
     world, handle = new_handle(world)
     entry = attrs.evolve(source, provider=prov, state=attrs.evolve(source.state, lifecycle=lifecycle))
     return Step(with_key(world, handle, entry), Ok(handle), (row,))
-

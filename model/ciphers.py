@@ -67,7 +67,14 @@ def _native(alg: int, cipher_key: bytes) -> algorithms.AES | TripleDES:
 
 
 def block_cipher(
-    alg: int, cipher_key: bytes, effective_bits: int, mode: int, register: bytes, data: bytes, *, decrypt: bool
+    alg: int,
+    cipher_key: bytes,
+    effective_bits: int,
+    mode: int,
+    register: bytes,
+    data: bytes,
+    *,
+    decrypt: bool,
 ) -> tuple[bytes, bytes]:
     """Run ``data`` (a whole number of blocks) through the cipher in ``mode`` from ``register``.
 

@@ -9,6 +9,7 @@ Rules (reference, "Modes and lengths" and "When the live state resets"):
 - No permission bit is checked by encrypt, decrypt or HMAC (rsaenh never consults them; native silent).
 - OFB, CTS or an unknown mode: NTE_BAD_ALGID at use.
 - RC4: no padding, no length rule; Final only resets to the key schedule.
+- A hardware key whose token object was deleted: NTE_NOT_FOUND at use (as on importing its blob).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from keyhandoff.model.state import KeyState, Location
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.model.world import KeyEntry, Ok, Refused, Step, World, live_key, refuse, with_key
 
-__all__ = ["USABLE_MODES", "cipher_key", "decrypt", "encrypt", "hmac", "reset", "rc4_state"]
+__all__ = ["USABLE_MODES", "cipher_key", "decrypt", "encrypt", "hmac", "rc4_state", "reset"]
 
 USABLE_MODES = (w.CRYPT_MODE_ECB, w.CRYPT_MODE_CBC, w.CRYPT_MODE_CFB)
 
@@ -67,6 +68,9 @@ def _usable(world: World, key: int) -> KeyEntry | Refused:
     if entry.state.hmac_only:
         # Our decision: a CRYPT_IPSEC_HMAC_KEY key longer than the cipher allows is a MAC key only.
         return Refused(ErrorCode.NTE_BAD_KEY, "key imported for HMAC only")
+    if entry.state.location is Location.HARDWARE and entry.token_object not in world.token:
+        # Same rule and code as importing a blob whose token object is gone (blobs._import_opaque).
+        return Refused(ErrorCode.NTE_NOT_FOUND, "the key's token object no longer exists")
     return entry
 
 
@@ -80,7 +84,12 @@ def _rc4(world: World, key: int, entry: KeyEntry, data: bytes, final: bool) -> S
 def _run(world: World, entry: KeyEntry, data: bytes, *, decrypt: bool) -> tuple[bytes, KeyState]:
     state = entry.state
     out, register = block_cipher(
-        state.alg, cipher_key(world, entry), state.effective_keylen, state.mode, state.register, data,
+        state.alg,
+        cipher_key(world, entry),
+        state.effective_keylen,
+        state.mode,
+        state.register,
+        data,
         decrypt=decrypt,
     )
     return out, attrs.evolve(state, register=register)

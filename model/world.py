@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
 
@@ -25,7 +25,8 @@ V = TypeVar("V")
 T = TypeVar("T")
 
 
-def _frozen_map(value: Mapping[K, V]) -> Mapping[K, V]:
+def _frozen_map(value: Mapping[Any, Any]) -> Mapping[Any, Any]:
+    # A read-only view, so no caller can mutate a world it was handed.
     return value if isinstance(value, MappingProxyType) else MappingProxyType(dict(value))
 
 

@@ -57,9 +57,7 @@ class ModelTarget:
         step = model.gen_key(self.world, prov, alg, flags, hardware=hardware, entropy=self._entropy(32))
         return self._run(step, "gen_key")
 
-    def import_key(
-        self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False
-    ) -> int:
+    def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
         step = model.import_key(self.world, prov, bytes(blob), pub_key=pub_key, flags=flags, hardware=hardware)
         return self._run(step, "import_key")
 

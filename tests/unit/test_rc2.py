@@ -3,6 +3,7 @@
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from keyhandoff.model import rc2
 
 # RFC 2268 section 5: (key, effective key length in bits, plaintext, ciphertext), all hex.
