@@ -106,6 +106,8 @@ def _next_register(mode: int, register: bytes, ciphertext: bytes) -> bytes:
     if mode == w.CRYPT_MODE_ECB:
         return register
     size = len(register)
+    if len(ciphertext) >= size:
+        return ciphertext[-size:]
     return (register + ciphertext)[-size:]
 
 

@@ -33,6 +33,12 @@ class ModelTarget:
         rng = random.Random(seed) if seed is not None else None
         self._entropy: Callable[[int], bytes] = rng.randbytes if rng is not None else os.urandom
         self.world: World = model.empty_world(installation or self._entropy(8))
+        self._queued: list[bytes] = []
+
+    def queue_material(self, key: bytes) -> None:
+        """Use ``key`` as the material of the next gen_key (lockstep with a white-box target: the model then
+        predicts the ciphertext of a key the target generated)."""
+        self._queued.append(bytes(key))
 
     def __repr__(self) -> str:
         return f"ModelTarget(keys={len(self.world.keys)}, providers={len(self.world.providers)})"
@@ -54,7 +60,8 @@ class ModelTarget:
         self._run(model.release(self.world, prov), "release")
 
     def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
-        step = model.gen_key(self.world, prov, alg, flags, hardware=hardware, entropy=self._entropy(32))
+        entropy = self._queued.pop(0).ljust(32, b"\0") if self._queued else self._entropy(32)
+        step = model.gen_key(self.world, prov, alg, flags, hardware=hardware, entropy=entropy)
         return self._run(step, "gen_key")
 
     def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
