@@ -1,0 +1,148 @@
+"""A real process boundary: a spawned child process serving method calls over a framed pipe.
+
+The parent starts ``python -m keyhandoff.impl.child`` (a fresh interpreter: spawned, never forked, so no
+parent state leaks into it) and talks to it over the child's stdin/stdout. Each frame is a 4-byte big-endian
+length and a ``marshal``-encoded tuple of plain values (ints, bytes, str, bool, None, tuples, dicts): marshal is
+C-speed, both ends are the same interpreter, and nothing decoded is ever executed.
+
+Requests: ``(method, args, kwargs)``. Replies: ``("ok", value)``, ``("err", code, operation)`` for a refusal
+(re-raised as :class:`CryptError`), or ``("crash", type_name)`` for anything else. A child that dies answers
+``CryptError(NTE_FAIL)`` with its exit status; a child that does not answer within the timeout is killed and
+the call raises :class:`BoundaryTimeout`. Neither ever hangs the parent.
+"""
+
+from __future__ import annotations
+
+import marshal
+import os
+import selectors
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from typing import IO
+
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
+
+__all__ = ["MAX_FRAME", "BoundaryTimeout", "ChildProcess", "read_frame", "write_frame"]
+
+MAX_FRAME = 64 << 20  # refuse absurd lengths instead of allocating them
+_LEN = struct.Struct(">I")
+
+
+class BoundaryTimeout(TimeoutError):
+    """The child did not answer in time; it has been killed."""
+
+
+def write_frame(stream: IO[bytes], value: object) -> None:
+    payload = marshal.dumps(value)
+    stream.write(_LEN.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def read_frame(stream: IO[bytes]) -> object:
+    """One frame from a blocking stream; EOFError at a clean end of input."""
+    header = stream.read(_LEN.size)
+    if not header:
+        raise EOFError
+    if len(header) < _LEN.size:
+        raise EOFError("truncated frame header")
+    (size,) = _LEN.unpack(header)
+    if size > MAX_FRAME:
+        raise ValueError("frame too large")
+    payload = stream.read(size)
+    if len(payload) < size:
+        raise EOFError("truncated frame")
+    return marshal.loads(payload)
+
+
+class ChildProcess:
+    """A spawned child serving one object's methods. Thread-safe: one call at a time crosses the pipe."""
+
+    def __init__(self, args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "keyhandoff.impl.child", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            bufsize=0,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None  # noqa: PT018 - Popen with PIPE
+        self._stdin: IO[bytes] = self._proc.stdin
+        self._stdout: IO[bytes] = self._proc.stdout
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._stdout, selectors.EVENT_READ)
+        self._buffer = bytearray()
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def call(self, method: str, *args: object, timeout: float | None = None, **kwargs: object) -> object:
+        """Run ``method`` in the child; its refusals come back as CryptError."""
+        with self._lock:
+            if self._proc.poll() is not None:
+                raise CryptError(w.NTE_FAIL, f"{method}: the app process has exited ({self._proc.returncode})")
+            try:
+                write_frame(self._stdin, (method, args, kwargs))
+            except (BrokenPipeError, OSError):
+                raise CryptError(w.NTE_FAIL, f"{method}: the app process is gone") from None
+            reply = self._read(method, self.timeout if timeout is None else timeout)
+        if not isinstance(reply, tuple) or not reply:
+            raise CryptError(w.NTE_FAIL, f"{method}: malformed reply from the app process")
+        if reply[0] == "ok" and len(reply) == 2:
+            return reply[1]
+        if reply[0] == "err" and len(reply) == 3:
+            raise CryptError(int(reply[1]), str(reply[2]))
+        raise CryptError(w.NTE_FAIL, f"{method}: the app process failed ({reply[1] if len(reply) > 1 else '?'})")
+
+    def _read(self, method: str, timeout: float) -> object:
+        deadline = time.monotonic() + timeout
+        need = _LEN.size
+        while True:
+            if len(self._buffer) >= _LEN.size:
+                (size,) = _LEN.unpack_from(self._buffer)
+                if size > MAX_FRAME:
+                    self.kill()
+                    raise CryptError(w.NTE_FAIL, f"{method}: oversized frame from the app process")
+                need = _LEN.size + size
+                if len(self._buffer) >= need:
+                    payload = bytes(self._buffer[_LEN.size : need])
+                    del self._buffer[:need]
+                    return marshal.loads(payload)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.kill()
+                raise BoundaryTimeout(f"{method}: the app process did not answer within {timeout:.1f} s")
+            if not self._selector.select(remaining):
+                continue
+            chunk = os.read(self._stdout.fileno(), max(65536, need - len(self._buffer)))
+            if not chunk:
+                status = self._proc.wait()
+                raise CryptError(w.NTE_FAIL, f"{method}: the app process died (exit status {status})")
+            self._buffer += chunk
+
+    def kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+
+    def close(self, timeout: float = 5.0) -> None:
+        """End of input tells the child to exit; kill it if it does not."""
+        if self._proc.poll() is None:
+            try:
+                self._stdin.close()
+                self._proc.wait(timeout)
+            except (OSError, subprocess.TimeoutExpired):
+                self.kill()
+        self._selector.close()
+        self._stdout.close()
