@@ -38,7 +38,8 @@ class BoundaryTimeout(TimeoutError):
 
 
 def write_frame(stream: IO[bytes], value: object) -> None:
-    payload = marshal.dumps(value)
+    """Raises ValueError for a value marshal cannot encode (not a plain value)."""
+    payload = marshal.dumps(value)  # type: ignore[arg-type]  # ValueError for anything not plain
     stream.write(_LEN.pack(len(payload)) + payload)
     stream.flush()
 
