@@ -26,15 +26,50 @@ from keyhandoff.model.wincrypt import describe_code
 from keyhandoff.target import Inspectable, Target
 from keyhandoff.targets.model_target import ModelTarget
 
-__all__ = ["Divergence", "KeyRef", "Lockstep", "Observed", "plaintext_blob"]
+__all__ = ["Divergence", "Edit", "KeyRef", "Lockstep", "Observed", "edit_blob", "plaintext_blob", "test_key"]
 
 T = TypeVar("T")
-BlobEdit = Callable[[bytes], bytes]
+# A blob edit applied the same way to the model's and the target's blob: ("truncate", n), ("flip", offset),
+# ("append", hex) or ("header", offset, byte). Offsets inside the 8-byte header are the same on both sides; an
+# offset past it lands in each side's own body (body positions are taken modulo the body length).
+Edit = tuple[str | int, ...]
 
 
 def plaintext_blob(alg: int, key: bytes) -> bytes:
     """A PLAINTEXTKEYBLOB: BLOBHEADER{8, 2, 0, alg}, u32 key length, key bytes."""
     return struct.pack("<BBHII", w.PLAINTEXTKEYBLOB, w.CUR_BLOB_VERSION, 0, alg, len(key)) + key
+
+
+def test_key(seed: int, size: int) -> bytes:
+    """Deterministic test-key material: traces and reproducers name (seed, size), never key bytes."""
+    out = b""
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(f"keyhandoff test key {seed}/{counter}".encode()).digest()
+        counter += 1
+    return out[:size]
+
+
+test_key.__test__ = False  # type: ignore[attr-defined]  # not a pytest test
+
+
+def edit_blob(blob: bytes, edit: Edit) -> bytes:
+    """Apply one structured edit (see :data:`Edit`)."""
+    kind = edit[0]
+    if kind == "truncate":
+        return blob[: int(edit[1]) % max(len(blob), 1)]
+    if kind == "append":
+        return blob + bytes.fromhex(str(edit[1]))
+    if kind in ("flip", "header"):
+        offset = int(edit[1])
+        if offset >= w.BLOBHEADER_SIZE and len(blob) > w.BLOBHEADER_SIZE:
+            offset = w.BLOBHEADER_SIZE + (offset - w.BLOBHEADER_SIZE) % (len(blob) - w.BLOBHEADER_SIZE)
+        offset %= max(len(blob), 1)
+        if not blob:
+            return blob
+        new = blob[offset] ^ 0x01 if kind == "flip" else int(edit[2]) & 0xFF
+        return blob[:offset] + bytes([new]) + blob[offset + 1 :]
+    raise ValueError(f"unknown blob edit {kind!r}")
 
 
 def _redact(value: object) -> str:
@@ -108,7 +143,9 @@ def _observe(call: Callable[[], object], who: str, step: str) -> Observed:
 class Lockstep:
     """Drives the model and a target with the same program; raises :class:`Divergence` at the first difference.
 
-    ``program`` records each step as a line of Python against the Target API, for reproducers.
+    Every call is recorded in ``trace`` as a JSON-able step (``{"op": name, ...arguments}``) that
+    :meth:`apply` replays; ``program`` holds the same steps as lines of Python against the Target API.
+    ``on_step`` (if set) is called after each step with the step and the model's lifecycle rows that fired.
     """
 
     def __init__(self, target: Target, model: ModelTarget | None = None, *, check_state: bool = True) -> None:
@@ -119,14 +156,25 @@ class Lockstep:
         self.keys: list[KeyRef] = []
         self.blobs: list[BlobRef] = []
         self.program: list[str] = []
+        self.trace: list[dict[str, object]] = []
+        self.on_step: Callable[[dict[str, object], Observed], None] | None = None
 
     # --- the machinery ------------------------------------------------------------------------------------
-    def _both(
-        self, line: str, on_model: Callable[[], object], on_target: Callable[[], object]
-    ) -> tuple[Observed, Observed]:
+    def _record(self, step: dict[str, object], line: str) -> None:
+        self.trace.append(step)
         self.program.append(line)
+
+    def _done(self, expected: Observed) -> None:
+        if self.on_step is not None:
+            self.on_step(self.trace[-1], expected)
+
+    def _both(
+        self, step: dict[str, object], line: str, on_model: Callable[[], object], on_target: Callable[[], object]
+    ) -> tuple[Observed, Observed]:
+        self._record(step, line)
         expected = _observe(on_model, "model", line)
         actual = _observe(on_target, "target", line)
+        self._done(expected)
         if expected.code != actual.code:
             raise Divergence(line, expected, actual)
         return expected, actual
@@ -142,10 +190,8 @@ class Lockstep:
 
     def check_states(self) -> None:
         """Every key reference's full state agrees (white-box targets); key bytes only where known."""
-        if not self.inspectable:
-            return
         target = self.target
-        if not isinstance(target, Inspectable):
+        if not self.inspectable or not isinstance(target, Inspectable):
             return
         for ref in self.keys:
             expected = self.model.inspect(ref.model)
@@ -153,31 +199,49 @@ class Lockstep:
             if not ref.known:
                 expected, actual = attrs.evolve(expected, key=b""), attrs.evolve(actual, key=b"")
             if expected != actual:
-                fields = [
-                    f.name for f in attrs.fields(KeyState) if getattr(expected, f.name) != getattr(actual, f.name)
-                ]
+                names = [f.name for f in attrs.fields(KeyState) if getattr(expected, f.name) != getattr(actual, f.name)]
                 raise Divergence(
-                    f"state of {ref.name}", "a state", "another state", "fields differ: " + ", ".join(fields)
+                    f"state of {ref.name}", "a state", "another state", "fields differ: " + ", ".join(names)
                 )
 
-    def live_keys(self) -> Iterator[KeyRef]:
-        for ref in self.keys:
+    def live_keys(self) -> Iterator[int]:
+        """Indexes of the key references still alive (per the model)."""
+        for index, ref in enumerate(self.keys):
             if self.model.inspect(ref.model).lifecycle.alive:
-                yield ref
+                yield index
 
-    def _new_key(self, model_handle: object, target_handle: object, known: bool) -> KeyRef:
+    def location(self, key: int) -> Location:
+        return self.model.inspect(self.keys[key].model).location
+
+    def _new_key(self, model_handle: object, target_handle: object, known: bool) -> int:
         ref = KeyRef(_int(model_handle), _int(target_handle), known, f"k{len(self.keys)}")
         self.keys.append(ref)
-        return ref
+        return len(self.keys) - 1
 
-    def _prov(self, index: int) -> tuple[int, int, str]:
-        return self.providers[index]
+    def _key_result(self, exp: Observed, act: Observed, known: bool) -> int | Observed:
+        return self._new_key(exp.value, act.value, known) if exp.ok else exp
+
+    def apply(self, step: dict[str, object]) -> object:
+        """Replay one recorded step."""
+        args = dict(step)
+        op = str(args.pop("op"))
+        if op not in _OPS:
+            raise ValueError(f"unknown step {op!r}")
+        for name in ("key_hex", "blob_hex", "data_hex", "value_hex"):
+            if name in args:
+                args[name.removesuffix("_hex")] = bytes.fromhex(str(args.pop(name)))
+        if "edit" in args and args["edit"] is not None:
+            args["edit"] = tuple(args["edit"])  # type: ignore[arg-type]
+        return getattr(self, op)(**args)
 
     # --- operations ---------------------------------------------------------------------------------------
     def acquire(self, side: str) -> int:
         name = f"p{len(self.providers)}"
         exp, act = self._both(
-            f"{name} = csp.acquire({side!r})", lambda: self.model.acquire(side), lambda: self.target.acquire(side)
+            {"op": "acquire", "side": side},
+            f"{name} = csp.acquire({side!r})",
+            lambda: self.model.acquire(side),
+            lambda: self.target.acquire(side),
         )
         if not exp.ok:
             return -1
@@ -185,74 +249,115 @@ class Lockstep:
         return len(self.providers) - 1
 
     def release(self, prov: int) -> Observed:
-        m, t, name = self._prov(prov)
-        exp, _ = self._both(f"csp.release({name})", lambda: self.model.release(m), lambda: self.target.release(t))
+        m, t, name = self.providers[prov]
+        exp, _ = self._both(
+            {"op": "release", "prov": prov},
+            f"csp.release({name})",
+            lambda: self.model.release(m),
+            lambda: self.target.release(t),
+        )
         return exp
 
-    def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> KeyRef | Observed:
-        m, t, name = self._prov(prov)
+    def gen_key(self, prov: int, alg: int, flags: int = 0, hardware: bool = False) -> int | Observed:
+        m, t, name = self.providers[prov]
         line = f"k{len(self.keys)} = csp.gen_key({name}, {alg:#x}, {flags:#x}, hardware={hardware})"
-        self.program.append(line)
+        self._record({"op": "gen_key", "prov": prov, "alg": alg, "flags": flags, "hardware": hardware}, line)
         actual = _observe(lambda: self.target.gen_key(t, alg, flags, hardware=hardware), "target", line)
         known = False
         if actual.ok and self.inspectable and not hardware and isinstance(self.target, Inspectable):
             material = self.target.inspect(_int(actual.value)).key
-            if material:
+            if material:  # a white-box target: the model generates the same material
                 self.model.queue_material(material)
                 known = True
         expected = _observe(lambda: self.model.gen_key(m, alg, flags, hardware=hardware), "model", line)
+        self._done(expected)
         if expected.code != actual.code:
             raise Divergence(line, expected, actual)
-        return self._new_key(expected.value, actual.value, known) if expected.ok else expected
+        return self._key_result(expected, actual, known)
 
     def import_plaintext(
-        self, prov: int, alg: int, key: bytes, flags: int = 0, *, hardware: bool = False
-    ) -> KeyRef | Observed:
-        blob = plaintext_blob(alg, key)
-        return self.import_bytes(prov, blob, flags=flags, hardware=hardware)
+        self, prov: int, alg: int, seed: int, size: int, flags: int = 0, hardware: bool = False
+    ) -> int | Observed:
+        """Import test key ``(seed, size)`` as a PLAINTEXTKEYBLOB of ``alg`` on both sides."""
+        m, t, name = self.providers[prov]
+        blob = plaintext_blob(alg, test_key(seed, size))
+        line = (
+            f"k{len(self.keys)} = csp.import_key({name}, plaintext_blob({alg:#x}, test_key({seed}, {size})), "
+            f"flags={flags:#x}, hardware={hardware})"
+        )
+        step = {
+            "op": "import_plaintext",
+            "prov": prov,
+            "alg": alg,
+            "seed": seed,
+            "size": size,
+            "flags": flags,
+            "hardware": hardware,
+        }
+        exp, act = self._both(
+            step,
+            line,
+            lambda: self.model.import_key(m, blob, flags=flags, hardware=hardware),
+            lambda: self.target.import_key(t, blob, flags=flags, hardware=hardware),
+        )
+        return self._key_result(exp, act, True)
 
     def import_bytes(
-        self, prov: int, blob: bytes, *, flags: int = 0, hardware: bool = False, pub_key: int = 0
-    ) -> KeyRef | Observed:
-        """Import the same bytes on both sides (a plaintext blob, or garbage)."""
-        m, t, name = self._prov(prov)
-        shown = f"<{len(blob)} bytes>"
-        line = f"k{len(self.keys)} = csp.import_key({name}, {shown}, flags={flags:#x}, hardware={hardware})"
+        self, prov: int, blob: bytes, flags: int = 0, hardware: bool = False, pub_key: int = 0
+    ) -> int | Observed:
+        """Import the same (harness-made, keyless) bytes on both sides: garbage, a forged header."""
+        m, t, name = self.providers[prov]
+        line = (
+            f"k{len(self.keys)} = csp.import_key({name}, bytes.fromhex({blob.hex()!r}), pub_key={pub_key}, "
+            f"flags={flags:#x}, hardware={hardware})"
+        )
+        step = {
+            "op": "import_bytes",
+            "prov": prov,
+            "blob_hex": blob.hex(),
+            "flags": flags,
+            "hardware": hardware,
+            "pub_key": pub_key,
+        }
         exp, act = self._both(
+            step,
             line,
             lambda: self.model.import_key(m, blob, pub_key=pub_key, flags=flags, hardware=hardware),
             lambda: self.target.import_key(t, blob, pub_key=pub_key, flags=flags, hardware=hardware),
         )
-        return self._new_key(exp.value, act.value, True) if exp.ok else exp
+        return self._key_result(exp, act, True)
 
     def import_blob(
-        self,
-        prov: int,
-        blob: int,
-        *,
-        flags: int = 0,
-        hardware: bool = False,
-        edit: BlobEdit | None = None,
-        edit_name: str = "",
-    ) -> KeyRef | Observed:
+        self, prov: int, blob: int, flags: int = 0, hardware: bool = False, edit: Edit | None = None
+    ) -> int | Observed:
         """Import an exported blob, each side its own bytes, optionally edited the same way on both sides."""
-        m, t, name = self._prov(prov)
+        m, t, name = self.providers[prov]
         ref = self.blobs[blob]
-        mb, tb = (edit(ref.model), edit(ref.target)) if edit else (ref.model, ref.target)
-        shown = f"{edit_name}({ref.name})" if edit else ref.name
+        mb, tb = (edit_blob(ref.model, edit), edit_blob(ref.target, edit)) if edit else (ref.model, ref.target)
+        shown = f"edit_blob({ref.name}, {tuple(edit)!r})" if edit else ref.name
         line = f"k{len(self.keys)} = csp.import_key({name}, {shown}, flags={flags:#x}, hardware={hardware})"
+        step = {
+            "op": "import_blob",
+            "prov": prov,
+            "blob": blob,
+            "flags": flags,
+            "hardware": hardware,
+            "edit": list(edit) if edit else None,
+        }
         exp, act = self._both(
+            step,
             line,
             lambda: self.model.import_key(m, mb, flags=flags, hardware=hardware),
             lambda: self.target.import_key(t, tb, flags=flags, hardware=hardware),
         )
-        return self._new_key(exp.value, act.value, ref.known) if exp.ok else exp
+        return self._key_result(exp, act, ref.known)
 
     def export_key(self, key: int, blob_type: int, flags: int = 0) -> int | Observed:
         ref = self.keys[key]
         name = f"b{len(self.blobs)}"
         line = f"{name} = csp.export_key({ref.name}, {blob_type:#x}, flags={flags:#x})"
         exp, act = self._both(
+            {"op": "export_key", "key": key, "blob_type": blob_type, "flags": flags},
             line,
             lambda: self.model.export_key(ref.model, blob_type, flags=flags),
             lambda: self.target.export_key(ref.target, blob_type, flags=flags),
@@ -269,24 +374,30 @@ class Lockstep:
     def destroy_key(self, key: int) -> Observed:
         ref = self.keys[key]
         exp, _ = self._both(
+            {"op": "destroy_key", "key": key},
             f"csp.destroy_key({ref.name})",
             lambda: self.model.destroy_key(ref.model),
             lambda: self.target.destroy_key(ref.target),
         )
         return exp
 
-    def duplicate_key(self, key: int) -> KeyRef | Observed:
+    def duplicate_key(self, key: int) -> int | Observed:
         ref = self.keys[key]
-        line = f"k{len(self.keys)} = csp.duplicate_key({ref.name})"
         exp, act = self._both(
-            line, lambda: self.model.duplicate_key(ref.model), lambda: self.target.duplicate_key(ref.target)
+            {"op": "duplicate_key", "key": key},
+            f"k{len(self.keys)} = csp.duplicate_key({ref.name})",
+            lambda: self.model.duplicate_key(ref.model),
+            lambda: self.target.duplicate_key(ref.target),
         )
-        return self._new_key(exp.value, act.value, ref.known) if exp.ok else exp
+        return self._key_result(exp, act, ref.known)
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> Observed:
         ref = self.keys[key]
-        shown = f"bytes.fromhex({value.hex()!r})" if isinstance(value, bytes) and param == w.KP_IV else _redact(value)
+        shown = f"bytes.fromhex({value.hex()!r})" if isinstance(value, bytes) else repr(value)
+        step: dict[str, object] = {"op": "set_key_param", "key": key, "param": param}
+        step.update({"value_hex": value.hex()} if isinstance(value, bytes) else {"value": value})
         exp, _ = self._both(
+            step,
             f"csp.set_key_param({ref.name}, {param}, {shown})",
             lambda: self.model.set_key_param(ref.model, param, value),
             lambda: self.target.set_key_param(ref.target, param, value),
@@ -297,6 +408,7 @@ class Lockstep:
         ref = self.keys[key]
         line = f"csp.get_key_param({ref.name}, {param})"
         exp, act = self._both(
+            {"op": "get_key_param", "key": key, "param": param},
             line,
             lambda: self.model.get_key_param(ref.model, param),
             lambda: self.target.get_key_param(ref.target, param),
@@ -305,22 +417,22 @@ class Lockstep:
             raise Divergence(line, exp, act, "different value")
         return exp
 
-    def crypt(self, key: int, data: bytes, final: bool, *, decrypt: bool = False) -> Observed:
+    def encrypt(self, key: int, data: bytes, final: bool) -> Observed:
+        return self._crypt("encrypt", key, data, final)
+
+    def decrypt(self, key: int, data: bytes, final: bool) -> Observed:
+        return self._crypt("decrypt", key, data, final)
+
+    def _crypt(self, op: str, key: int, data: bytes, final: bool) -> Observed:
         ref = self.keys[key]
-        op = "decrypt" if decrypt else "encrypt"
         line = f"csp.{op}({ref.name}, bytes.fromhex({data.hex()!r}), final={final})"
-        if decrypt:
-            exp, act = self._both(
-                line,
-                lambda: self.model.decrypt(ref.model, data, final),
-                lambda: self.target.decrypt(ref.target, data, final),
-            )
-        else:
-            exp, act = self._both(
-                line,
-                lambda: self.model.encrypt(ref.model, data, final),
-                lambda: self.target.encrypt(ref.target, data, final),
-            )
+        model_call, target_call = getattr(self.model, op), getattr(self.target, op)
+        exp, act = self._both(
+            {"op": op, "key": key, "data_hex": data.hex(), "final": final},
+            line,
+            lambda: model_call(ref.model, data, final),
+            lambda: target_call(ref.target, data, final),
+        )
         self._same_bytes(line, exp, act, ref.known)
         return exp
 
@@ -328,6 +440,7 @@ class Lockstep:
         ref = self.keys[key]
         line = f"csp.hmac({ref.name}, {hash_alg:#x}, bytes.fromhex({data.hex()!r}))"
         exp, act = self._both(
+            {"op": "hmac", "key": key, "hash_alg": hash_alg, "data_hex": data.hex()},
             line,
             lambda: self.model.hmac(ref.model, hash_alg, data),
             lambda: self.target.hmac(ref.target, hash_alg, data),
@@ -335,5 +448,22 @@ class Lockstep:
         self._same_bytes(line, exp, act, ref.known)
         return exp
 
-    def location(self, key: int) -> Location:
-        return self.model.inspect(self.keys[key].model).location
+
+_OPS = frozenset(
+    {
+        "acquire",
+        "release",
+        "gen_key",
+        "import_plaintext",
+        "import_bytes",
+        "import_blob",
+        "export_key",
+        "destroy_key",
+        "duplicate_key",
+        "set_key_param",
+        "get_key_param",
+        "encrypt",
+        "decrypt",
+        "hmac",
+    }
+)

@@ -122,13 +122,13 @@ _crypt = st.tuples(
 programs = st.lists(st.one_of(ops, _crypt, _crypt), min_size=3, max_size=40)
 
 
-def _edit(kind: str, n: int) -> Any:
+def _edit(kind: str, n: int) -> tuple[str | int, ...] | None:
     if kind == "truncate":
-        return lambda b: b[: n % max(len(b), 1)]
+        return ("truncate", n)
     if kind == "flip":
-        return lambda b: b[: n % len(b)] + bytes([b[n % len(b)] ^ 0x01]) + b[n % len(b) + 1 :]
+        return ("flip", n)
     if kind == "append":
-        return lambda b: b + b"\0"
+        return ("append", "00")
     return None
 
 
@@ -136,19 +136,19 @@ def run(ls: Lockstep, program: list[Op], *, hardware: bool = True, check_each_st
     """Interpret ``program`` on ``ls``; a Divergence propagates. Starts with one provider per side."""
     ls.acquire("secure")
     ls.acquire("app")
-    ls.import_plaintext(0, w.CALG_AES_128, bytes(range(16)), w.CRYPT_EXPORTABLE)
-    ls.import_plaintext(0, w.CALG_RC4, bytes(range(5)))
+    ls.import_plaintext(0, w.CALG_AES_128, 0, 16, w.CRYPT_EXPORTABLE)
+    ls.import_plaintext(0, w.CALG_RC4, 1, 5)
     for op in program:
         kind = op[0]
         nkeys, nprov, nblob = len(ls.keys), len(ls.providers), len(ls.blobs)
         if kind == "acquire":
             ls.acquire(op[1])
         elif kind == "import":
-            _, p, alg, delta, flags, hw, material = op
+            _, p, alg, delta, seed, flags, hw = op
             size = KEY_BYTES[alg] + (delta if delta in (-1,) else 0)
             if delta in (5, 7) and alg in (w.CALG_RC2, w.CALG_RC4):
                 size = delta
-            ls.import_plaintext(p % nprov, alg, material[:size], flags, hardware=hw and hardware)
+            ls.import_plaintext(p % nprov, alg, seed, size, flags, hardware=hw and hardware)
         elif kind == "gen":
             _, p, alg, flags, hw = op
             ls.gen_key(p % nprov, alg, flags, hardware=hw and hardware)
@@ -156,7 +156,7 @@ def run(ls: Lockstep, program: list[Op], *, hardware: bool = True, check_each_st
             ls.export_key(op[1] % nkeys, op[2], op[3])
         elif kind == "import_blob" and nblob:
             _, p, b, edit, n, flags = op
-            ls.import_blob(p % nprov, b % nblob, flags=flags, edit=_edit(edit, n), edit_name=edit)
+            ls.import_blob(p % nprov, b % nblob, flags=flags, edit=_edit(edit, n))
         elif kind == "handoff" and nkeys:
             key = op[1] % nkeys
             blob = ls.export_key(key, w.OPAQUEKEYBLOB)
@@ -179,7 +179,7 @@ def run(ls: Lockstep, program: list[Op], *, hardware: bool = True, check_each_st
             ls.get_key_param(op[1] % nkeys, op[2])
         elif kind == "crypt" and nkeys:
             _, k, blocks, extra, final, decrypt, data = op
-            ls.crypt(k % nkeys, data[: blocks * 16 + extra], final, decrypt=decrypt)
+            (ls.decrypt if decrypt else ls.encrypt)(k % nkeys, data[: blocks * 16 + extra], final)
         elif kind == "hmac" and nkeys:
             ls.hmac(op[1] % nkeys, op[2], op[3])
         elif kind == "release" and nprov > 2:
