@@ -158,6 +158,7 @@ class Lockstep:
         self.program: list[str] = []
         self.trace: list[dict[str, object]] = []
         self.on_step: Callable[[dict[str, object], Observed], None] | None = None
+        self.last_actual: Observed | None = None  # the target's answer to the latest call
 
     # --- the machinery ------------------------------------------------------------------------------------
     def _record(self, step: dict[str, object], line: str) -> None:
@@ -174,6 +175,7 @@ class Lockstep:
         self._record(step, line)
         expected = _observe(on_model, "model", line)
         actual = _observe(on_target, "target", line)
+        self.last_actual = actual
         self._done(expected)
         if expected.code != actual.code:
             raise Divergence(line, expected, actual)
@@ -197,7 +199,9 @@ class Lockstep:
             expected = self.model.inspect(ref.model)
             actual = target.inspect(ref.target)
             if not ref.known:
-                expected, actual = attrs.evolve(expected, key=b""), attrs.evolve(actual, key=b"")
+                # Unknown material: the key bytes and the encryption register depend on it (twins check those).
+                expected = attrs.evolve(expected, key=b"", register=b"")
+                actual = attrs.evolve(actual, key=b"", register=b"")
             if expected != actual:
                 names = [f.name for f in attrs.fields(KeyState) if getattr(expected, f.name) != getattr(actual, f.name)]
                 raise Divergence(
@@ -436,6 +440,50 @@ class Lockstep:
         self._same_bytes(line, exp, act, ref.known)
         return exp
 
+    def round_trip(self, sender: int, receiver: int, data: bytes, final: bool) -> None:
+        """Encrypt ``data`` with ``sender`` and decrypt each side's own ciphertext with ``receiver``: the
+        plaintext must come back (or the same refusal), whether or not the model knows the material."""
+        a, b = self.keys[sender], self.keys[receiver]
+        line = f"csp.decrypt({b.name}, csp.encrypt({a.name}, bytes.fromhex({data.hex()!r}), {final}), {final})"
+        step = {"op": "round_trip", "sender": sender, "receiver": receiver, "data_hex": data.hex(), "final": final}
+        self._record(step, line)
+        sent_m = _observe(lambda: self.model.encrypt(a.model, data, final), "model", line)
+        sent_t = _observe(lambda: self.target.encrypt(a.target, data, final), "target", line)
+        if sent_m.code != sent_t.code:
+            self._done(sent_m)
+            raise Divergence(line, sent_m, sent_t, "encrypt")
+        self._same_bytes(line, sent_m, sent_t, a.known)
+        if not sent_m.ok or not isinstance(sent_m.value, bytes) or not isinstance(sent_t.value, bytes):
+            self._done(sent_m)
+            return
+        ct_m, ct_t = sent_m.value, sent_t.value
+        got_m = _observe(lambda: self.model.decrypt(b.model, ct_m, final), "model", line)
+        got_t = _observe(lambda: self.target.decrypt(b.target, ct_t, final), "target", line)
+        self._done(got_m)
+        if got_m.code != got_t.code:
+            raise Divergence(line, got_m, got_t, "decrypt")
+        if got_m.ok and got_m.value != got_t.value and ((a.known and b.known) or got_m.value == data):
+            raise Divergence(line, got_m, got_t, "decrypted bytes differ")
+
+    def compare_twins(self, first: int, second: int, data: bytes) -> None:
+        """Encrypt ``data`` (non-final) on two keys the model holds to be twins: when the model's two outputs are
+        equal, the target's must be equal too. This checks keys whose material the model cannot know (hardware,
+        a black-box target's generated keys) through a duplicate made before the change under test."""
+        a, b = self.keys[first], self.keys[second]
+        line = f"assert csp.encrypt({a.name}, d, False) == csp.encrypt({b.name}, d, False)  # d = {data.hex()!r}"
+        self._record({"op": "compare_twins", "first": first, "second": second, "data_hex": data.hex()}, line)
+        exp_a = _observe(lambda: self.model.encrypt(a.model, data, False), "model", line)
+        act_a = _observe(lambda: self.target.encrypt(a.target, data, False), "target", line)
+        exp_b = _observe(lambda: self.model.encrypt(b.model, data, False), "model", line)
+        act_b = _observe(lambda: self.target.encrypt(b.target, data, False), "target", line)
+        self._done(exp_a)
+        for exp, act, ref in ((exp_a, act_a, a), (exp_b, act_b, b)):
+            if exp.code != act.code:
+                raise Divergence(line, exp, act)
+            self._same_bytes(line, exp, act, ref.known)
+        if exp_a.ok and exp_b.ok and exp_a.value == exp_b.value and act_a.value != act_b.value:
+            raise Divergence(line, "equal outputs", "different outputs", "twins made by duplicate_key differ")
+
     def hmac(self, key: int, hash_alg: int, data: bytes) -> Observed:
         ref = self.keys[key]
         line = f"csp.hmac({ref.name}, {hash_alg:#x}, bytes.fromhex({data.hex()!r}))"
@@ -465,5 +513,7 @@ _OPS = frozenset(
         "encrypt",
         "decrypt",
         "hmac",
+        "compare_twins",
+        "round_trip",
     }
 )

@@ -17,6 +17,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.algorithms import ALGORITHMS, HMAC_ALGORITHMS
 from keyhandoff.model.crypt import USABLE_MODES
 from keyhandoff.model.errors import CryptError
+from keyhandoff.model.lifecycle import Transition
 from keyhandoff.model.state import KeyState, Side
 from keyhandoff.model.world import Ok, Step, World
 from keyhandoff.target import Capabilities
@@ -34,6 +35,7 @@ class ModelTarget:
         self._entropy: Callable[[int], bytes] = rng.randbytes if rng is not None else os.urandom
         self.world: World = model.empty_world(installation or self._entropy(8))
         self._queued: list[bytes] = []
+        self.fired: list[Transition] = []  # every lifecycle row fired, in order (coverage reads it)
 
     def queue_material(self, key: bytes) -> None:
         """Use ``key`` as the material of the next gen_key (lockstep with a white-box target: the model then
@@ -45,6 +47,7 @@ class ModelTarget:
 
     def _run(self, step: Step[T], operation: str) -> T:
         self.world = step.world
+        self.fired.extend(step.fired)
         if isinstance(step.outcome, Ok):
             return step.outcome.value
         raise CryptError(step.outcome.code, operation)

@@ -1,0 +1,385 @@
+"""The lockstep state machine: Hypothesis drives random CryptoAPI programs against the model and a target.
+
+``machine_for(factory)`` returns a :class:`~hypothesis.stateful.RuleBasedStateMachine` class for any Target
+factory (each call must return a *fresh installation*). Rules cover every operation of the Target protocol and
+what users get wrong (stale handles, the other side's keys, unsupported blob types, tampered, truncated and
+foreign blobs, ragged lengths, bad padding, bad parameters, unusable modes, permission violations, hardware
+keys); rules a target's capabilities exclude are never drawn. After every step the outcomes agree (bytes or the
+same error code), and after every rule the key states agree (full records where the target has ``inspect``)
+and the hardware token has lost nothing.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import attrs
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, precondition, rule
+
+from keyhandoff.lockstep import Divergence, Lockstep, Observed
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.wincrypt import ErrorCode
+from keyhandoff.target import Capabilities, Inspectable, Target
+
+__all__ = ["Coverage", "machine_for"]
+
+_KEY_BYTES = {
+    w.CALG_AES_128: 16,
+    w.CALG_AES_192: 24,
+    w.CALG_AES_256: 32,
+    w.CALG_DES: 8,
+    w.CALG_3DES_112: 16,
+    w.CALG_3DES: 24,
+    w.CALG_RC2: 16,
+    w.CALG_RC4: 16,
+}
+_PARAMS_SET = [
+    w.KP_IV,
+    w.KP_SALT,
+    w.KP_SALT_EX,
+    w.KP_PADDING,
+    w.KP_MODE,
+    w.KP_MODE_BITS,
+    w.KP_PERMISSIONS,
+    w.KP_EFFECTIVE_KEYLEN,
+]
+_PARAMS_GET = [*_PARAMS_SET, w.KP_ALGID, w.KP_BLOCKLEN, w.KP_KEYLEN]
+_LENGTHS = st.sampled_from([0, 8, 16, 16, 32, 48, 64, 1, 5, 13, 24])
+
+
+def _outcome(observed: Observed) -> str:
+    if observed.ok:
+        return "ok"
+    try:
+        return ErrorCode(observed.code or 0).name
+    except ValueError:
+        return f"0x{observed.code or 0:08X}"
+
+
+@attrs.define
+class Coverage:
+    """What a run exercised: operations, outcomes per operation, lifecycle transitions fired."""
+
+    steps: int = 0
+    operations: Counter[str] = attrs.field(factory=Counter)
+    outcomes: Counter[tuple[str, str]] = attrs.field(factory=Counter)
+    transitions: Counter[str] = attrs.field(factory=Counter)
+
+    def record(self, step: dict[str, object], observed: Observed, fired: list[str]) -> None:
+        op = str(step["op"])
+        self.steps += 1
+        self.operations[op] += 1
+        self.outcomes[(op, _outcome(observed))] += 1
+        self.transitions.update(fired)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "steps": self.steps,
+            "operations": dict(self.operations),
+            "outcomes": {f"{op} -> {out}": n for (op, out), n in sorted(self.outcomes.items())},
+            "transitions": dict(self.transitions),
+        }
+
+
+def machine_for(factory: Callable[[], Target], *, name: str = "Target") -> type[RuleBasedStateMachine]:
+    """A lockstep state machine class for targets made by ``factory`` (one fresh installation per call)."""
+    probe = factory()
+    try:
+        caps = probe.capabilities()
+    finally:
+        probe.close()
+    return _build(factory, caps, name)
+
+
+def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type[RuleBasedStateMachine]:
+    algs = sorted(caps.algorithms & set(_KEY_BYTES))
+    hw_algs = sorted(caps.hardware_algorithms & set(_KEY_BYTES))
+    opaque = caps.opaque
+    hashes = sorted(caps.hmac_algorithms)
+
+    class KeyhandoffMachine(RuleBasedStateMachine):
+        """Lockstep of the model and one target installation."""
+
+        coverage: ClassVar[Coverage] = Coverage()
+        last: ClassVar[Lockstep | None] = None  # the latest run's lockstep (its trace is the reproducer)
+        capabilities: ClassVar[Capabilities] = caps
+
+        providers = Bundle("providers")
+        keys = Bundle("keys")
+        blobs = Bundle("blobs")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.target = factory()
+            self.ls = Lockstep(self.target)
+            self.ls.on_step = self._covered
+            self._seen_fired = 0
+            self._foreign: Lockstep | None = None
+            type(self).last = self.ls
+
+        def _covered(self, step: dict[str, object], observed: Observed) -> None:
+            fired = self.ls.model.fired[self._seen_fired :]
+            self._seen_fired = len(self.ls.model.fired)
+            type(self).coverage.record(step, observed, [row.label for row in fired])
+
+        def teardown(self) -> None:
+            self.target.close()
+            if self._foreign is not None:
+                self._foreign.target.close()
+
+        # --- contexts -----------------------------------------------------------------------------------
+        @initialize(target=providers)
+        def both_sides(self) -> Any:
+            return multiple(self.ls.acquire("secure"), self.ls.acquire("app"))
+
+        @rule(target=providers, side=st.sampled_from(["secure", "app"]))
+        def acquire(self, side: str) -> int:
+            return self.ls.acquire(side)
+
+        @precondition(lambda self: len(self.ls.providers) > 2)
+        @rule(prov=providers)
+        def release(self, prov: int) -> None:
+            if prov >= 2:  # keep one context per side alive so the machine can go on
+                self.ls.release(prov)
+
+        # --- key creation -------------------------------------------------------------------------------
+        @rule(
+            target=keys,
+            prov=providers,
+            alg=st.sampled_from(algs),
+            seed=st.integers(0, 1 << 16),
+            flags=st.sampled_from([0, w.CRYPT_EXPORTABLE, w.CRYPT_EXPORTABLE, w.CRYPT_NO_SALT]),
+            hardware=st.booleans() if hw_algs else st.just(False),
+            forty=st.booleans(),
+        )
+        def import_known_key(self, prov: int, alg: int, seed: int, flags: int, hardware: bool, forty: bool) -> Any:
+            size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else _KEY_BYTES[alg]
+            hardware = hardware and alg in hw_algs
+            return self._key(self.ls.import_plaintext(prov, alg, seed, size, flags, hardware))
+
+        @rule(
+            target=keys,
+            prov=providers,
+            alg=st.sampled_from([*algs, w.CALG_AES, 0x1234]),
+            flags=st.sampled_from(
+                [
+                    0,
+                    w.CRYPT_EXPORTABLE,
+                    w.CRYPT_CREATE_SALT,
+                    w.CRYPT_NO_SALT,
+                    40 << 16,
+                    56 << 16,
+                    64 << 16,
+                    128 << 16,
+                    192 << 16,
+                    0x20,
+                    0x8000,
+                ]
+            ),
+            hardware=st.booleans() if hw_algs else st.just(False),
+        )
+        def gen_key(self, prov: int, alg: int, flags: int, hardware: bool) -> Any:
+            return self._key(self.ls.gen_key(prov, alg, flags, hardware))
+
+        @rule(
+            target=keys,
+            prov=providers,
+            blob=st.one_of(
+                st.binary(max_size=40),
+                st.builds(
+                    _forged,
+                    st.sampled_from([*algs, 0x1234]),
+                    st.integers(0, 0xFF),
+                    st.integers(0, 3),
+                    st.integers(0, 40),
+                    st.integers(-2, 2),
+                ),
+            ),
+            flags=st.sampled_from([0, w.CRYPT_EXPORTABLE, w.CRYPT_IPSEC_HMAC_KEY, 0x8000]),
+            pub_key=st.sampled_from([0, 0, 0, 7]),
+        )
+        def import_malformed(self, prov: int, blob: bytes, flags: int, pub_key: int) -> Any:
+            return self._key(self.ls.import_bytes(prov, blob, flags, False, pub_key))
+
+        @precondition(lambda self: bool(hashes))
+        @rule(
+            target=keys,
+            prov=providers,
+            alg=st.sampled_from([w.CALG_RC2, w.CALG_RC4]),
+            seed=st.integers(0, 1 << 16),
+            size=st.integers(17, 200),
+        )
+        def import_long_hmac_key(self, prov: int, alg: int, seed: int, size: int) -> Any:
+            return self._key(self.ls.import_plaintext(prov, alg, seed, size, w.CRYPT_IPSEC_HMAC_KEY))
+
+        @precondition(lambda self: caps.duplicate)
+        @rule(target=keys, key=keys)
+        def duplicate_key(self, key: int) -> Any:
+            return self._key(self.ls.duplicate_key(key))
+
+        def _key(self, result: int | Observed) -> Any:
+            return result if isinstance(result, int) else multiple()
+
+        # --- blobs --------------------------------------------------------------------------------------
+        @rule(
+            target=blobs,
+            key=keys,
+            blob_type=st.sampled_from([*sorted(caps.blob_types), w.SIMPLEBLOB, w.KEYSTATEBLOB, 0x55]),
+            flags=st.sampled_from([0, 0, w.CRYPT_DESTROYKEY, 0x100]),
+        )
+        def export_key(self, key: int, blob_type: int, flags: int) -> Any:
+            if blob_type == w.SIMPLEBLOB and w.SIMPLEBLOB in caps.blob_types:
+                return multiple()
+            result = self.ls.export_key(key, blob_type, flags)
+            return result if isinstance(result, int) else multiple()
+
+        @precondition(lambda self: opaque)
+        @rule(target=keys, key=keys, to=providers, destroy_flag=st.booleans(), probe=st.integers(1, 4))
+        def handoff(self, key: int, to: int, destroy_flag: bool, probe: int) -> Any:
+            """The seed's sequence: export OPAQUEKEYBLOB, destroy (or CRYPT_DESTROYKEY), import, continue."""
+            twin = None
+            if not self.ls.keys[key].known and caps.duplicate:
+                made = self.ls.duplicate_key(key)  # a twin, to check a continuation the model cannot predict
+                twin = made if isinstance(made, int) else None
+            blob = self.ls.export_key(key, w.OPAQUEKEYBLOB, w.CRYPT_DESTROYKEY if destroy_flag else 0)
+            if not isinstance(blob, int):
+                return multiple()
+            if not destroy_flag:
+                self.ls.destroy_key(key)
+            moved = self.ls.import_blob(to, blob)
+            if not isinstance(moved, int):
+                return multiple()
+            if twin is not None:
+                self.ls.compare_twins(moved, twin, bytes(16 * probe))
+                self.ls.destroy_key(twin)
+            return moved
+
+        @precondition(lambda self: opaque)
+        @rule(
+            target=keys,
+            prov=providers,
+            blob=blobs,
+            flags=st.sampled_from([0, 0, w.CRYPT_EXPORTABLE, 0x8000]),
+            hardware=st.sampled_from([False, False, True]),
+        )
+        def import_blob(self, prov: int, blob: int, flags: int, hardware: bool) -> Any:
+            return self._key(self.ls.import_blob(prov, blob, flags, hardware))
+
+        @rule(
+            target=keys,
+            prov=providers,
+            blob=blobs,
+            edit=st.one_of(
+                st.tuples(st.just("truncate"), st.integers(0, 200)),
+                st.tuples(st.just("flip"), st.integers(0, 200)),
+                st.tuples(st.just("append"), st.sampled_from(["00", "ff00"])),
+                st.tuples(st.just("header"), st.integers(0, 7), st.integers(0, 255)),
+            ),
+        )
+        def import_tampered_blob(self, prov: int, blob: int, edit: tuple[str | int, ...]) -> Any:
+            return self._key(self.ls.import_blob(prov, blob, edit=edit))
+
+        @precondition(lambda self: opaque)
+        @rule(prov=providers, alg=st.sampled_from(algs), seed=st.integers(0, 1 << 16))
+        def import_foreign_blob(self, prov: int, alg: int, seed: int) -> None:
+            """An OPAQUEKEYBLOB from another installation is refused (NTE_BAD_DATA)."""
+            if self._foreign is None:
+                self._foreign = Lockstep(factory(), check_state=False)
+                self._foreign.acquire("secure")
+            made = self._foreign.import_plaintext(0, alg, seed, _KEY_BYTES[alg], w.CRYPT_EXPORTABLE)
+            if not isinstance(made, int):
+                return
+            exported = self._foreign.export_key(made, w.OPAQUEKEYBLOB)
+            if isinstance(exported, int):
+                foreign = self._foreign.blobs[exported]
+                self.ls.blobs.append(attrs.evolve(foreign, name=f"foreign{len(self.ls.blobs)}"))
+                self.ls.import_blob(prov, len(self.ls.blobs) - 1)
+
+        # --- use ----------------------------------------------------------------------------------------
+        @rule(key=keys)
+        def destroy_key(self, key: int) -> None:
+            self.ls.destroy_key(key)
+
+        @rule(
+            key=keys,
+            param=st.sampled_from([*_PARAMS_SET, w.KP_ALGID, 77]),
+            number=st.sampled_from(
+                [
+                    w.CRYPT_MODE_CBC,
+                    w.CRYPT_MODE_ECB,
+                    w.CRYPT_MODE_CFB,
+                    w.CRYPT_MODE_OFB,
+                    w.CRYPT_MODE_CTS,
+                    0,
+                    1,
+                    40,
+                    128,
+                    1025,
+                    0x3B,
+                    0x3F,
+                    w.CRYPT_EXPORT,
+                ]
+            ),
+            raw=st.binary(max_size=26),
+            whole_block=st.booleans(),
+        )
+        def set_key_param(self, key: int, param: int, number: int, raw: bytes, whole_block: bool) -> None:
+            value: bytes | int = number
+            if param in (w.KP_IV, w.KP_SALT, w.KP_SALT_EX):
+                value = raw
+                if param == w.KP_IV and whole_block:
+                    value = raw.ljust(16, b"\0")[: len(self.ls.model.inspect(self.ls.keys[key].model).iv)]
+            self.ls.set_key_param(key, param, value)
+
+        @rule(key=keys, param=st.sampled_from([*_PARAMS_GET, 77]))
+        def get_key_param(self, key: int, param: int) -> None:
+            self.ls.get_key_param(key, param)
+
+        @rule(key=keys, size=_LENGTHS, final=st.booleans(), fill=st.integers(0, 255))
+        def encrypt(self, key: int, size: int, final: bool, fill: int) -> None:
+            self.ls.encrypt(key, bytes([fill]) * size, final)
+
+        @rule(key=keys, size=_LENGTHS, final=st.booleans(), data=st.binary(min_size=64, max_size=64))
+        def decrypt(self, key: int, size: int, final: bool, data: bytes) -> None:
+            self.ls.decrypt(key, data[:size], final)
+
+        @rule(key=keys, size=st.integers(1, 3), final=st.booleans())
+        def round_trip(self, key: int, size: int, final: bool) -> None:
+            """Encrypt on a duplicate, decrypt the ciphertext on the original: the shared register at work."""
+            twin = self.ls.duplicate_key(key) if caps.duplicate else None
+            if isinstance(twin, int):
+                self.ls.round_trip(twin, key, bytes(range(16)) * size, final)
+                self.ls.destroy_key(twin)
+
+        @precondition(lambda self: bool(hashes))
+        @rule(key=keys, hash_alg=st.sampled_from([*hashes, w.CALG_MAC]), data=st.binary(max_size=40))
+        def hmac(self, key: int, hash_alg: int, data: bytes) -> None:
+            self.ls.hmac(key, hash_alg, data)
+
+        # --- invariants ---------------------------------------------------------------------------------
+        @invariant()
+        def states_agree(self) -> None:
+            self.ls.check_states()
+
+        @invariant()
+        def token_keeps_its_objects(self) -> None:
+            """Destroy never deletes a hardware object: the token holds as many objects as the model's."""
+            if hw_algs and isinstance(self.target, Inspectable):
+                expected = len(self.ls.model.token_objects())
+                actual = len(self.target.token_objects())
+                if expected != actual:
+                    raise Divergence("token objects", str(expected), str(actual), "hardware objects lost or added")
+
+    KeyhandoffMachine.__name__ = f"{name}Machine"
+    KeyhandoffMachine.__qualname__ = KeyhandoffMachine.__name__
+    return KeyhandoffMachine
+
+
+def _forged(alg: int, blob_type: int, version: int, length: int, delta: int) -> bytes:
+    """A hand-made blob: a header with chosen type and version, a length field, and a body off by ``delta``."""
+    body = bytes(max(0, length + delta))
+    return struct.pack("<BBHII", blob_type, version, 0, alg, length) + body
