@@ -42,6 +42,55 @@ def _vectors(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _check(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from keyhandoff.check import render_summary, run_check, write_junit
+    from keyhandoff.targets.fresh import fresh_factory
+    from keyhandoff.traces import save_trace
+
+    factory = fresh_factory(args.target)
+    result = run_check(
+        args.target,
+        factory,
+        profile=args.profile,
+        examples=args.examples,
+        steps=args.steps,
+        seed=args.seed,
+        progress=sys.stderr,
+        require_coverage=args.require_coverage,
+    )
+    render_summary(result)
+    if result.failure is not None:
+        trace = Path(args.trace or f"keyhandoff-failure-{result.seed}.json")
+        save_trace(trace, result.steps, spec=args.target, failure=result.failure, seed=result.seed)
+        print(f"trace saved: {trace} (keyhandoff replay {trace})")
+    if args.report:
+        Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
+    if args.junit:
+        write_junit(result, Path(args.junit))
+    return 0 if result.ok else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from keyhandoff.targets.fresh import fresh_factory
+    from keyhandoff.traces import load_trace, replay, reproducer
+
+    steps, meta = load_trace(Path(args.trace))
+    spec = args.target or str(meta.get("target") or "builtin")
+    factory = fresh_factory(spec)
+    failure, _ = replay(steps, factory)
+    print(reproducer(steps, spec, factory, failure))
+    if failure is None:
+        print(f"replayed {len(steps)} steps against {spec}: model and target agree")
+        return 0
+    print(f"replayed against {spec}: diverges at step {failure.index + 1} ({failure.op}): {failure.message}")
+    return 1
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keyhandoff",
@@ -54,6 +103,27 @@ def _parser() -> argparse.ArgumentParser:
     vec.add_argument("--target", default="model", help="target spec (default: model)")
     vec.add_argument("--file", default=None, help="a vector file in the kat.json format (default: shipped)")
     vec.set_defaults(func=_vectors)
+
+    chk = sub.add_parser("check", help="run the lockstep state machine: model vs a target, with reproducers")
+    chk.add_argument("--target", default="builtin-processes", help="target spec (default: builtin-processes)")
+    chk.add_argument("--profile", choices=["quick", "default", "thorough"], default="default")
+    chk.add_argument("--examples", type=int, default=None, help="test cases (overrides the profile)")
+    chk.add_argument("--steps", type=int, default=None, help="steps per test case (overrides the profile)")
+    chk.add_argument("--seed", type=int, default=None, help="make the run reproducible")
+    chk.add_argument("--report", default=None, help="write a JSON report here")
+    chk.add_argument("--junit", default=None, help="write a JUnit XML report here")
+    chk.add_argument("--trace", default=None, help="where to save a failure's trace (default: next to you)")
+    chk.add_argument(
+        "--require-coverage",
+        action="store_true",
+        help="fail when a supported lifecycle transition or error outcome never fired",
+    )
+    chk.set_defaults(func=_check)
+
+    rep = sub.add_parser("replay", help="re-run a saved trace and print it as a script")
+    rep.add_argument("trace", help="a trace JSON written by keyhandoff check")
+    rep.add_argument("--target", default=None, help="replay against another target than the recorded one")
+    rep.set_defaults(func=_replay)
     return parser
 
 

@@ -360,6 +360,73 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
         def hmac(self, key: int, hash_alg: int, data: bytes) -> None:
             self.ls.hmac(key, hash_alg, data)
 
+        # --- targeted walks: every lifecycle row and every parameter refusal, not left to chance -------
+        @rule(
+            side=st.sampled_from(["secure", "app"]),
+            alg=st.sampled_from(algs),
+            seed=st.integers(0, 1 << 16),
+            generated=st.booleans(),
+            hardware=st.booleans() if hw_algs else st.just(False),
+            exports=st.integers(0, 2),
+            end=st.sampled_from(["destroy", "export_destroy", "release"]),
+        )
+        def lifecycle_walk(
+            self, side: str, alg: int, seed: int, generated: bool, hardware: bool, exports: int, end: str
+        ) -> None:
+            """A fresh key in its own context, exported 0-2 times, then ended by destroy, CRYPT_DESTROYKEY or
+            release; the handle is then used once more (it must be dead)."""
+            hardware = hardware and alg in hw_algs
+            prov = self.ls.acquire(side)
+            if prov < 0:
+                return
+            made = (
+                self.ls.gen_key(prov, alg, w.CRYPT_EXPORTABLE, hardware)
+                if generated
+                else self.ls.import_plaintext(prov, alg, seed, _KEY_BYTES[alg], w.CRYPT_EXPORTABLE, hardware)
+            )
+            if not isinstance(made, int):
+                return
+            blob_type = w.OPAQUEKEYBLOB if opaque else w.PLAINTEXTKEYBLOB
+            for _ in range(exports):
+                self.ls.export_key(made, blob_type)
+            if end == "destroy":
+                self.ls.destroy_key(made)
+            elif end == "export_destroy":
+                self.ls.export_key(made, blob_type, w.CRYPT_DESTROYKEY)
+            else:
+                self.ls.release(prov)
+            self.ls.encrypt(made, bytes(16), False)
+
+        @rule(
+            key=keys,
+            mode=st.sampled_from([w.CRYPT_MODE_OFB, w.CRYPT_MODE_CTS, 9]),
+            bad=st.sampled_from(
+                [
+                    (w.KP_PADDING, 2),
+                    (w.KP_EFFECTIVE_KEYLEN, 0),
+                    (w.KP_EFFECTIVE_KEYLEN, 1025),
+                    (w.KP_SALT, b"x" * 25),
+                    (w.KP_PERMISSIONS, 0x3F),
+                    (w.KP_KEYLEN, 128),
+                    (w.KP_ALGID, 1),
+                    (77, 0),
+                    (w.KP_IV, b"short"),
+                ]
+            ),
+            get=st.sampled_from([77, 0, 1000]),
+        )
+        def misuse_parameters(self, key: int, mode: int, bad: tuple[int, bytes | int], get: int) -> None:
+            """An unusable mode is accepted and refused at use; bad values and read-only or unknown parameters
+            are refused with their codes; the key's state must not change through any of it."""
+            before = self.ls.get_key_param(key, w.KP_MODE)
+            self.ls.set_key_param(key, bad[0], bad[1])
+            self.ls.get_key_param(key, get)
+            self.ls.decrypt(key, b"", True)
+            if before.ok and isinstance(before.value, int) and before.value:
+                self.ls.set_key_param(key, w.KP_MODE, mode)
+                self.ls.encrypt(key, bytes(16), False)
+                self.ls.set_key_param(key, w.KP_MODE, before.value)
+
         # --- invariants ---------------------------------------------------------------------------------
         @invariant()
         def states_agree(self) -> None:

@@ -1,0 +1,318 @@
+"""``keyhandoff check``: run the lockstep machine against a target and say what agreed and what did not.
+
+The run is a Hypothesis stateful test. On a divergence the minimal program Hypothesis found is shrunk further
+by deleting steps (:func:`keyhandoff.traces.minimize`), saved as a JSON trace and printed as a runnable script.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+from hypothesis import HealthCheck, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.stateful import run_state_machine_as_test
+
+from keyhandoff.machine import Coverage, machine_for
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.lifecycle import TRANSITIONS
+from keyhandoff.target import Capabilities, Target
+from keyhandoff.traces import Failure, minimize, replay, reproducer
+
+__all__ = ["PROFILES", "CheckResult", "Row", "required_coverage", "run_check"]
+
+PROFILES: dict[str, tuple[int, int]] = {"quick": (30, 30), "default": (150, 50), "thorough": (600, 80)}
+
+# Error outcomes the machine can always provoke; each must fire in a run that requires coverage.
+_REQUIRED_OUTCOMES = [
+    ("encrypt", "NTE_BAD_DATA"),
+    ("encrypt", "NTE_BAD_KEY"),
+    ("encrypt", "NTE_BAD_ALGID"),
+    ("decrypt", "NTE_BAD_DATA"),
+    ("decrypt", "NTE_BAD_LEN"),
+    ("gen_key", "NTE_BAD_ALGID"),
+    ("gen_key", "NTE_BAD_FLAGS"),
+    ("import_bytes", "NTE_BAD_TYPE"),
+    ("import_bytes", "NTE_BAD_VER"),
+    ("import_bytes", "NTE_BAD_DATA"),
+    ("export_key", "NTE_BAD_TYPE"),
+    ("export_key", "NTE_BAD_FLAGS"),
+    ("set_key_param", "NTE_BAD_DATA"),
+    ("set_key_param", "NTE_BAD_TYPE"),
+    ("get_key_param", "NTE_BAD_TYPE"),
+    ("destroy_key", "NTE_BAD_KEY"),
+]
+PROPERTIES = {
+    "outcome": "same outcome: bytes, value or error code",
+    "state": "same key state (inspect)",
+    "token": "hardware objects survive destroy",
+    "twins": "unknown material: twins agree",
+}
+
+
+def required_coverage(caps: Capabilities) -> tuple[list[str], list[tuple[str, str]]]:
+    """The lifecycle rows and error outcomes a run against a target with ``caps`` must exercise."""
+    rows = []
+    for row in TRANSITIONS:
+        if "hardware" in row.condition and not caps.hardware:
+            continue
+        if row.condition == "OPAQUEKEYBLOB" and not caps.opaque:
+            continue
+        if row.operation == "duplicate_key" and not caps.duplicate:
+            continue
+        rows.append(row.label)
+    outcomes = list(_REQUIRED_OUTCOMES)
+    if caps.opaque:
+        outcomes.append(("import_blob", "NTE_BAD_DATA"))
+    if w.PLAINTEXTKEYBLOB in caps.blob_types:
+        outcomes.append(("export_key", "NTE_BAD_KEY_STATE"))
+    if caps.hmac_algorithms:
+        outcomes.append(("hmac", "NTE_BAD_ALGID"))
+    return rows, outcomes
+
+
+@attrs.frozen
+class Row:
+    """One line of the summary: a property or an operation and its counts."""
+
+    name: str
+    passed: int
+    failed: int
+    unsupported: bool = False
+    deviations: int = 0
+
+    @property
+    def verdict(self) -> str:
+        if self.failed:
+            return "FAILED"
+        if self.unsupported:
+            return "not supported"
+        if self.deviations:
+            return "known deviation"
+        return "passed" if self.passed else "not exercised"
+
+
+@attrs.define
+class CheckResult:
+    spec: str
+    seed: int
+    profile: str
+    examples: int
+    seconds: float
+    coverage: Coverage
+    capabilities: Capabilities
+    failure: Failure | None = None
+    steps: list[dict[str, object]] = attrs.field(factory=list)
+    script: str = ""
+    several_failures: bool = False
+    missing_transitions: list[str] = attrs.field(factory=list)
+    missing_outcomes: list[tuple[str, str]] = attrs.field(factory=list)
+    require_coverage: bool = False
+
+    @property
+    def ok(self) -> bool:
+        if self.failure is not None:
+            return False
+        return not (self.require_coverage and (self.missing_transitions or self.missing_outcomes))
+
+    def rows(self) -> list[Row]:
+        caps = self.capabilities
+        failed_prop = _property_of(self.failure) if self.failure else None
+        out = [
+            Row(PROPERTIES["outcome"], self.coverage.steps, int(failed_prop == "outcome")),
+            Row(
+                PROPERTIES["state"],
+                self.coverage.steps if caps.inspect else 0,
+                int(failed_prop == "state"),
+                unsupported=not caps.inspect,
+            ),
+            Row(
+                PROPERTIES["token"],
+                self.coverage.steps if caps.hardware else 0,
+                int(failed_prop == "token"),
+                unsupported=not caps.hardware,
+            ),
+            Row(
+                PROPERTIES["twins"],
+                self.coverage.operations.get("compare_twins", 0),
+                int(failed_prop == "twins"),
+                unsupported=not caps.duplicate,
+            ),
+        ]
+        ops = sorted(set(self.coverage.operations) | {"hmac", "duplicate_key", "import_blob"})
+        for op in ops:
+            unsupported = (
+                (op == "hmac" and not caps.hmac_algorithms)
+                or (op == "duplicate_key" and not caps.duplicate)
+                or (op == "import_blob" and not caps.opaque)
+            )
+            failed = int(self.failure is not None and self.failure.op == op)
+            out.append(
+                Row(
+                    f"operation {op}",
+                    self.coverage.operations.get(op, 0) - failed,
+                    failed,
+                    unsupported=unsupported and not self.coverage.operations.get(op),
+                )
+            )
+        return out
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "target": self.spec,
+            "seed": self.seed,
+            "profile": self.profile,
+            "passed": self.ok,
+            "examples": self.examples,
+            "seconds": round(self.seconds, 2),
+            "rows": [
+                {"name": r.name, "verdict": r.verdict, "passed": r.passed, "failed": r.failed} for r in self.rows()
+            ],
+            "coverage": self.coverage.to_json(),
+            "missing_transitions": self.missing_transitions,
+            "missing_outcomes": [f"{op} -> {code}" for op, code in self.missing_outcomes],
+            "failure": attrs.asdict(self.failure) if self.failure else None,
+            "reproducer_steps": len(self.steps) if self.failure else 0,
+        }
+
+
+def _property_of(failure: Failure) -> str:
+    if failure.message.startswith("state of"):
+        return "state"
+    if failure.message.startswith("token objects"):
+        return "token"
+    if "twins" in failure.detail:
+        return "twins"
+    return "outcome"
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; a line per 10% elsewhere."""
+
+    def __init__(self, total: int, stream: TextIO | None) -> None:
+        self.total, self.stream, self.count, self.shown = total, stream, 0, -1
+
+    def tick(self, steps: int) -> None:
+        self.count += 1
+        if self.stream is None:
+            return
+        done = min(self.count, self.total)
+        if self.stream.isatty():
+            bar = "#" * (30 * done // self.total)
+            self.stream.write(f"\r[{bar:<30}] {done}/{self.total} examples, {steps} steps")
+            self.stream.flush()
+        elif 10 * done // self.total != self.shown:
+            self.shown = 10 * done // self.total
+            self.stream.write(f"{done}/{self.total} examples, {steps} steps\n")
+
+    def end(self) -> None:
+        if self.stream is not None and self.stream.isatty():
+            self.stream.write("\n")
+
+
+def run_check(
+    spec: str,
+    factory: Callable[[], Target],
+    *,
+    profile: str = "default",
+    examples: int | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    progress: TextIO | None = None,
+    require_coverage: bool = False,
+) -> CheckResult:
+    """Run the machine; on failure shrink, minimise and render the reproducer."""
+    default_examples, default_steps = PROFILES[profile]
+    examples = examples or default_examples
+    seed = seed if seed is not None else random.randrange(1 << 32)
+    bar = _Progress(examples, progress)
+    machine = machine_for(factory, name="Target")
+    coverage = Coverage()
+    machine.coverage = coverage  # type: ignore[attr-defined]
+    base_init = machine.__init__
+
+    def counted_init(self: object) -> None:
+        base_init(self)  # type: ignore[misc]
+        bar.tick(coverage.steps)
+
+    machine.__init__ = counted_init  # type: ignore[method-assign, assignment]
+    hypothesis_seed(seed)(machine)
+    config = settings(
+        max_examples=examples,
+        stateful_step_count=steps or default_steps,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+    )
+    caps: Capabilities = machine.capabilities  # type: ignore[attr-defined]
+    result = CheckResult(spec, seed, profile, examples, 0.0, coverage, caps, require_coverage=require_coverage)
+    start = time.perf_counter()
+    try:
+        run_state_machine_as_test(machine, settings=config)
+    except Exception as exc:  # every failure, Divergence or another, is reported with its trace
+        last = machine.last  # type: ignore[attr-defined]
+        trace = list(last.trace) if last is not None else []
+        failure, _ = replay(trace, factory)
+        if failure is None:  # not reproducible by replay (e.g. flaky target): report what Hypothesis said
+            failure = Failure(len(trace) - 1, str(trace[-1]["op"]) if trace else "?", str(exc), "not replayable")
+            result.steps = trace
+        else:
+            result.steps, failure = minimize(trace, factory, failure)
+        result.failure = failure
+        result.script = reproducer(result.steps, spec, factory, failure)
+    finally:
+        bar.end()
+    result.seconds = time.perf_counter() - start
+    rows, outcomes = required_coverage(caps)
+    result.missing_transitions = [r for r in rows if not coverage.transitions.get(r)]
+    result.missing_outcomes = [o for o in outcomes if not coverage.outcomes.get(o)]
+    return result
+
+
+def render_summary(result: CheckResult, out: TextIO = sys.stdout) -> None:
+    """The table per property and operation, coverage, and the verdict."""
+    out.write(f"\nkeyhandoff check: target {result.spec}, profile {result.profile}, seed {result.seed}\n")
+    out.write(f"{result.examples} examples, {result.coverage.steps} steps in {result.seconds:.1f} s\n\n")
+    width = max(len(r.name) for r in result.rows()) + 2
+    out.write(f"{'property / operation':<{width}} {'verdict':<16} {'passed':>8} {'failed':>7}\n")
+    for row in result.rows():
+        out.write(f"{row.name:<{width}} {row.verdict:<16} {row.passed:>8} {row.failed:>7}\n")
+    rows, outcomes = required_coverage(result.capabilities)
+    fired = len(rows) - len(result.missing_transitions)
+    out.write(f"\nlifecycle transitions fired: {fired}/{len(rows)}")
+    out.write(f"; error outcomes fired: {len(outcomes) - len(result.missing_outcomes)}/{len(outcomes)}\n")
+    for label in result.missing_transitions:
+        out.write(f"  never fired: {label}\n")
+    for op, code in result.missing_outcomes:
+        out.write(f"  never seen: {op} -> {code}\n")
+    if result.failure is not None:
+        out.write(f"\nFAILED at step {result.failure.index + 1} ({result.failure.op}): {result.failure.message}\n")
+        out.write(f"minimal reproducer ({len(result.steps)} steps):\n\n{result.script}\n")
+    verdict = "PASSED" if result.ok else "FAILED"
+    out.write(f"\n{verdict}\n")
+
+
+def write_junit(result: CheckResult, path: Path) -> None:
+    suite = ET.Element(
+        "testsuite",
+        name=f"keyhandoff check {result.spec}",
+        tests=str(len(result.rows())),
+        failures=str(sum(1 for r in result.rows() if r.failed)),
+        time=f"{result.seconds:.2f}",
+    )
+    for row in result.rows():
+        case = ET.SubElement(suite, "testcase", classname="keyhandoff.check", name=row.name)
+        if row.failed and result.failure is not None:
+            ET.SubElement(case, "failure", message=result.failure.message).text = result.script
+        elif row.unsupported:
+            ET.SubElement(case, "skipped", message="not supported by the target")
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)

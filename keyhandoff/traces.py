@@ -1,0 +1,164 @@
+"""Durable traces: replay a recorded program, shrink it further by deleting steps, print it as a script.
+
+A trace is the JSON list of steps :class:`~keyhandoff.lockstep.Lockstep` recorded. Steps name providers, keys
+and blobs by the order they were made, so deleting a step that made a reference renumbers the later uses of
+later references, and a deletion that would orphan a use is not tried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from keyhandoff.lockstep import Divergence, Lockstep
+from keyhandoff.target import Target
+
+__all__ = ["Failure", "load_trace", "minimize", "replay", "reproducer", "save_trace"]
+
+Step = dict[str, object]
+_REFS = {
+    "prov": "providers",
+    "key": "keys",
+    "first": "keys",
+    "second": "keys",
+    "sender": "keys",
+    "receiver": "keys",
+    "blob": "blobs",
+}
+
+
+@attrs.frozen
+class Failure:
+    """How a replay ended in a divergence: at which step, on which operation, and what was said."""
+
+    index: int
+    op: str
+    message: str
+    detail: str
+
+    def same_kind(self, other: Failure) -> bool:
+        return self.op == other.op and self.detail == other.detail
+
+
+def replay(steps: list[Step], factory: Callable[[], Target]) -> tuple[Failure | None, Lockstep]:
+    """Run ``steps`` on a fresh target; the first divergence (outcome, state) ends it."""
+    target = factory()
+    ls = Lockstep(target)
+    try:
+        for index, step in enumerate(steps):
+            try:
+                ls.apply(step)
+                ls.check_states()
+            except Divergence as div:
+                return Failure(index, str(step["op"]), str(div), div.detail), ls
+        return None, ls
+    finally:
+        target.close()
+
+
+def _made(steps: list[Step], factory: Callable[[], Target]) -> list[dict[str, int]]:
+    """For each step, how many providers, keys and blobs it made (from a replay of the whole trace)."""
+    ls = Lockstep(factory())
+    counts: list[dict[str, int]] = []
+    try:
+        for step in steps:
+            before = {"providers": len(ls.providers), "keys": len(ls.keys), "blobs": len(ls.blobs)}
+            with contextlib.suppress(Divergence, IndexError, ValueError):
+                ls.apply(step)
+            counts.append(
+                {
+                    k: {"providers": len(ls.providers), "keys": len(ls.keys), "blobs": len(ls.blobs)}[k] - v
+                    for k, v in before.items()
+                }
+            )
+    finally:
+        ls.target.close()
+    return counts
+
+
+def _without(steps: list[Step], made: list[dict[str, int]], index: int) -> list[Step] | None:
+    """``steps`` minus step ``index``, later references renumbered; None if a later step uses what it made."""
+    base = {kind: sum(m[kind] for m in made[:index]) for kind in ("providers", "keys", "blobs")}
+    removed = made[index]
+    out: list[Step] = []
+    for position, step in enumerate(steps):
+        if position == index:
+            continue
+        if position > index:
+            step = dict(step)
+            for field, kind in _REFS.items():
+                value = step.get(field)
+                if not isinstance(value, int) or not removed[kind]:
+                    continue
+                if base[kind] <= value < base[kind] + removed[kind]:
+                    return None
+                if value >= base[kind] + removed[kind]:
+                    step[field] = value - removed[kind]
+        out.append(step)
+    return out
+
+
+def minimize(steps: list[Step], factory: Callable[[], Target], failure: Failure) -> tuple[list[Step], Failure]:
+    """Delete steps one at a time (last first) while the same kind of failure persists."""
+    steps = steps[: failure.index + 1]
+    index = len(steps) - 2
+    while index >= 0:
+        made = _made(steps, factory)
+        candidate = _without(steps, made, index)
+        if candidate is not None:
+            try:
+                again, _ = replay(candidate, factory)
+            except (IndexError, ValueError, KeyError):
+                again = None
+            if again is not None and again.same_kind(failure):
+                steps, failure = candidate[: again.index + 1], again
+        index -= 1
+    return steps, failure
+
+
+def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], failure: Failure | None) -> str:
+    """A runnable Python script against the Target API, one line per step, the diverging line marked."""
+    _, ls = replay(steps, factory)
+    lines = [
+        '"""keyhandoff reproducer: run with python; the last marked line is where model and target differ."""',
+        "from keyhandoff import targets",
+        "from keyhandoff.lockstep import edit_blob, plaintext_blob, test_key  # noqa: F401",
+        "",
+        f"csp = targets.load({spec!r})",
+    ]
+    for number, line in enumerate(ls.program):
+        marker = ""
+        if failure is not None and number == len(ls.program) - 1:
+            marker = f"  # <- {failure.message}"
+        lines.append(_guarded(line) + marker)
+    lines.append("csp.close()")
+    return "\n".join(lines) + "\n"
+
+
+def _guarded(line: str) -> str:
+    """A step that may be refused is wrapped so the script runs on and prints the refusal."""
+    if line.startswith(("#", "assert")):
+        return line
+    return f"try:\n    {line}\nexcept Exception as exc:\n    print({line.split('(')[0]!r}, '->', exc)"
+
+
+def save_trace(path: Path, steps: list[Step], *, spec: str, failure: Failure | None, seed: int | None) -> None:
+    data = {
+        "format": 1,
+        "target": spec,
+        "seed": seed,
+        "failure": attrs.asdict(failure) if failure else None,
+        "steps": steps,
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def load_trace(path: Path) -> tuple[list[Step], dict[str, object]]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("format") != 1:
+        raise ValueError(f"{path}: not a keyhandoff trace (format 1)")
+    return list(data["steps"]), data
