@@ -27,6 +27,8 @@ from keyhandoff.traces import Failure, minimize, replay, reproducer
 
 __all__ = ["PROFILES", "CheckResult", "Row", "required_coverage", "run_check"]
 
+_run_machine: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
+
 PROFILES: dict[str, tuple[int, int]] = {"quick": (30, 30), "default": (150, 50), "thorough": (600, 80)}
 
 # Error outcomes the machine can always provoke; each must fire in a run that requires coverage.
@@ -234,14 +236,8 @@ def run_check(
     bar = _Progress(examples, progress)
     machine = machine_for(factory, name="Target")
     coverage = Coverage()
-    machine.coverage = coverage  # type: ignore[attr-defined]
-    base_init = machine.__init__
-
-    def counted_init(self: object) -> None:
-        base_init(self)  # type: ignore[misc]
-        bar.tick(coverage.steps)
-
-    machine.__init__ = counted_init  # type: ignore[method-assign, assignment]
+    machine.coverage = coverage
+    machine.on_start = [bar.tick]
     hypothesis_seed(seed)(machine)
     config = settings(
         max_examples=examples,
@@ -253,13 +249,13 @@ def run_check(
         report_multiple_bugs=False,
         print_blob=False,
     )
-    caps: Capabilities = machine.capabilities  # type: ignore[attr-defined]
+    caps = machine.capabilities
     result = CheckResult(spec, seed, profile, examples, 0.0, coverage, caps, require_coverage=require_coverage)
     start = time.perf_counter()
     try:
-        run_state_machine_as_test(machine, settings=config)
+        _run_machine(machine, settings=config)
     except Exception as exc:  # every failure, Divergence or another, is reported with its trace
-        last = machine.last  # type: ignore[attr-defined]
+        last = machine.last
         trace = list(last.trace) if last is not None else []
         failure, _ = replay(trace, factory)
         if failure is None:  # not reproducible by replay (e.g. flaky target): report what Hypothesis said

@@ -25,7 +25,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Inspectable, Target
 
-__all__ = ["Coverage", "machine_for"]
+__all__ = ["Coverage", "LockstepMachine", "machine_for"]
 
 _KEY_BYTES = {
     w.CALG_AES_128: 16,
@@ -85,7 +85,17 @@ class Coverage:
         }
 
 
-def machine_for(factory: Callable[[], Target], *, name: str = "Target") -> type[RuleBasedStateMachine]:
+class LockstepMachine(RuleBasedStateMachine):
+    """What every generated machine class offers the runner: the run's coverage, the latest lockstep (whose
+    trace is the reproducer), the target's capabilities, and a hook called as each test case starts."""
+
+    coverage: ClassVar[Coverage]
+    last: ClassVar[Lockstep | None]
+    capabilities: ClassVar[Capabilities]
+    on_start: ClassVar[list[Callable[[int], None]]] = []  # each is called with the steps run so far
+
+
+def machine_for(factory: Callable[[], Target], *, name: str = "Target") -> type[LockstepMachine]:
     """A lockstep state machine class for targets made by ``factory`` (one fresh installation per call)."""
     probe = factory()
     try:
@@ -95,18 +105,19 @@ def machine_for(factory: Callable[[], Target], *, name: str = "Target") -> type[
     return _build(factory, caps, name)
 
 
-def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type[RuleBasedStateMachine]:
+def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type[LockstepMachine]:
     algs = sorted(caps.algorithms & set(_KEY_BYTES))
     hw_algs = sorted(caps.hardware_algorithms & set(_KEY_BYTES))
     opaque = caps.opaque
     hashes = sorted(caps.hmac_algorithms)
 
-    class KeyhandoffMachine(RuleBasedStateMachine):
+    class KeyhandoffMachine(LockstepMachine):
         """Lockstep of the model and one target installation."""
 
-        coverage: ClassVar[Coverage] = Coverage()
-        last: ClassVar[Lockstep | None] = None  # the latest run's lockstep (its trace is the reproducer)
-        capabilities: ClassVar[Capabilities] = caps
+        coverage = Coverage()
+        last = None
+        capabilities = caps
+        on_start = []
 
         providers = Bundle("providers")
         keys = Bundle("keys")
@@ -120,6 +131,8 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             self._seen_fired = 0
             self._foreign: Lockstep | None = None
             type(self).last = self.ls
+            for hook in self.on_start:
+                hook(type(self).coverage.steps)
 
         def _covered(self, step: dict[str, object], observed: Observed) -> None:
             fired = self.ls.model.fired[self._seen_fired :]
