@@ -117,7 +117,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
         coverage = Coverage()
         last = None
         capabilities = caps
-        on_start = []
+        on_start: ClassVar[list[Callable[[int], None]]] = []
 
         providers = Bundle("providers")
         keys = Bundle("keys")
