@@ -14,7 +14,8 @@ from pathlib import Path
 
 import attrs
 
-from keyhandoff.lockstep import Divergence, Lockstep
+from keyhandoff.lockstep import Divergence, Lockstep, Observed
+from keyhandoff.model.wincrypt import describe_code
 from keyhandoff.target import Target
 
 __all__ = ["Failure", "load_trace", "minimize", "replay", "reproducer", "save_trace"]
@@ -121,29 +122,72 @@ def minimize(steps: list[Step], factory: Callable[[], Target], failure: Failure)
 
 
 def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], failure: Failure | None) -> str:
-    """A runnable Python script against the Target API, one line per step, the diverging line marked."""
-    _, ls = replay(steps, factory)
+    """A runnable script against the Target API that asserts the model's answer at every step.
+
+    A step the model refuses is wrapped in ``expect_refusal(code)``; the ciphertext of a key whose material is
+    known is compared with the model's bytes. Run against the target, the script fails at the divergence.
+    """
+    expected: list[Observed] = []
+    target = factory()
+    ls = Lockstep(target)
+    ls.on_step = lambda _step, observed: expected.append(observed)
+    try:
+        for step in steps:
+            try:
+                ls.apply(step)
+                ls.check_states()
+            except Divergence:
+                break
+    finally:
+        target.close()
     lines = [
-        '"""keyhandoff reproducer: run with python; the last marked line is where model and target differ."""',
+        '"""keyhandoff reproducer: each step asserts what the model answers; run it against the target."""',
         "from keyhandoff import targets",
+        "from keyhandoff.expect import expect_refusal",
         "from keyhandoff.lockstep import edit_blob, plaintext_blob, test_key  # noqa: F401",
         "",
         f"csp = targets.load({spec!r})",
     ]
-    for number, line in enumerate(ls.program):
-        marker = ""
-        if failure is not None and number == len(ls.program) - 1:
-            marker = f"  # <- {failure.message}"
-        lines.append(_guarded(line) + marker)
+    for number, (step, line) in enumerate(zip(steps, ls.program, strict=False)):
+        observed = expected[number] if number < len(expected) else None
+        lines.extend(_render(step, line, observed, ls))
+    if failure is not None:
+        lines.append(f"# model and target differ at the last step: {failure.message}")
+        if failure.message.startswith("state of "):
+            lines.extend(_state_assertions(failure, ls))
     lines.append("csp.close()")
     return "\n".join(lines) + "\n"
 
 
-def _guarded(line: str) -> str:
-    """A step that may be refused is wrapped so the script runs on and prints the refusal."""
-    if line.startswith(("#", "assert")):
-        return line
-    return f"try:\n    {line}\nexcept Exception as exc:\n    print({line.split('(')[0]!r}, '->', exc)"
+def _render(step: Step, line: str, observed: Observed | None, ls: Lockstep) -> list[str]:
+    if observed is None or line.startswith(("#", "assert")):
+        return [line]
+    if not observed.ok:
+        code = observed.code or 0
+        call = line.split(" = ", 1)[1] if " = csp." in line else line
+        return [f"with expect_refusal({code:#x}):  # {describe_code(code)}", f"    {call}"]
+    key = step.get("key")
+    known = isinstance(key, int) and ls.keys[key].known
+    if step.get("op") in ("encrypt", "decrypt", "hmac") and known and isinstance(observed.value, bytes):
+        return [f"assert {line} == bytes.fromhex({observed.value.hex()!r})"]
+    return [line]
+
+
+def _state_assertions(failure: Failure, ls: Lockstep) -> list[str]:
+    """``assert csp.inspect(k).field == model value`` for each differing field that is not secret."""
+    name = failure.message.split()[2].rstrip(":")
+    ref = next((r for r in ls.keys if r.name == name), None)
+    if ref is None:
+        return []
+    state = ls.model.inspect(ref.model)
+    fields = [f.strip() for f in failure.detail.removeprefix("fields differ:").split(",")]
+    out = []
+    for field in fields:
+        if field in ("key", "salt"):
+            out.append(f"# {field} differs (secret: not printed)")
+        elif hasattr(state, field):
+            out.append(f"assert csp.inspect({name}).{field} == {getattr(state, field)!r}  # the model's value")
+    return out
 
 
 def save_trace(path: Path, steps: list[Step], *, spec: str, failure: Failure | None, seed: int | None) -> None:
