@@ -257,7 +257,10 @@ def run_check(
     except Exception as exc:  # every failure, Divergence or another, is reported with its trace
         last = machine.last
         trace = list(last.trace) if last is not None else []
-        failure, _ = replay(trace, factory)
+        try:
+            failure, _ = replay(trace, factory)
+        except ValueError:
+            failure = None
         if failure is None:  # not reproducible by replay (e.g. flaky target): report what Hypothesis said
             failure = Failure(len(trace) - 1, str(trace[-1]["op"]) if trace else "?", str(exc), "not replayable")
             result.steps = trace
@@ -274,8 +277,9 @@ def run_check(
     return result
 
 
-def render_summary(result: CheckResult, out: TextIO = sys.stdout) -> None:
-    """The table per property and operation, coverage, and the verdict."""
+def render_summary(result: CheckResult, out: TextIO | None = None) -> None:
+    """The table per property and operation, coverage, and the verdict (to stdout by default)."""
+    out = out if out is not None else sys.stdout
     out.write(f"\nkeyhandoff check: target {result.spec}, profile {result.profile}, seed {result.seed}\n")
     out.write(f"{result.examples} examples, {result.coverage.steps} steps in {result.seconds:.1f} s\n\n")
     width = max(len(r.name) for r in result.rows()) + 2

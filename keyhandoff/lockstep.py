@@ -112,6 +112,7 @@ class KeyRef:
     target: int
     known: bool  # the model knows this key's material, so bytes must match exactly
     name: str
+    fixed: bool = True  # the material is fixed by the program (a test key), not drawn afresh by each run
 
 
 @attrs.define
@@ -121,6 +122,7 @@ class BlobRef:
     blob_type: int
     known: bool
     name: str
+    fixed: bool = True
 
 
 def _int(value: object) -> int:
@@ -148,8 +150,17 @@ class Lockstep:
     ``on_step`` (if set) is called after each step with the step and the model's lifecycle rows that fired.
     """
 
-    def __init__(self, target: Target, model: ModelTarget | None = None, *, check_state: bool = True) -> None:
+    def __init__(
+        self,
+        target: Target,
+        model: ModelTarget | None = None,
+        *,
+        check_state: bool = True,
+        another: Callable[[], Target] | None = None,
+    ) -> None:
         self.target = target
+        self._another = another  # makes another installation, for foreign blobs
+        self._foreign: tuple[Target, ModelTarget, int, int] | None = None
         self.model = model if model is not None else ModelTarget()
         self.inspectable = check_state and isinstance(target, Inspectable) and target.capabilities().inspect
         self.providers: list[tuple[int, int, str]] = []
@@ -217,13 +228,13 @@ class Lockstep:
     def location(self, key: int) -> Location:
         return self.model.inspect(self.keys[key].model).location
 
-    def _new_key(self, model_handle: object, target_handle: object, known: bool) -> int:
-        ref = KeyRef(_int(model_handle), _int(target_handle), known, f"k{len(self.keys)}")
+    def _new_key(self, model_handle: object, target_handle: object, known: bool, fixed: bool = True) -> int:
+        ref = KeyRef(_int(model_handle), _int(target_handle), known, f"k{len(self.keys)}", fixed)
         self.keys.append(ref)
         return len(self.keys) - 1
 
-    def _key_result(self, exp: Observed, act: Observed, known: bool) -> int | Observed:
-        return self._new_key(exp.value, act.value, known) if exp.ok else exp
+    def _key_result(self, exp: Observed, act: Observed, known: bool, fixed: bool = True) -> int | Observed:
+        return self._new_key(exp.value, act.value, known, fixed) if exp.ok else exp
 
     def apply(self, step: dict[str, object]) -> object:
         """Replay one recorded step."""
@@ -277,7 +288,7 @@ class Lockstep:
         self._done(expected)
         if expected.code != actual.code:
             raise Divergence(line, expected, actual)
-        return self._key_result(expected, actual, known)
+        return self._key_result(expected, actual, known, fixed=False)
 
     def import_plaintext(
         self, prov: int, alg: int, seed: int, size: int, flags: int = 0, hardware: bool = False
@@ -354,7 +365,36 @@ class Lockstep:
             lambda: self.model.import_key(m, mb, flags=flags, hardware=hardware),
             lambda: self.target.import_key(t, tb, flags=flags, hardware=hardware),
         )
-        return self._key_result(exp, act, ref.known)
+        return self._key_result(exp, act, ref.known, ref.fixed)
+
+    def import_foreign(self, prov: int, alg: int, seed: int, size: int) -> int | Observed:
+        """Import, on both sides, an OPAQUEKEYBLOB exported by *another installation* (of the target, and of the
+        model): it must be refused. Needs ``another`` (a factory of fresh installations)."""
+        if self._another is None:
+            raise ValueError("import_foreign needs Lockstep(..., another=factory)")
+        if self._foreign is None:
+            target, model = self._another(), ModelTarget()
+            self._foreign = (target, model, target.acquire("secure"), model.acquire("secure"))
+        target, model, t_prov, m_prov = self._foreign
+        blob = plaintext_blob(alg, test_key(seed, size))
+        t_blob = target.export_key(target.import_key(t_prov, blob), w.OPAQUEKEYBLOB)
+        m_blob = model.export_key(model.import_key(m_prov, blob), w.OPAQUEKEYBLOB)
+        m, t, name = self.providers[prov]
+        line = (
+            f"k{len(self.keys)} = csp.import_key({name}, other_installation.export_key(<test_key({seed}, {size}) "
+            f"as {alg:#x}>, OPAQUEKEYBLOB))"
+        )
+        step = {"op": "import_foreign", "prov": prov, "alg": alg, "seed": seed, "size": size}
+        exp, act = self._both(
+            step, line, lambda: self.model.import_key(m, m_blob), lambda: self.target.import_key(t, t_blob)
+        )
+        return self._key_result(exp, act, True)
+
+    def close(self) -> None:
+        """Close the other installation, if one was made (the caller closes its own target)."""
+        if self._foreign is not None:
+            self._foreign[0].close()
+            self._foreign = None
 
     def export_key(self, key: int, blob_type: int, flags: int = 0) -> int | Observed:
         ref = self.keys[key]
@@ -372,7 +412,7 @@ class Lockstep:
             raise Divergence(line, exp, act, "export must return bytes")
         if blob_type == w.PLAINTEXTKEYBLOB:
             self._same_bytes(line, exp, act, ref.known)
-        self.blobs.append(BlobRef(exp.value, act.value, blob_type, ref.known, name))
+        self.blobs.append(BlobRef(exp.value, act.value, blob_type, ref.known, name, ref.fixed))
         return len(self.blobs) - 1
 
     def destroy_key(self, key: int) -> Observed:
@@ -393,7 +433,7 @@ class Lockstep:
             lambda: self.model.duplicate_key(ref.model),
             lambda: self.target.duplicate_key(ref.target),
         )
-        return self._key_result(exp, act, ref.known)
+        return self._key_result(exp, act, ref.known, ref.fixed)
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> Observed:
         ref = self.keys[key]
@@ -515,5 +555,6 @@ _OPS = frozenset(
         "hmac",
         "compare_twins",
         "round_trip",
+        "import_foreign",
     }
 )

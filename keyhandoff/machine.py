@@ -126,10 +126,9 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
         def __init__(self) -> None:
             super().__init__()
             self.target = factory()
-            self.ls = Lockstep(self.target)
+            self.ls = Lockstep(self.target, another=factory)
             self.ls.on_step = self._covered
             self._seen_fired = 0
-            self._foreign: Lockstep | None = None
             type(self).last = self.ls
             for hook in self.on_start:
                 hook(type(self).coverage.steps)
@@ -140,9 +139,8 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             type(self).coverage.record(step, observed, [row.label for row in fired])
 
         def teardown(self) -> None:
+            self.ls.close()
             self.target.close()
-            if self._foreign is not None:
-                self._foreign.target.close()
 
         # --- contexts -----------------------------------------------------------------------------------
         @initialize(target=providers)
@@ -300,17 +298,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
         @rule(prov=providers, alg=st.sampled_from(algs), seed=st.integers(0, 1 << 16))
         def import_foreign_blob(self, prov: int, alg: int, seed: int) -> None:
             """An OPAQUEKEYBLOB from another installation is refused (NTE_BAD_DATA)."""
-            if self._foreign is None:
-                self._foreign = Lockstep(factory(), check_state=False)
-                self._foreign.acquire("secure")
-            made = self._foreign.import_plaintext(0, alg, seed, _KEY_BYTES[alg], w.CRYPT_EXPORTABLE)
-            if not isinstance(made, int):
-                return
-            exported = self._foreign.export_key(made, w.OPAQUEKEYBLOB)
-            if isinstance(exported, int):
-                foreign = self._foreign.blobs[exported]
-                self.ls.blobs.append(attrs.evolve(foreign, name=f"foreign{len(self.ls.blobs)}"))
-                self.ls.import_blob(prov, len(self.ls.blobs) - 1)
+            self.ls.import_foreign(prov, alg, seed, _KEY_BYTES[alg])
 
         # --- use ----------------------------------------------------------------------------------------
         @rule(key=keys)

@@ -1,0 +1,137 @@
+"""The conformance tool end to end: a verdict, a minimal reproducer, a trace that replays, a script that fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+
+from keyhandoff import model
+from keyhandoff.check import CheckResult, render_summary, required_coverage, run_check, write_junit
+from keyhandoff.cli import main
+from keyhandoff.model import wincrypt as w
+from keyhandoff.targets.model_target import ModelTarget
+from keyhandoff.traces import load_trace, replay, save_trace
+
+
+class ForgetsRegister(ModelTarget):
+    """A planted defect: an opaque import restores everything but the CBC/CFB feedback register."""
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        handle = super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+        if blob[:1] == bytes([w.OPAQUEKEYBLOB]):
+            entry = self.world.keys[handle]
+            self.world = model.world.with_key(
+                self.world, handle, attrs.evolve(entry, state=attrs.evolve(entry.state, register=entry.state.iv))
+            )
+        return handle
+
+
+def test_correct_target_passes_with_full_coverage(capsys) -> None:
+    """The model checked against itself passes, and the default profile fires every row and outcome."""
+    result = run_check("model", ModelTarget, profile="default", seed=5, require_coverage=True)
+    assert result.ok, result.failure
+    assert not result.missing_transitions
+    assert not result.missing_outcomes
+    render_summary(result)
+    out = capsys.readouterr().out
+    assert "PASSED" in out
+    assert "lifecycle transitions fired: 26/26" in out
+
+
+@pytest.fixture(scope="module")
+def caught() -> CheckResult:
+    """One run against the planted fault, shared by the tests that read its failure."""
+    return run_check("model", ForgetsRegister, profile="quick", seed=11)
+
+
+def test_planted_fault_is_caught_minimised_and_reproducible(caught: CheckResult, tmp_path: Path) -> None:
+    """A dropped register is caught; the reproducer is a handful of steps; trace and script replay the failure."""
+    result = caught
+    assert not result.ok
+    assert result.failure is not None
+    assert 3 <= len(result.steps) <= 8, result.script
+    assert "import_blob" in {str(s["op"]) for s in result.steps}
+    trace = tmp_path / "failure.json"
+    save_trace(trace, result.steps, spec="model", failure=result.failure, seed=result.seed)
+    steps, meta = load_trace(trace)
+    again, _ = replay(steps, ForgetsRegister)
+    assert again is not None
+    assert again.same_kind(result.failure)
+    assert meta["seed"] == 11
+    clean, _ = replay(steps, ModelTarget)
+    assert clean is None  # the same program passes on a correct target
+
+
+def test_reproducer_script_fails_at_the_divergence(caught: CheckResult, tmp_path: Path) -> None:
+    """The printed script runs against the faulty target and stops with an AssertionError, not before."""
+    result = caught
+    assert result.failure is not None
+    script = result.script.replace(
+        "csp = targets.load('model')",
+        "from tests.stateful.test_check_tool import ForgetsRegister\ncsp = ForgetsRegister()",
+    )
+    path = tmp_path / "repro.py"
+    path.write_text(script)
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [sys.executable, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert run.returncode == 1
+    assert "AssertionError" in run.stderr
+    correct = subprocess.run([sys.executable, "-c", result.script], capture_output=True, text=True, check=False)
+    assert correct.returncode == 0, correct.stderr  # on the model itself every assertion holds
+
+
+def test_required_coverage_follows_capabilities() -> None:
+    """A target without hardware or OPAQUEKEYBLOB is not asked for those lifecycle rows."""
+    caps = ModelTarget().capabilities()
+    rows, _ = required_coverage(caps)
+    limited = attrs.evolve(caps, hardware_algorithms=frozenset(), blob_types=frozenset({w.PLAINTEXTKEYBLOB}))
+    fewer, outcomes = required_coverage(limited)
+    assert len(rows) == 26
+    assert not any("hardware" in r or "OPAQUEKEYBLOB" in r for r in fewer)
+    assert ("import_blob", "NTE_BAD_DATA") not in outcomes
+
+
+def test_cli_check_writes_reports(tmp_path: Path, capsys) -> None:
+    """keyhandoff check writes the JSON and JUnit reports and exits 0 on a passing target."""
+    report, junit = tmp_path / "r.json", tmp_path / "r.xml"
+    code = main(
+        [
+            "check",
+            "--target",
+            "model",
+            "--profile",
+            "quick",
+            "--seed",
+            "3",
+            "--report",
+            str(report),
+            "--junit",
+            str(junit),
+        ]
+    )
+    assert code == 0
+    data = json.loads(report.read_text())
+    assert data["passed"] is True
+    assert data["coverage"]["steps"] > 100
+    assert "<testsuite" in junit.read_text()
+
+
+def test_junit_marks_the_failure(caught: CheckResult, tmp_path: Path) -> None:
+    """The JUnit report of a failing run carries the failure and its reproducer."""
+    result = caught
+    write_junit(result, tmp_path / "f.xml")
+    text = (tmp_path / "f.xml").read_text()
+    assert "<failure" in text
+    assert "expect_refusal" in text or "csp.import_key" in text
