@@ -6,6 +6,7 @@
 """
 
 from pathlib import Path as _Path
+from typing import TYPE_CHECKING
 
 # In a source checkout, model/ and impl/ sit beside this folder rather than inside it (the design card's layout;
 # an install maps them in via package-dir). When Python imports this folder straight from the checkout (the
@@ -18,4 +19,17 @@ from keyhandoff.model.errors import CryptError
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Target
 
-__all__ = ["Capabilities", "CryptError", "ErrorCode", "Target", "__version__"]
+if TYPE_CHECKING:
+    from keyhandoff.check import run_conformance
+
+
+def __getattr__(name: str) -> object:
+    # run_conformance pulls in Hypothesis: import it on first use, so a CSP process importing keyhandoff stays lean.
+    if name == "run_conformance":
+        from keyhandoff.check import run_conformance
+
+        return run_conformance
+    raise AttributeError(f"module 'keyhandoff' has no attribute {name!r}")
+
+
+__all__ = ["Capabilities", "CryptError", "ErrorCode", "Target", "__version__", "run_conformance"]

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test
 
@@ -25,9 +25,11 @@ from keyhandoff.model.lifecycle import TRANSITIONS
 from keyhandoff.target import Capabilities, Target
 from keyhandoff.traces import Failure, minimize, replay, reproducer
 
-__all__ = ["PROFILES", "CheckResult", "Row", "required_coverage", "run_check"]
+__all__ = ["PROFILES", "CheckResult", "ConformanceFailure", "Row", "required_coverage", "run_check", "run_conformance"]
 
 _run_machine: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
+_PHASES_NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
 
 PROFILES: dict[str, tuple[int, int]] = {"quick": (30, 30), "default": (150, 50), "thorough": (600, 80)}
 
@@ -228,8 +230,10 @@ def run_check(
     seed: int | None = None,
     progress: TextIO | None = None,
     require_coverage: bool = False,
+    shrink: bool = True,
 ) -> CheckResult:
-    """Run the machine; on failure shrink, minimise and render the reproducer."""
+    """Run the machine; on failure shrink (Hypothesis, unless ``shrink=False``), minimise by deleting steps, and
+    render the reproducer."""
     default_examples, default_steps = PROFILES[profile]
     examples = examples or default_examples
     seed = seed if seed is not None else random.randrange(1 << 32)
@@ -248,6 +252,7 @@ def run_check(
         suppress_health_check=list(HealthCheck),
         report_multiple_bugs=False,
         print_blob=False,
+        phases=_PHASES if shrink else _PHASES_NO_SHRINK,
     )
     caps = machine.capabilities
     result = CheckResult(spec, seed, profile, examples, 0.0, coverage, caps, require_coverage=require_coverage)
@@ -316,3 +321,34 @@ def write_junit(result: CheckResult, path: Path) -> None:
         elif row.unsupported:
             ET.SubElement(case, "skipped", message="not supported by the target")
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+class ConformanceFailure(AssertionError):
+    """Raised by :func:`run_conformance`: the message is the summary with the minimal reproducer."""
+
+
+def run_conformance(
+    factory: Callable[[], Target],
+    *,
+    profile: str = "default",
+    examples: int | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    require_coverage: bool = False,
+    name: str = "python target",
+) -> CheckResult:
+    """Check a CSP from a pytest test in one call: ``keyhandoff.run_conformance(MyCsp)``.
+
+    ``factory`` returns a fresh installation of the CSP (a Target) on every call. Returns the result when
+    everything agreed; raises :class:`ConformanceFailure` carrying the summary and the reproducer otherwise.
+    """
+    import io
+
+    result = run_check(
+        name, factory, profile=profile, examples=examples, steps=steps, seed=seed, require_coverage=require_coverage
+    )
+    if not result.ok:
+        text = io.StringIO()
+        render_summary(result, text)
+        raise ConformanceFailure(text.getvalue())
+    return result

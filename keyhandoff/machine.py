@@ -366,37 +366,35 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             side=st.sampled_from(["secure", "app"]),
             alg=st.sampled_from(algs),
             seed=st.integers(0, 1 << 16),
-            generated=st.booleans(),
             hardware=st.booleans() if hw_algs else st.just(False),
             exports=st.integers(0, 2),
             end=st.sampled_from(["destroy", "export_destroy", "release"]),
         )
-        def lifecycle_walk(
-            self, side: str, alg: int, seed: int, generated: bool, hardware: bool, exports: int, end: str
-        ) -> None:
-            """A fresh key in its own context, exported 0-2 times, then ended by destroy, CRYPT_DESTROYKEY or
-            release; the handle is then used once more (it must be dead)."""
+        def lifecycle_walk(self, side: str, alg: int, seed: int, hardware: bool, exports: int, end: str) -> None:
+            """A generated and an imported key in a context of their own, exported 0-2 times, then ended by
+            destroy, CRYPT_DESTROYKEY or release; each handle is then used once more (it must be dead)."""
             hardware = hardware and alg in hw_algs
             prov = self.ls.acquire(side)
             if prov < 0:
                 return
-            made = (
-                self.ls.gen_key(prov, alg, w.CRYPT_EXPORTABLE, hardware)
-                if generated
-                else self.ls.import_plaintext(prov, alg, seed, _KEY_BYTES[alg], w.CRYPT_EXPORTABLE, hardware)
-            )
-            if not isinstance(made, int):
-                return
+            made = [
+                self.ls.gen_key(prov, alg, w.CRYPT_EXPORTABLE, hardware),
+                self.ls.import_plaintext(prov, alg, seed, _KEY_BYTES[alg], w.CRYPT_EXPORTABLE, hardware),
+            ]
+            keys = [key for key in made if isinstance(key, int)]
             blob_type = w.OPAQUEKEYBLOB if opaque else w.PLAINTEXTKEYBLOB
-            for _ in range(exports):
-                self.ls.export_key(made, blob_type)
-            if end == "destroy":
-                self.ls.destroy_key(made)
-            elif end == "export_destroy":
-                self.ls.export_key(made, blob_type, w.CRYPT_DESTROYKEY)
-            else:
+            for key in keys:
+                for _ in range(exports):
+                    self.ls.export_key(key, blob_type)
+                if end == "destroy":
+                    self.ls.destroy_key(key)
+                elif end == "export_destroy":
+                    self.ls.export_key(key, blob_type, w.CRYPT_DESTROYKEY)
+            if end == "release":
                 self.ls.release(prov)
-            self.ls.encrypt(made, bytes(16), False)
+            for key in keys:
+                self.ls.encrypt(key, bytes(16), False)
+                self.ls.destroy_key(key)
 
         @rule(
             key=keys,
@@ -423,6 +421,10 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             self.ls.set_key_param(key, bad[0], bad[1])
             self.ls.get_key_param(key, get)
             self.ls.decrypt(key, b"", True)
+            self.ls.encrypt(key, bytes(13), False)  # ragged for every block cipher
+            self.ls.decrypt(key, bytes(13), False)
+            self.ls.export_key(key, 0x55)
+            self.ls.export_key(key, w.OPAQUEKEYBLOB if opaque else w.PLAINTEXTKEYBLOB, 0x100)
             if before.ok and isinstance(before.value, int) and before.value:
                 self.ls.set_key_param(key, w.KP_MODE, mode)
                 self.ls.encrypt(key, bytes(16), False)

@@ -150,21 +150,24 @@ def _fix_material(steps: list[Step], factory: Callable[[], Target], failure: Fai
 
 
 def minimize(steps: list[Step], factory: Callable[[], Target], failure: Failure) -> tuple[list[Step], Failure]:
-    """Delete steps one at a time (last first) while the same kind of failure persists, then replace generated
-    keys by fixed test keys where the failure survives it."""
+    """Delete steps one at a time (last first) while the same kind of failure persists, repeating until a whole
+    pass deletes nothing; then replace generated keys by fixed test keys where the failure survives it."""
     steps = steps[: failure.index + 1]
-    index = len(steps) - 2
-    while index >= 0:
-        made = _made(steps, factory)
-        candidate = _without(steps, made, index)
-        if candidate is not None:
-            try:
-                again, _ = replay(candidate, factory)
-            except (IndexError, ValueError, KeyError):
-                again = None
-            if again is not None and again.same_kind(failure):
-                steps, failure = candidate[: again.index + 1], again
-        index -= 1
+    changed = True
+    while changed:
+        changed = False
+        index = len(steps) - 2
+        while index >= 0:
+            candidate = _without(steps, _made(steps, factory), index) if index < len(steps) - 1 else None
+            if candidate is not None:
+                try:
+                    again, _ = replay(candidate, factory)
+                except (IndexError, ValueError, KeyError):
+                    again = None
+                if again is not None and again.same_kind(failure):
+                    steps, failure = candidate[: again.index + 1], again
+                    changed = True
+            index -= 1
     return _fix_material(steps, factory, failure)
 
 

@@ -46,7 +46,7 @@ def test_correct_target_passes_with_full_coverage(capsys) -> None:
 @pytest.fixture(scope="module")
 def caught() -> CheckResult:
     """One run against the planted fault, shared by the tests that read its failure."""
-    return run_check("model", ForgetsRegister, profile="quick", seed=11)
+    return run_check("model", ForgetsRegister, profile="default", seed=11)
 
 
 def test_planted_fault_is_caught_minimised_and_reproducible(caught: CheckResult, tmp_path: Path) -> None:
