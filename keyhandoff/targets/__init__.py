@@ -1,4 +1,4 @@
-"""Targets by name: ``load("model")`` today; the reference CSP, Wine's CSP and user CSPs join later.
+"""Targets by name: ``load("model")``, ``load("builtin", home=...)`` (the reference CSP); Wine's CSP later.
 
 ``python:package.module:factory`` calls ``factory()`` from an importable module and returns its Target.
 """
@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import importlib
+import os
 
 from keyhandoff.target import Target
 
 __all__ = ["SPECS", "load"]
 
-SPECS = ("model", "python:package.module:factory")
+SPECS = ("model", "builtin", "python:package.module:factory")
 
 
 def load(spec: str, **options: object) -> Target:
@@ -21,6 +22,13 @@ def load(spec: str, **options: object) -> Target:
 
         seed = options.get("seed")
         return ModelTarget(seed=seed if isinstance(seed, int) else None)
+    if spec == "builtin":
+        from keyhandoff.targets.builtin_target import BuiltinTarget
+
+        home = options.get("home")
+        if home is not None and not isinstance(home, str | os.PathLike):
+            raise TypeError("the builtin target's home is a directory path")
+        return BuiltinTarget(home)
     if spec.startswith("python:"):
         module_name, _, factory_name = spec.removeprefix("python:").partition(":")
         if not module_name or not factory_name:

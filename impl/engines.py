@@ -1,0 +1,407 @@
+"""Live cipher engines: the running state of a session key, kept in persistent cipher contexts.
+
+This is what sets the reference CSP apart from the model: the model computes a continuation from an abstract
+state; an engine *is* the running cipher. Every call costs O(len(data)); nothing is recomputed from history.
+
+Block ciphers (AES, DES, 3DES-112, 3DES, RC2, and hardware keys) run ECB, CBC and CFB-8 over whole blocks (the CSP
+does the length rules and the padding). Encrypt and decrypt share ONE feedback register per key, as in
+CryptoAPI: interleaving them mixes the chain. Each engine tracks that register (CBC: the last ciphertext block
+produced or consumed; CFB-8: the last block-length ciphertext bytes; ECB leaves it alone) so it can be read
+(``inspect``, OPAQUEKEYBLOB export) and restored (import, duplicate) at any point.
+
+* :class:`CryptographyBlockEngine` (AES, the DES family) keeps one ``cryptography`` context for the current
+  (mode, direction); a change of mode or direction, or a reset, rebuilds the context from the register.
+* :class:`RC2Engine` runs RFC 2268 (``keyhandoff.model.rc2``) with CryptoAPI's effective key length, in mode loops
+  of its own: ``cryptography``'s RC2 has neither ECB nor an effective-bits parameter.
+* :class:`TokenBlockEngine` asks the hardware token to run whole blocks (ECB, or CBC with the register as IV);
+  CFB-8 is built on the token's ECB. The key material never enters this process.
+* :class:`RC4Engine` keeps a ``cryptography`` ARC4 context and the stream position. OpenSSL does not expose the
+  RC4 table, so restoring a key at position p (import, duplicate) replays p keystream bytes: O(p), in 64 KiB
+  chunks through OpenSSL. Key lengths ``cryptography`` refuses are mapped to an equivalent longer key (the RC4 key
+  schedule reads ``K[i mod n]``, so K repeated to a length that is a multiple of n schedules identically), or,
+  when no such length exists (e.g. 11 or 13..15 bytes), run by a small pure-Python RC4.
+
+Key bytes handed to an engine end up inside ``cryptography`` algorithm objects or the RC2 subkey schedule:
+immutable copies this module cannot wipe. The CSP drops the engine when the key dies, so they become garbage;
+the canonical copy (the CSP's bytearray) is what destroy overwrites.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Final, Protocol
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4, TripleDES
+from cryptography.hazmat.decrepit.ciphers.modes import CFB8
+from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, CipherContext, algorithms, modes
+
+from keyhandoff.impl.token import Token
+from keyhandoff.model import rc2
+from keyhandoff.model import wincrypt as w
+
+__all__ = [
+    "CryptographyBlockEngine",
+    "Engine",
+    "RC2Engine",
+    "RC4Engine",
+    "TokenBlockEngine",
+    "software_engine",
+]
+
+_FAST_FORWARD_CHUNK: Final = 64 * 1024
+_ZEROS: Final = bytes(_FAST_FORWARD_CHUNK)
+_CFB_CHUNK: Final = 4096  # ciphertext bytes per token call when decrypting CFB-8 on a hardware key
+
+
+class Engine(Protocol):
+    """A key's running cipher. ``run`` takes whole blocks (any length for RC4) and advances the shared state."""
+
+    @property
+    def register(self) -> bytes:
+        """The live feedback register (block ciphers); b"" for RC4."""
+        ...
+
+    @property
+    def stream_pos(self) -> int:
+        """Keystream bytes used since the last reset (RC4); 0 for block ciphers."""
+        ...
+
+    def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
+        """Encrypt or decrypt ``data`` in ``mode`` (a usable CRYPT_MODE_*; ignored by RC4), moving the state on."""
+        ...
+
+    def reset(self, iv: bytes) -> None:
+        """Back to the start: register := ``iv`` (block ciphers), or the RC4 key schedule."""
+        ...
+
+    def clone(self) -> Engine:
+        """An independent engine in exactly this state (CryptDuplicateKey)."""
+        ...
+
+
+# --- block ciphers -----------------------------------------------------------------------------------------
+
+
+class _BlockEngine(abc.ABC):
+    """Mode dispatch and register tracking shared by every block engine; subclasses supply the cipher."""
+
+    def __init__(self, block: int, register: bytes) -> None:
+        if len(register) != block:
+            raise ValueError(f"the register must be one block ({block} bytes), got {len(register)}")
+        self._block = block
+        self._register = bytes(register)
+
+    @property
+    def register(self) -> bytes:
+        return self._register
+
+    @property
+    def stream_pos(self) -> int:
+        return 0
+
+    def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
+        if len(data) % self._block:
+            raise ValueError("block engines take whole blocks (the CSP checks lengths first)")
+        if not data:
+            return b""
+        if mode == w.CRYPT_MODE_ECB:
+            return self._ecb(data, decrypt)  # ECB has no feedback: the register stays as it is
+        if mode == w.CRYPT_MODE_CBC:
+            out = self._cbc(data, decrypt)
+        elif mode == w.CRYPT_MODE_CFB:
+            out = self._cfb8(data, decrypt)
+        else:
+            raise ValueError(f"mode {mode} is not runnable (the CSP refuses it first)")
+        # CBC: the last ciphertext block; CFB-8: the last block-length ciphertext bytes. Data is whole blocks,
+        # so in both modes that is the last block of the ciphertext side. Updated only after the cipher
+        # succeeded: an error (a deleted token object) leaves the state untouched.
+        ciphertext = data if decrypt else out
+        self._register = ciphertext[-self._block :]
+        return out
+
+    def reset(self, iv: bytes) -> None:
+        if len(iv) != self._block:
+            raise ValueError(f"the IV must be one block ({self._block} bytes), got {len(iv)}")
+        self._register = bytes(iv)
+        self._invalidate()
+
+    def _invalidate(self) -> None:  # noqa: B027 - a hook: only engines with a live context override it
+        """The register was replaced from outside: drop anything that continues from the old one."""
+
+    @abc.abstractmethod
+    def _ecb(self, data: bytes, decrypt: bool) -> bytes: ...
+
+    @abc.abstractmethod
+    def _cbc(self, data: bytes, decrypt: bool) -> bytes: ...
+
+    @abc.abstractmethod
+    def _cfb8(self, data: bytes, decrypt: bool) -> bytes: ...
+
+    @abc.abstractmethod
+    def clone(self) -> Engine: ...
+
+
+class CryptographyBlockEngine(_BlockEngine):
+    """AES and the DES family through one persistent ``cryptography`` context per (mode, direction)."""
+
+    def __init__(self, algorithm: BlockCipherAlgorithm, register: bytes) -> None:
+        super().__init__(algorithm.block_size // 8, register)
+        self._algorithm = algorithm
+        self._context: CipherContext | None = None
+        self._context_kind: tuple[int, bool] | None = None
+
+    def _stream(self, mode: int, decrypt: bool) -> CipherContext:
+        """The live context for this mode and direction, rebuilt from the register when they changed.
+
+        The context continues exactly where the register says only while every call goes through it; a call in
+        another mode or direction moved the register without it, so it is rebuilt (O(1)).
+        """
+        kind = (mode, decrypt)
+        if self._context is None or self._context_kind != kind:
+            cipher_mode: modes.Mode
+            if mode == w.CRYPT_MODE_ECB:
+                cipher_mode = modes.ECB()
+            elif mode == w.CRYPT_MODE_CBC:
+                cipher_mode = modes.CBC(self._register)
+            else:
+                cipher_mode = CFB8(self._register)
+            cipher = Cipher(self._algorithm, cipher_mode)
+            self._context = cipher.decryptor() if decrypt else cipher.encryptor()
+            self._context_kind = kind
+        return self._context
+
+    def _ecb(self, data: bytes, decrypt: bool) -> bytes:
+        return self._stream(w.CRYPT_MODE_ECB, decrypt).update(data)
+
+    def _cbc(self, data: bytes, decrypt: bool) -> bytes:
+        return self._stream(w.CRYPT_MODE_CBC, decrypt).update(data)
+
+    def _cfb8(self, data: bytes, decrypt: bool) -> bytes:
+        return self._stream(w.CRYPT_MODE_CFB, decrypt).update(data)
+
+    def _invalidate(self) -> None:
+        self._context = None
+        self._context_kind = None
+
+    def clone(self) -> Engine:
+        # cryptography contexts cannot be copied; a fresh one from the register continues identically.
+        return CryptographyBlockEngine(self._algorithm, self._register)
+
+
+def _xor(a: bytes, b: bytes) -> bytes:
+    return (int.from_bytes(a, "little") ^ int.from_bytes(b, "little")).to_bytes(len(a), "little")
+
+
+class RC2Engine(_BlockEngine):
+    """RC2 (RFC 2268) with an explicit effective key length, in this module's own ECB/CBC/CFB-8 loops."""
+
+    def __init__(self, subkeys: tuple[int, ...], register: bytes) -> None:
+        super().__init__(rc2.BLOCK_SIZE, register)
+        self._subkeys = subkeys
+
+    @classmethod
+    def keyed(cls, cipher_key: bytes, effective_bits: int, register: bytes) -> RC2Engine:
+        """Expand ``cipher_key`` (key || salt) once; every block then costs one RFC 2268 block operation."""
+        return cls(rc2.expand_key(cipher_key, effective_bits), register)
+
+    def _blocks(self, data: bytes) -> list[bytes]:
+        return [data[i : i + rc2.BLOCK_SIZE] for i in range(0, len(data), rc2.BLOCK_SIZE)]
+
+    def _ecb(self, data: bytes, decrypt: bool) -> bytes:
+        op = rc2.decrypt_block if decrypt else rc2.encrypt_block
+        return b"".join(op(self._subkeys, block) for block in self._blocks(data))
+
+    def _cbc(self, data: bytes, decrypt: bool) -> bytes:
+        chain = self._register
+        out = []
+        for block in self._blocks(data):
+            if decrypt:
+                out.append(_xor(rc2.decrypt_block(self._subkeys, block), chain))
+                chain = block
+            else:
+                chain = rc2.encrypt_block(self._subkeys, _xor(block, chain))
+                out.append(chain)
+        return b"".join(out)
+
+    def _cfb8(self, data: bytes, decrypt: bool) -> bytes:
+        # Per byte: encrypt the register, XOR its first byte with the data byte, shift the register left one
+        # byte and append the ciphertext byte.
+        shift = bytearray(self._register)
+        out = bytearray(len(data))
+        for index, byte in enumerate(data):
+            pad = rc2.encrypt_block(self._subkeys, bytes(shift))[0]
+            out[index] = byte ^ pad
+            del shift[0]
+            shift.append(byte if decrypt else out[index])
+        return bytes(out)
+
+    def clone(self) -> Engine:
+        return RC2Engine(self._subkeys, self._register)
+
+
+class TokenBlockEngine(_BlockEngine):
+    """A hardware key: the token runs the block cipher on whole blocks; this engine keeps the register."""
+
+    def __init__(self, token: Token, obj: int, block: int, register: bytes) -> None:
+        super().__init__(block, register)
+        self._token = token
+        self._obj = obj
+
+    def _ecb(self, data: bytes, decrypt: bool) -> bytes:
+        return self._token.cipher(self._obj, "ecb", b"", data, decrypt=decrypt)
+
+    def _cbc(self, data: bytes, decrypt: bool) -> bytes:
+        return self._token.cipher(self._obj, "cbc", self._register, data, decrypt=decrypt)
+
+    def _cfb8(self, data: bytes, decrypt: bool) -> bytes:
+        block = self._block
+        if decrypt:
+            # Every register a CFB-8 decryption passes through is known from the ciphertext alone (register ||
+            # ciphertext, one window per byte), so one token ECB call per chunk computes all the pads (chunks
+            # bound the window buffer to block x _CFB_CHUNK bytes).
+            stream = self._register + data
+            out = bytearray()
+            for start in range(0, len(data), _CFB_CHUNK):
+                count = min(_CFB_CHUNK, len(data) - start)
+                windows = b"".join(stream[i : i + block] for i in range(start, start + count))
+                pads = self._token.cipher(self._obj, "ecb", b"", windows, decrypt=False)
+                out += bytes(data[start + i] ^ pads[i * block] for i in range(count))
+            return bytes(out)
+        # Encryption feeds each ciphertext byte back before the next pad: one token call per byte.
+        shift = bytearray(self._register)
+        out = bytearray(len(data))
+        for index, byte in enumerate(data):
+            pad = self._token.cipher(self._obj, "ecb", b"", bytes(shift), decrypt=False)[0]
+            out[index] = byte ^ pad
+            del shift[0]
+            shift.append(out[index])
+        return bytes(out)
+
+    def clone(self) -> Engine:
+        return TokenBlockEngine(self._token, self._obj, self._block, self._register)
+
+
+# --- RC4 ---------------------------------------------------------------------------------------------------
+
+
+class _Keystream(Protocol):
+    def update(self, data: bytes) -> bytes: ...
+
+
+class _PythonRC4:
+    """RC4 for the key lengths OpenSSL's wrapper refuses and no multiple of which it takes."""
+
+    def __init__(self, key: bytes) -> None:
+        table = list(range(256))
+        j = 0
+        for i in range(256):
+            j = (j + table[i] + key[i % len(key)]) & 0xFF
+            table[i], table[j] = table[j], table[i]
+        self._table = table
+        self._i = 0
+        self._j = 0
+
+    def update(self, data: bytes) -> bytes:
+        table, i, j = self._table, self._i, self._j
+        out = bytearray(len(data))
+        for index, byte in enumerate(data):
+            i = (i + 1) & 0xFF
+            j = (j + table[i]) & 0xFF
+            table[i], table[j] = table[j], table[i]
+            out[index] = byte ^ table[(table[i] + table[j]) & 0xFF]
+        self._i, self._j = i, j
+        return bytes(out)
+
+
+_ARC4_BYTES: Final = tuple(sorted(bits // 8 for bits in ARC4.key_sizes))
+
+
+def _arc4_equivalent(key: bytes) -> bytes | None:
+    """A key ``cryptography``'s ARC4 accepts with the same key schedule as ``key``, or None.
+
+    The RC4 key schedule uses ``K[i mod n]`` for i in 0..255, so K repeated r times (length r*n) gives the same
+    table: K'[i mod rn] = K[(i mod rn) mod n] = K[i mod n].
+    """
+    for size in _ARC4_BYTES:
+        if size % len(key) == 0:
+            return key * (size // len(key))
+    return None
+
+
+class RC4Engine:
+    """RC4 through a persistent ARC4 context plus the stream position (shared by encrypt and decrypt)."""
+
+    def __init__(self, cipher_key: bytes, stream_pos: int = 0) -> None:
+        if not 1 <= len(cipher_key) <= 256:
+            raise ValueError(f"an RC4 key is 1..256 bytes, got {len(cipher_key)}")
+        if stream_pos < 0:
+            raise ValueError("a stream position is not negative")
+        self._key = bytes(cipher_key)
+        self._keystream = self._start()
+        self._pos = 0
+        self._fast_forward(stream_pos)
+
+    def _start(self) -> _Keystream:
+        equivalent = _arc4_equivalent(self._key)
+        if equivalent is None:
+            return _PythonRC4(self._key)
+        return Cipher(ARC4(equivalent), mode=None).encryptor()
+
+    def _fast_forward(self, count: int) -> None:
+        """Discard ``count`` keystream bytes: O(count), the price of OpenSSL not exposing the RC4 table."""
+        remaining = count
+        while remaining:
+            step = min(remaining, _FAST_FORWARD_CHUNK)
+            self._keystream.update(_ZEROS[:step])
+            remaining -= step
+        self._pos += count
+
+    @property
+    def register(self) -> bytes:
+        return b""
+
+    @property
+    def stream_pos(self) -> int:
+        return self._pos
+
+    def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
+        out = self._keystream.update(data) if data else b""
+        self._pos += len(data)
+        return out
+
+    def reset(self, iv: bytes) -> None:
+        self._keystream = self._start()
+        self._pos = 0
+
+    def clone(self) -> Engine:
+        return RC4Engine(self._key, self._pos)
+
+
+# --- construction ------------------------------------------------------------------------------------------
+
+_BLOCK_ALGORITHMS: Final[dict[int, Callable[[bytes], BlockCipherAlgorithm]]] = {
+    w.CALG_AES_128: algorithms.AES,
+    w.CALG_AES_192: algorithms.AES,
+    w.CALG_AES_256: algorithms.AES,
+    w.CALG_DES: lambda key: TripleDES(key * 3),  # EDE with K1 = K2 = K3 is single DES
+    w.CALG_3DES_112: lambda key: TripleDES(key + key[:8]),  # two-key EDE: K3 = K1
+    w.CALG_3DES: TripleDES,
+}
+
+
+def software_engine(
+    alg: int, key: bytes, salt: bytes, effective_bits: int, register: bytes, stream_pos: int = 0
+) -> Engine:
+    """The engine of a software key in the given running state (the CSP has validated every argument).
+
+    RC2 and RC4 are keyed with key || salt (rsaenh); RC2 with ``effective_bits`` as RFC 2268's T1.
+    """
+    if alg == w.CALG_RC4:
+        return RC4Engine(key + salt, stream_pos)
+    if alg == w.CALG_RC2:
+        return RC2Engine.keyed(key + salt, effective_bits, register)
+    factory = _BLOCK_ALGORITHMS.get(alg)
+    if factory is None:
+        raise ValueError(f"no engine for ALG_ID 0x{alg:04X}")
+    return CryptographyBlockEngine(factory(key), register)

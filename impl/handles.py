@@ -1,0 +1,71 @@
+"""A thread-safe handle table whose handles are unguessable and never reused.
+
+CryptoAPI hands out ``HCRYPTKEY`` / ``HCRYPTPROV`` values that callers keep and pass back. Wine's rsaenh gives
+``index + 1`` from a LIFO free list, so a stale handle reaches whatever object was created next: a stale key
+handle held by one part of a program silently drives another part's key. Here a handle is a random nonzero 62-bit
+integer (``secrets``), and the table remembers every handle it ever issued: a destroyed object's entry stays as a
+tombstone (its final, wiped state, so ``inspect`` can still report it) and its number is never drawn again.
+62 bits keep handles positive and inside a signed 64-bit integer (pickling, SQLite, C bridges all take them).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections.abc import Iterator
+from typing import Final, Generic, TypeVar
+
+__all__ = ["HANDLE_BITS", "HandleTable"]
+
+HANDLE_BITS: Final = 62
+
+T = TypeVar("T")
+
+
+class HandleTable(Generic[T]):
+    """Maps handles to objects; :meth:`issue` draws a fresh handle, nothing ever removes one.
+
+    The object stored for a handle may be replaced (a live record by its tombstone) but the handle stays taken
+    for the table's life, so a lookup of a stale handle finds its tombstone, never a newer object.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: dict[int, T] = {}
+
+    def issue(self, value: T) -> int:
+        """Store ``value`` under a handle drawn at random among those never issued, and return it."""
+        with self._lock:
+            while True:
+                handle = secrets.randbits(HANDLE_BITS)
+                # 0 is the CryptoAPI "no handle"; a collision with any earlier handle (live or dead) redraws.
+                if handle != 0 and handle not in self._entries:
+                    self._entries[handle] = value
+                    return handle
+
+    def get(self, handle: object) -> T | None:
+        """The object (or tombstone) stored for ``handle``; None for a value this table never issued."""
+        if not isinstance(handle, int) or isinstance(handle, bool):
+            return None
+        with self._lock:
+            return self._entries.get(handle)
+
+    def replace(self, handle: int, value: T) -> None:
+        """Put a tombstone (or any new record) in place of an issued handle's object; the handle stays taken."""
+        with self._lock:
+            if handle not in self._entries:
+                raise KeyError("replace: this table never issued that handle")
+            self._entries[handle] = value
+
+    def __contains__(self, handle: object) -> bool:
+        return self.get(handle) is not None
+
+    def __len__(self) -> int:
+        """How many handles were ever issued (tombstones included)."""
+        with self._lock:
+            return len(self._entries)
+
+    def __iter__(self) -> Iterator[int]:
+        """A snapshot of every issued handle."""
+        with self._lock:
+            return iter(list(self._entries))

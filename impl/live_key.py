@@ -1,0 +1,88 @@
+"""One session key as the CSP holds it: its parameters, its material buffer and its live engine.
+
+A :class:`LiveKey` is mutable and guarded by its own lock (the CSP takes it for every operation on the key).
+The material is a ``bytearray`` so that destroying the key can overwrite the one canonical copy with zeros in
+place (``wipe``); a hardware key holds no material, only the token object id. When the key dies its final state
+(material and salt emptied) is frozen into ``tombstone`` for ``inspect``, and the engine is dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import attrs
+
+from keyhandoff.impl.engines import Engine
+from keyhandoff.model.state import KeyState, Lifecycle, Location
+
+__all__ = ["LiveKey"]
+
+
+@attrs.define(eq=False)
+class LiveKey:
+    """A key handle's record. Every field is read and written with ``lock`` held."""
+
+    provider: int
+    alg: int
+    location: Location
+    material: bytearray = attrs.field(repr=lambda v: f"<{len(v)} bytes>")  # software; empty for hardware
+    salt: bytes = attrs.field(repr=lambda v: f"<{len(v)} bytes>")
+    key_bits: int
+    effective_keylen: int
+    mode: int
+    mode_bits: int
+    padding: int
+    iv: bytes
+    permissions: int
+    lifecycle: Lifecycle
+    engine: Engine | None  # None for an HMAC-only key and for a dead one
+    hmac_only: bool = False
+    token_object: int = 0  # hardware
+    lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
+    tombstone: KeyState | None = None  # the final state once the handle is dead
+
+    @property
+    def alive(self) -> bool:
+        return self.tombstone is None
+
+    @property
+    def register(self) -> bytes:
+        return self.engine.register if self.engine is not None else self.iv
+
+    @property
+    def stream_pos(self) -> int:
+        return self.engine.stream_pos if self.engine is not None else 0
+
+    def state(self) -> KeyState:
+        """The full state record (``inspect``): key bytes for a live software key, b"" for a hardware one."""
+        if self.tombstone is not None:
+            return self.tombstone
+        return KeyState(
+            lifecycle=self.lifecycle,
+            location=self.location,
+            alg=self.alg,
+            key=bytes(self.material),
+            salt=self.salt,
+            key_bits=self.key_bits,
+            effective_keylen=self.effective_keylen,
+            mode=self.mode,
+            mode_bits=self.mode_bits,
+            padding=self.padding,
+            iv=self.iv,
+            register=self.register,
+            stream_pos=self.stream_pos,
+            permissions=self.permissions,
+            hmac_only=self.hmac_only,
+        )
+
+    def kill(self) -> None:
+        """End the handle: software material overwritten with zeros in place, hardware object left alone."""
+        if self.tombstone is not None:
+            return
+        end = Lifecycle.HARDWARE_PINNED if self.location is Location.HARDWARE else Lifecycle.DESTROYED
+        final = attrs.evolve(self.state(), lifecycle=end, key=b"", salt=b"")
+        self.material[:] = bytes(len(self.material))  # the same buffer, zeroed (a white-box test holds it)
+        self.salt = b""
+        self.lifecycle = end
+        self.engine = None
+        self.tombstone = final

@@ -1,0 +1,88 @@
+"""``load("builtin")``: the reference CSP (``keyhandoff.impl.BuiltinCsp``) behind the Target protocol.
+
+The reference CSP may not import the tool, so it describes its capabilities as plain data; this thin adapter
+converts them into :class:`~keyhandoff.target.Capabilities` and forwards every other call unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.model.state import KeyState
+from keyhandoff.target import Capabilities
+
+__all__ = ["BuiltinTarget"]
+
+
+class BuiltinTarget:
+    """The built-in CSP as a Target (and Inspectable): both sides in one process, over one installation."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.csp = BuiltinCsp(home)
+
+    def __repr__(self) -> str:
+        return f"BuiltinTarget({self.csp!r})"
+
+    def acquire(self, side: str = "secure") -> int:
+        return self.csp.acquire(side)
+
+    def release(self, prov: int) -> None:
+        self.csp.release(prov)
+
+    def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
+        return self.csp.gen_key(prov, alg, flags, hardware=hardware)
+
+    def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
+        return self.csp.import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        return self.csp.export_key(key, blob_type, exp_key=exp_key, flags=flags)
+
+    def destroy_key(self, key: int) -> None:
+        self.csp.destroy_key(key)
+
+    def duplicate_key(self, key: int) -> int:
+        return self.csp.duplicate_key(key)
+
+    def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
+        self.csp.set_key_param(key, param, value)
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        return self.csp.get_key_param(key, param)
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        return self.csp.encrypt(key, data, final)
+
+    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        return self.csp.decrypt(key, data, final)
+
+    def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
+        return self.csp.hmac(key, hash_alg, data)
+
+    def capabilities(self) -> Capabilities:
+        data = self.csp.capabilities_data()
+        return Capabilities(
+            name=str(data["name"]),
+            blob_types=data["blob_types"],
+            algorithms=data["algorithms"],
+            modes=data["modes"],
+            hardware_algorithms=data["hardware_algorithms"],
+            hmac_algorithms=data["hmac_algorithms"],
+            duplicate=bool(data["duplicate"]),
+            separate_processes=bool(data["separate_processes"]),
+            inspect=bool(data["inspect"]),
+        )
+
+    def close(self) -> None:
+        self.csp.close()
+
+    def inspect(self, key: int) -> KeyState:
+        return self.csp.inspect(key)
+
+    def token_objects(self) -> Mapping[int, int]:
+        return self.csp.token_objects()
+
+    def delete_token_object(self, obj: int) -> None:
+        self.csp.delete_token_object(obj)
