@@ -31,7 +31,6 @@ from keyhandoff.impl.algorithms import (
     HMAC_HASHES,
     IPSEC_MAX_KEY,
     USABLE_MODES,
-    VARIABLE_MAX_KEY,
     AlgInfo,
 )
 from keyhandoff.impl.blobs import (
@@ -320,11 +319,14 @@ class Csp:
             raise CryptError(w.NTE_BAD_TYPE, operation)
         if pub_key != 0:
             raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
+        # Flags (and, for an opaque blob, placement) before the algorithm, as the spec orders them.
+        opaque = header.blob_type == w.OPAQUEKEYBLOB
+        allowed = w.CRYPT_EXPORTABLE if opaque else _IMPORT_FLAGS
+        if not _is_dword(flags) or flags & ~allowed or (opaque and hardware):
+            raise CryptError(w.NTE_BAD_FLAGS, operation)
         info = ALGORITHMS.get(header.alg)
         if info is None:
             raise CryptError(w.NTE_BAD_ALGID, operation)
-        if not _is_dword(flags) or flags & ~_IMPORT_FLAGS:
-            raise CryptError(w.NTE_BAD_FLAGS, operation)
         if header.blob_type == w.PLAINTEXTKEYBLOB:
             key = self._import_plaintext(prov, info, data, flags, bool(hardware), operation)
         else:
@@ -336,7 +338,7 @@ class Csp:
     ) -> LiveKey:
         """A fresh key from key bytes: the running state is not in the blob. Length rules: exact body
         (NTE_BAD_DATA), a length the algorithm has (NTE_BAD_DATA) unless CRYPT_IPSEC_HMAC_KEY lifts it for
-        RC2/RC4 (1..64 KiB; longer than a cipher key means HMAC only); a hardware key of an algorithm the token
+        RC2/RC4 (1..64 KiB; a length the cipher does not take means HMAC only); a hardware key of an algorithm the token
         cannot run NTE_BAD_ALGID."""
         body = plaintext_key(blob, operation)
         ipsec = bool(flags & w.CRYPT_IPSEC_HMAC_KEY) and info.variable
@@ -344,7 +346,7 @@ class Csp:
             raise CryptError(w.NTE_BAD_DATA, operation)
         if hardware and info.alg not in self._token_algorithms:
             raise CryptError(w.NTE_BAD_ALGID, operation)
-        hmac_only = ipsec and len(body) > VARIABLE_MAX_KEY
+        hmac_only = ipsec and len(body) not in info.import_bytes  # a length the cipher does not take: a MAC key
         salted = info.variable and len(body) == 5 and not flags & w.CRYPT_NO_SALT
         permissions = DEFAULT_PERMISSIONS | (w.CRYPT_EXPORT if flags & w.CRYPT_EXPORTABLE else 0)
         key = self._fresh(
@@ -466,9 +468,8 @@ class Csp:
                 raise CryptError(w.NTE_BAD_DATA, operation)
             entry.padding = value
         elif param == w.KP_MODE:
-            # Any value is stored (refused at use if not runnable); the stream cipher RC4 ignores it.
-            if not ALGORITHMS[entry.alg].stream:
-                entry.mode = value
+            # Any value is stored (refused at use if not runnable); RC4 stores it too and ignores it (Wine).
+            entry.mode = value
         elif param == w.KP_MODE_BITS:
             entry.mode_bits = value  # stored; CFB is 8-bit whatever it says
         elif param == w.KP_PERMISSIONS:
@@ -515,15 +516,17 @@ class Csp:
         return self._crypt(key, _as_bytes(data, "decrypt"), bool(final), decrypt=True)
 
     def _crypt(self, key: int, data: bytes, final: bool, *, decrypt: bool) -> bytes:
-        """The shared rules, in this order: dead key NTE_BAD_KEY; an HMAC-only key NTE_BAD_KEY; Final decrypt of
-        nothing NTE_BAD_LEN; a block cipher's non-final (or final-decrypt) length that is not a block multiple
-        NTE_BAD_DATA; a mode other than ECB/CBC/CFB NTE_BAD_ALGID; a deleted token object NTE_NOT_FOUND. Each
+        """The shared rules, in this order: dead key NTE_BAD_KEY; an HMAC-only key NTE_BAD_KEY; a deleted token
+        object NTE_NOT_FOUND; Final decrypt of nothing NTE_BAD_LEN; a block cipher's non-final (or final-decrypt)
+        length that is not a block multiple NTE_BAD_DATA; a mode other than ECB/CBC/CFB NTE_BAD_ALGID. Each
         leaves the state untouched. Final encrypt pads (PKCS#5, a whole block when aligned); Final decrypt checks
         the pad (NTE_BAD_DATA *and* reset when bad); Final resets register := IV (RC4: the key schedule)."""
         operation = "decrypt" if decrypt else "encrypt"
         with self._live(key, operation) as entry:
             if entry.hmac_only or entry.engine is None:
                 raise CryptError(w.NTE_BAD_KEY, operation)
+            if entry.location is Location.HARDWARE and not self._token.exists(entry.token_object):
+                raise CryptError(w.NTE_NOT_FOUND, operation)  # the token object was deleted by administration
             engine = entry.engine
             if decrypt and final and not data:
                 raise CryptError(w.NTE_BAD_LEN, operation)
@@ -536,9 +539,6 @@ class Csp:
                 if final and not decrypt:
                     pad = block - len(data) % block
                     data += bytes([pad]) * pad
-            if not data and entry.location is Location.HARDWARE and not self._token.exists(entry.token_object):
-                # Nothing to run, so the token is not asked; the object's absence is still an error at use.
-                raise CryptError(w.NTE_NOT_FOUND, operation)
             try:
                 out = engine.run(entry.mode, data, decrypt=decrypt)
             except CryptError as error:  # from the token (NTE_NOT_FOUND): the code, under this call's name
@@ -640,7 +640,7 @@ def _check_opaque(state: OpaqueState, info: AlgInfo, operation: str) -> None:
         raise bad
     if state.salt and not info.variable:
         raise bad
-    if state.hmac_only != (info.variable and len(state.key) > VARIABLE_MAX_KEY):
+    if state.hmac_only != (info.variable and len(state.key) not in info.import_bytes):
         raise bad
     if not state.hmac_only and len(state.key) not in info.import_bytes and not info.variable:
         raise bad

@@ -133,7 +133,9 @@ def _import_plaintext(world: World, prov: int, blob: bytes, alg: int, flags: int
     length field or than the key it announces NTE_BAD_DATA; a longer one too (our decision: trailing bytes are
     refused; Wine ignores them). A length the algorithm does not have NTE_BAD_DATA (documented; DES only at
     full size with parity, Wine also takes 7/14/21 bytes: a finding), unless CRYPT_IPSEC_HMAC_KEY lifts it
-    for RC2/RC4 (native: test_import_hmac); such a longer key serves HMAC only (our decision).
+    for RC2/RC4 (native: test_import_hmac), up to 64 KiB; a key of a length the cipher does not take
+    (1 to 4 bytes, or more than 16) then serves HMAC only (our decision). ``hardware=True`` for an algorithm
+    the token cannot hold, or for an HMAC-only key, NTE_BAD_ALGID, checked last.
     Permissions: the defaults, plus CRYPT_EXPORT only if CRYPT_EXPORTABLE (reference).
     """
     if flags & ~PLAINTEXT_IMPORT_FLAGS:
@@ -186,9 +188,10 @@ def _import_plaintext(world: World, prov: int, blob: bytes, alg: int, flags: int
 def _import_opaque(world: World, prov: int, blob: bytes, alg: int, flags: int, hardware: bool) -> Step[int]:
     """An OPAQUEKEYBLOB this installation issued gives exactly the exported state (seed).
 
-    Unknown flag NTE_BAD_FLAGS; ``hardware=True`` NTE_BAD_FLAGS (our decision: the blob decides placement);
-    unsupported algorithm NTE_BAD_ALGID; a blob this installation did not issue, byte for byte, NTE_BAD_DATA;
-    a hardware key whose token object is gone NTE_NOT_FOUND. CRYPT_EXPORTABLE never adds a permission (our
+    Any flag but CRYPT_EXPORTABLE NTE_BAD_FLAGS, and ``hardware=True`` NTE_BAD_FLAGS (our decision: the blob
+    decides placement), both checked before the algorithm; unsupported algorithm NTE_BAD_ALGID; a blob this
+    installation did not issue, byte for byte, NTE_BAD_DATA; a hardware key whose token object is gone
+    NTE_NOT_FOUND. CRYPT_EXPORTABLE never adds a permission (our
     decision): the imported key keeps exactly the blob's permissions.
     """
     if flags & ~OPAQUE_IMPORT_FLAGS or hardware:

@@ -7,7 +7,9 @@ Rules (reference, "Modes and lengths" and "When the live state resets"):
 - Final encrypt appends PKCS#5 padding, a whole block when aligned (CFB too); Final resets register := IV.
 - Final decrypt of zero bytes: NTE_BAD_LEN (RC4 too). A bad pad: NTE_BAD_DATA *and* the key resets.
 - No permission bit is checked by encrypt, decrypt or HMAC (rsaenh never consults them; native silent).
-- OFB, CTS or an unknown mode: NTE_BAD_ALGID at use.
+- OFB, CTS or an unknown mode: NTE_BAD_ALGID at use, after the length check (Wine's block_encrypt checks the
+  length first; the order of the other checks: dead key, HMAC-only key, gone token object, Final decrypt of
+  nothing, length, mode).
 - RC4: no padding, no length rule; Final only resets to the key schedule.
 - A hardware key whose token object was deleted: NTE_NOT_FOUND at use (as on importing its blob).
 """
@@ -103,11 +105,11 @@ def encrypt(world: World, key: int, data: bytes, final: bool) -> Step[bytes]:
     state = entry.state
     if state.alg == w.CALG_RC4:
         return _rc4(world, key, entry, data, final)
-    if state.mode not in USABLE_MODES:
-        return refuse(world, ErrorCode.NTE_BAD_ALGID, "mode accepted by KP_MODE but not usable (OFB/CTS/unknown)")
     size = ALGORITHMS[state.alg].block_len
     if not final and len(data) % size:
         return refuse(world, ErrorCode.NTE_BAD_DATA, "non-final length not a multiple of the block length")
+    if state.mode not in USABLE_MODES:
+        return refuse(world, ErrorCode.NTE_BAD_ALGID, "mode accepted by KP_MODE but not usable (OFB/CTS/unknown)")
     if final:
         pad = size - len(data) % size
         data += bytes([pad]) * pad
@@ -127,11 +129,11 @@ def decrypt(world: World, key: int, data: bytes, final: bool) -> Step[bytes]:
         return refuse(world, ErrorCode.NTE_BAD_LEN, "final decrypt of zero bytes")
     if state.alg == w.CALG_RC4:
         return _rc4(world, key, entry, data, final)
-    if state.mode not in USABLE_MODES:
-        return refuse(world, ErrorCode.NTE_BAD_ALGID, "mode accepted by KP_MODE but not usable (OFB/CTS/unknown)")
     size = ALGORITHMS[state.alg].block_len
     if len(data) % size:
         return refuse(world, ErrorCode.NTE_BAD_DATA, "length not a multiple of the block length")
+    if state.mode not in USABLE_MODES:
+        return refuse(world, ErrorCode.NTE_BAD_ALGID, "mode accepted by KP_MODE but not usable (OFB/CTS/unknown)")
     out, state = _run(world, entry, data, decrypt=True)
     entry = attrs.evolve(entry, state=state)
     if not final:
