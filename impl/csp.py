@@ -648,7 +648,5 @@ def _check_opaque(state: OpaqueState, info: AlgInfo, operation: str) -> None:
         raise bad
     if info.alg != w.CALG_RC2 and state.effective_keylen != state.key_bits:
         raise bad
-    if info.stream and state.mode != 0:
-        raise bad
     if state.stream_pos and not info.stream:
         raise bad

@@ -546,3 +546,12 @@ def test_hardware_cfb8_decrypt_spans_token_chunks(csp: BuiltinCsp, prov: int) ->
     data = bytes(range(256)) * 33  # 8448 bytes: more than two 4096-byte batches
     assert csp.decrypt(hard, data, False) == csp.decrypt(soft, data, False) == aes(CFB8(bytes(16)), data, decrypt=True)
     assert csp.inspect(hard).register == csp.inspect(soft).register == data[-16:]
+
+
+def test_rc4_mode_survives_opaque_round_trip(csp: BuiltinCsp, prov: int) -> None:
+    """An RC4 key with KP_MODE set (stored, ignored) exports and imports as an OPAQUEKEYBLOB (regression:
+    the post-authentication consistency check refused a nonzero RC4 mode; found by keyhandoff check)."""
+    rc4 = imp(csp, prov, w.CALG_RC4, KEY16)
+    csp.set_key_param(rc4, w.KP_MODE, w.CRYPT_MODE_CFB)
+    moved = csp.import_key(prov, csp.export_key(rc4, w.OPAQUEKEYBLOB))
+    assert csp.get_key_param(moved, w.KP_MODE) == w.CRYPT_MODE_CFB
