@@ -385,7 +385,9 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             blob_type = w.OPAQUEKEYBLOB if opaque else w.PLAINTEXTKEYBLOB
             for key in keys:
                 for _ in range(exports):
-                    self.ls.export_key(key, blob_type)
+                    blob = self.ls.export_key(key, blob_type)
+                    if isinstance(blob, int):  # a copy with its last byte changed must be refused
+                        self.ls.import_blob(prov, blob, edit=("flip", 10_000))
                 if end == "destroy":
                     self.ls.destroy_key(key)
                 elif end == "export_destroy":

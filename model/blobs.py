@@ -1,13 +1,15 @@
 """CryptExportKey and CryptImportKey for PLAINTEXTKEYBLOB and OPAQUEKEYBLOB.
 
-The model's opaque blob is ``BLOBHEADER{9, 2, 0, aiKeyAlg} || "KHM1" || installation id || serial``: bytes
-that mean nothing by themselves. What makes it "sealed" in the model is that import accepts only blobs this
+The model's opaque blob is ``BLOBHEADER{9, 2, 0, aiKeyAlg} || "KHM1" || installation id || serial || digest``
+(the digest, of installation and serial, makes every issued blob far from every other): bytes that mean
+nothing by themselves. What makes it "sealed" in the model is that import accepts only blobs this
 installation issued (recorded in ``World.issued``), byte for byte: any change, truncation or another
 installation's blob is not in that record. A real CSP gets the same verdicts with an AEAD.
 """
 
 from __future__ import annotations
 
+import hashlib
 import struct
 
 import attrs
@@ -49,6 +51,13 @@ OPAQUE_MARKER = b"KHM1"
 _HEADER = struct.Struct("<BBHI")
 
 
+def _opaque_body(installation: bytes, serial: int) -> bytes:
+    """Marker, installation, serial, and a digest of both: no edit of an issued blob yields another issued blob
+    (a bare serial would let one flipped bit name a neighbour)."""
+    ident = installation + serial.to_bytes(8, "little")
+    return OPAQUE_MARKER + ident + hashlib.sha256(b"keyhandoff model blob" + ident).digest()[:16]
+
+
 def blob_header(blob_type: int, alg: int) -> bytes:
     """BLOBHEADER: bType, bVersion = CUR_BLOB_VERSION, reserved = 0, aiKeyAlg (little-endian)."""
     return _HEADER.pack(blob_type, w.CUR_BLOB_VERSION, 0, alg)
@@ -85,9 +94,7 @@ def export_key(world: World, key: int, blob_type: int, *, exp_key: int = 0, flag
         blob = blob_header(w.PLAINTEXTKEYBLOB, state.alg) + struct.pack("<I", len(state.key)) + state.key
     else:
         serial = world.next_blob
-        blob = (
-            blob_header(w.OPAQUEKEYBLOB, state.alg) + OPAQUE_MARKER + world.installation + serial.to_bytes(8, "little")
-        )
+        blob = blob_header(w.OPAQUEKEYBLOB, state.alg) + _opaque_body(world.installation, serial)
         world = attrs.evolve(world, issued=put(world.issued, blob, Issued(entry)), next_blob=serial + 1)
     if flags & w.CRYPT_DESTROYKEY:
         world, row = end_key(world, key, entry, "export_key", "CRYPT_DESTROYKEY")

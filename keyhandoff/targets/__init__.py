@@ -1,4 +1,5 @@
-"""Targets by name: ``load("model")``, ``load("builtin", home=...)`` (the reference CSP); Wine's CSP later.
+"""Targets by name: ``load("model")``, ``load("builtin", home=...)`` and ``load("builtin-processes", home=...)``
+(the reference CSP, in one process or with the app side in a child process); Wine's CSP later.
 
 ``python:package.module:factory`` calls ``factory()`` from an importable module and returns its Target.
 """
@@ -12,7 +13,7 @@ from keyhandoff.target import Target
 
 __all__ = ["SPECS", "load"]
 
-SPECS = ("model", "builtin", "python:package.module:factory")
+SPECS = ("model", "builtin", "builtin-processes", "python:package.module:factory")
 
 
 def load(spec: str, **options: object) -> Target:
@@ -22,13 +23,13 @@ def load(spec: str, **options: object) -> Target:
 
         seed = options.get("seed")
         return ModelTarget(seed=seed if isinstance(seed, int) else None)
-    if spec == "builtin":
+    if spec in ("builtin", "builtin-processes"):
         from keyhandoff.targets.builtin_target import BuiltinTarget
 
         home = options.get("home")
         if home is not None and not isinstance(home, str | os.PathLike):
             raise TypeError("the builtin target's home is a directory path")
-        return BuiltinTarget(home)
+        return BuiltinTarget(home, processes=spec == "builtin-processes")
     if spec.startswith("python:"):
         module_name, _, factory_name = spec.removeprefix("python:").partition(":")
         if not module_name or not factory_name:

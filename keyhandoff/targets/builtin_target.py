@@ -1,4 +1,7 @@
-"""``load("builtin")``: the reference CSP (``keyhandoff.impl.BuiltinCsp``) behind the Target protocol.
+"""``load("builtin")`` and ``load("builtin-processes")``: the reference CSP behind the Target protocol.
+
+``builtin`` runs both sides in this process (``keyhandoff.impl.BuiltinCsp``); ``builtin-processes`` runs the
+application side in a spawned child process (``keyhandoff.impl.processes.ProcessCsp``).
 
 The reference CSP may not import the tool, so it describes its capabilities as plain data; this thin adapter
 converts them into :class:`~keyhandoff.target.Capabilities` and forwards every other call unchanged.
@@ -10,6 +13,7 @@ import os
 from collections.abc import Mapping
 
 from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.impl.processes import ProcessCsp
 from keyhandoff.model.state import KeyState
 from keyhandoff.target import Capabilities
 
@@ -17,10 +21,11 @@ __all__ = ["BuiltinTarget"]
 
 
 class BuiltinTarget:
-    """The built-in CSP as a Target (and Inspectable): both sides in one process, over one installation."""
+    """The built-in CSP as a Target (and Inspectable), over one installation; ``processes=True`` puts the app
+    side in a child process."""
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
-        self.csp = BuiltinCsp(home)
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, processes: bool = False) -> None:
+        self.csp: BuiltinCsp | ProcessCsp = ProcessCsp(home) if processes else BuiltinCsp(home)
 
     def __repr__(self) -> str:
         return f"BuiltinTarget({self.csp!r})"

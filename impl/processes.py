@@ -1,0 +1,187 @@
+"""The two-process CSP: the secure side in this process, the application side in a spawned child process.
+
+Both processes open the same installation (directory): its secret, hence its opaque-blob sealing key, and its
+hardware token. Handles belong to the process that made them, as in Windows: a call on a key goes to the
+process that owns the handle, and only blobs (bytes) cross the boundary, exactly as in the Schannel handoff.
+A handle this object never issued is answered by the secure side (NTE_BAD_KEY / NTE_BAD_UID).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from keyhandoff.impl.boundary import ChildProcess
+from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.model.state import KeyState, Lifecycle, Location
+
+__all__ = ["AppSide", "ProcessCsp", "serve_app_side"]
+
+
+def _plain_state(state: KeyState) -> dict[str, object]:
+    """A key-state record as plain values (enums by value), so it can cross the pipe."""
+    out: dict[str, object] = {}
+    for field in attrs.fields(KeyState):
+        value = getattr(state, field.name)
+        out[field.name] = value.value if isinstance(value, Lifecycle | Location) else value
+    return out
+
+
+def _state(plain: Mapping[str, Any]) -> KeyState:
+    values = dict(plain)
+    values["lifecycle"] = Lifecycle(values["lifecycle"])
+    values["location"] = Location(values["location"])
+    return KeyState(**values)
+
+
+class AppSide(BuiltinCsp):
+    """What the child serves: the built-in CSP, with inspect() flattened to plain values."""
+
+    def inspect_plain(self, key: int) -> dict[str, object]:
+        return _plain_state(self.inspect(key))
+
+
+def serve_app_side(home: str) -> AppSide:
+    """The child's factory (``python -m keyhandoff.impl.child keyhandoff.impl.processes:serve_app_side HOME``)."""
+    return AppSide(home)
+
+
+class ProcessCsp:
+    """The built-in CSP across two OS processes, with the BuiltinCsp surface (so one adapter serves both)."""
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, timeout: float = 60.0) -> None:
+        self.secure = BuiltinCsp(home)
+        self._child = ChildProcess(
+            ["keyhandoff.impl.processes:serve_app_side", str(self.secure.installation.path)], timeout=timeout
+        )
+        self._in_child: dict[int, bool] = {}  # handle -> made by the app process
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ProcessCsp({self.secure.installation!r}, app pid {self._child.pid})"
+
+    @property
+    def app_pid(self) -> int:
+        return self._child.pid
+
+    def _remember(self, handle: int, in_child: bool) -> int:
+        with self._lock:
+            self._in_child[handle] = in_child
+        return handle
+
+    def _child_owns(self, handle: int) -> bool:
+        with self._lock:
+            return self._in_child.get(handle, False)
+
+    def _int(self, value: object) -> int:
+        if not isinstance(value, int):
+            raise TypeError("the app process answered a non-integer handle")
+        return value
+
+    # --- contexts and keys: routed to the process that owns the handle ------------------------------------
+    def acquire(self, side: str = "secure") -> int:
+        if side == "app":
+            return self._remember(self._int(self._child.call("acquire", "app")), True)
+        return self._remember(self.secure.acquire(side), False)
+
+    def release(self, prov: int) -> None:
+        if self._child_owns(prov):
+            self._child.call("release", prov)
+        else:
+            self.secure.release(prov)
+
+    def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
+        if self._child_owns(prov):
+            return self._remember(self._int(self._child.call("gen_key", prov, alg, flags, hardware=hardware)), True)
+        return self._remember(self.secure.gen_key(prov, alg, flags, hardware=hardware), False)
+
+    def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
+        if self._child_owns(prov):
+            handle = self._child.call("import_key", prov, bytes(blob), pub_key=pub_key, flags=flags, hardware=hardware)
+            return self._remember(self._int(handle), True)
+        return self._remember(
+            self.secure.import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware), False
+        )
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        if self._child_owns(key):
+            blob = self._child.call("export_key", key, blob_type, exp_key=exp_key, flags=flags)
+            if not isinstance(blob, bytes):
+                raise TypeError("the app process answered a non-bytes blob")
+            return blob
+        return self.secure.export_key(key, blob_type, exp_key=exp_key, flags=flags)
+
+    def destroy_key(self, key: int) -> None:
+        if self._child_owns(key):
+            self._child.call("destroy_key", key)
+        else:
+            self.secure.destroy_key(key)
+
+    def duplicate_key(self, key: int) -> int:
+        if self._child_owns(key):
+            return self._remember(self._int(self._child.call("duplicate_key", key)), True)
+        return self._remember(self.secure.duplicate_key(key), False)
+
+    def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
+        if self._child_owns(key):
+            self._child.call("set_key_param", key, param, value)
+        else:
+            self.secure.set_key_param(key, param, value)
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        if self._child_owns(key):
+            value = self._child.call("get_key_param", key, param)
+            if not isinstance(value, bytes | int):
+                raise TypeError("the app process answered a parameter of another type")
+            return value
+        return self.secure.get_key_param(key, param)
+
+    def _bytes_call(self, method: str, key: int, *args: object) -> bytes:
+        value = self._child.call(method, key, *args)
+        if not isinstance(value, bytes):
+            raise TypeError(f"the app process answered {method} with a non-bytes value")
+        return value
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        if self._child_owns(key):
+            return self._bytes_call("encrypt", key, bytes(data), final)
+        return self.secure.encrypt(key, data, final)
+
+    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        if self._child_owns(key):
+            return self._bytes_call("decrypt", key, bytes(data), final)
+        return self.secure.decrypt(key, data, final)
+
+    def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
+        if self._child_owns(key):
+            return self._bytes_call("hmac", key, hash_alg, bytes(data))
+        return self.secure.hmac(key, hash_alg, data)
+
+    # --- white box and administration ---------------------------------------------------------------------
+    def capabilities_data(self) -> dict[str, Any]:
+        data = self.secure.capabilities_data()
+        data["name"] = "builtin-processes"
+        data["separate_processes"] = True
+        return data
+
+    def inspect(self, key: int) -> KeyState:
+        if self._child_owns(key):
+            plain = self._child.call("inspect_plain", key)
+            if not isinstance(plain, dict):
+                raise TypeError("the app process answered inspect with a non-record")
+            return _state(plain)
+        return self.secure.inspect(key)
+
+    def token_objects(self) -> Mapping[int, int]:
+        return self.secure.token_objects()  # one token, shared by both processes
+
+    def delete_token_object(self, obj: int) -> None:
+        self.secure.delete_token_object(obj)
+
+    def close(self) -> None:
+        self._child.close()
+        self.secure.close()
