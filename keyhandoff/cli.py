@@ -91,6 +91,12 @@ def _replay(args: argparse.Namespace) -> int:
     return 1
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from keyhandoff.demo import main_demo
+
+    return main_demo(args.home)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keyhandoff",
@@ -119,6 +125,10 @@ def _parser() -> argparse.ArgumentParser:
         help="fail when a supported lifecycle transition or error outcome never fired",
     )
     chk.set_defaults(func=_check)
+
+    dem = sub.add_parser("demo", help="the Schannel handoff across two real processes, proved byte-identical")
+    dem.add_argument("--home", default=None, help="installation directory (default: a temporary one)")
+    dem.set_defaults(func=_demo)
 
     rep = sub.add_parser("replay", help="re-run a saved trace and print it as a script")
     rep.add_argument("trace", help="a trace JSON written by keyhandoff check")

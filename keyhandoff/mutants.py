@@ -474,7 +474,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _m(
         "import-adds-export",
-        'Our decisions, opaque blobs: "The imported key has exactly the blob\'s permissions: import flags never '
+        "Our decisions, opaque blobs: \"The imported key has exactly the blob's permissions: import flags never "
         'add one" (CRYPT_EXPORTABLE adds CRYPT_EXPORT)',
         _ImportAddsExport,
     ),
@@ -492,7 +492,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _m(
         "handles-recycled",
-        'Our decisions, handles: "Never reused: a stale handle can never reach a newer key (Wine\'s LIFO free '
+        "Our decisions, handles: \"Never reused: a stale handle can never reach a newer key (Wine's LIFO free "
         'list can)"',
         _RecyclesHandles,
     ),

@@ -1,0 +1,109 @@
+"""The two-process CSP: the app side really is another OS process, and the handoff across it is exact."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from keyhandoff.cli import main
+from keyhandoff.demo import _run
+from keyhandoff.impl.processes import ProcessCsp
+from keyhandoff.lockstep import plaintext_blob, test_key
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
+from keyhandoff.targets import load
+from keyhandoff.vectors import load_vectors, matches, run_stream
+
+VECTORS = [v for v in load_vectors() if len(v.plaintext) >= 2 * max(v.block, 1)]
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory):
+    t = load("builtin-processes", home=tmp_path_factory.mktemp("home"))
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def csp(tmp_path: Path):
+    c = ProcessCsp(tmp_path / "home")
+    yield c
+    c.close()
+
+
+def test_app_side_is_another_process(csp: ProcessCsp) -> None:
+    """Keys of the app side live in a child process, not in this one."""
+    assert csp.app_pid != os.getpid()
+    app = csp.acquire("app")
+    key = csp.import_key(app, plaintext_blob(w.CALG_AES_128, test_key(1, 16)))
+    assert csp.get_key_param(key, w.KP_ALGID) == w.CALG_AES_128
+    assert key not in {csp.secure.acquire("secure")}
+
+
+@settings(max_examples=25, deadline=None)
+@given(vector=st.sampled_from(VECTORS), cut_blocks=st.integers(1, 3), decrypt=st.booleans())
+def test_vectors_with_a_handoff_to_the_other_process(target, vector, cut_blocks: int, decrypt: bool) -> None:
+    """Every vector gives its bytes when the stream is handed, mid-way, to the app process."""
+    decrypt = decrypt and bool(vector.ciphertext)  # keystream vectors are checked by encrypting zeros
+    size = max(vector.block, 1)
+    data = vector.ciphertext if decrypt else vector.plaintext
+    cut = min(cut_blocks * size, (len(data) - 1) // size * size) or size
+    out = run_stream(target, vector, decrypt=decrypt, cuts=[cut], actions=["handoff"])
+    assert matches(vector, out, decrypt=decrypt)
+
+
+def test_hardware_key_continues_in_the_other_process(csp: ProcessCsp) -> None:
+    """A pinned key's blob imports in the app process, continues the stream, and destroy kept the object."""
+    secure, app = csp.acquire("secure"), csp.acquire("app")
+    pinned = csp.gen_key(secure, w.CALG_AES_128, hardware=True)
+    csp.encrypt(pinned, bytes(32), False)
+    twin = csp.duplicate_key(pinned)
+    blob = csp.export_key(pinned, w.OPAQUEKEYBLOB, flags=w.CRYPT_DESTROYKEY)
+    assert len(csp.token_objects()) == 1
+    moved = csp.import_key(app, blob)
+    assert csp.encrypt(moved, b"x" * 48, False) == csp.encrypt(twin, b"x" * 48, False)
+    assert csp.inspect(moved).key == b""
+
+
+def test_dead_app_process_is_a_clear_error(csp: ProcessCsp) -> None:
+    """Killing the app process turns its next call into CryptError(NTE_FAIL), never a hang."""
+    app = csp.acquire("app")
+    os.kill(csp.app_pid, signal.SIGKILL)
+    with pytest.raises(CryptError) as caught:
+        csp.gen_key(app, w.CALG_AES_128)
+    assert caught.value.code == w.NTE_FAIL
+    secure = csp.acquire("secure")  # the secure side carries on
+    assert csp.gen_key(secure, w.CALG_AES_128)
+
+
+def test_demo_proves_the_handoff(capsys) -> None:
+    """keyhandoff demo exits 0 and says the cross-process stream equals the single-process one."""
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    assert "stream across processes == stream in one process" in out
+    assert "hardware token objects kept" in out
+
+
+class _LosesRegister(ProcessCsp):
+    """A broken handoff: every import restarts the key from its IV."""
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        key = super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+        iv = self.get_key_param(key, w.KP_IV)
+        if iv:
+            self.set_key_param(key, w.KP_IV, iv)
+        return key
+
+
+def test_demo_notices_a_broken_handoff(tmp_path: Path) -> None:
+    """The demo's comparison fails when the imported keys lose their live register."""
+    broken = _LosesRegister(tmp_path / "home")
+    try:
+        assert _run(broken, lambda _line: None) is False
+    finally:
+        broken.close()
