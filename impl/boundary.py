@@ -13,6 +13,7 @@ the call raises :class:`BoundaryTimeout`. Neither ever hangs the parent.
 
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import selectors
@@ -139,11 +140,12 @@ class ChildProcess:
 
     def close(self, timeout: float = 5.0) -> None:
         """End of input tells the child to exit; kill it if it does not."""
+        with contextlib.suppress(OSError):
+            self._stdin.close()  # end of input: a live child exits; a dead one's pipe is released
         if self._proc.poll() is None:
             try:
-                self._stdin.close()
                 self._proc.wait(timeout)
-            except (OSError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 self.kill()
         self._selector.close()
         self._stdout.close()
