@@ -75,8 +75,9 @@ def _run(csp: ProcessCsp, say: Callable[[str], None]) -> bool:
     app = csp.acquire("app")
     moved = [csp.import_key(app, blob) for blob in blobs]
     say(f"application process {csp.app_pid}: imported the 3 blobs")
-    continued = [_protect(csp, *moved, n, r) for n, r in enumerate(RECORDS) if n >= HANDOFF_AT]
-    reference = [_protect(csp, *twins, n, r) for n, r in enumerate(RECORDS) if n >= HANDOFF_AT]
+    later = [(n, r) for n, r in enumerate(RECORDS) if n >= HANDOFF_AT]
+    continued = [_protect(csp, moved[0], moved[1], moved[2], n, r) for n, r in later]
+    reference = [_protect(csp, twins[0], twins[1], twins[2], n, r) for n, r in later]
     say(f"application process: protected records {HANDOFF_AT}-{len(RECORDS) - 1}")
 
     digest = hashlib.sha256(b"".join(stream + continued)).hexdigest()[:16]
