@@ -149,6 +149,9 @@ class CheckResult:
                 unsupported=not caps.duplicate,
             ),
         ]
+        for dev in caps.deviations:
+            seen = self.coverage.deviations.get(dev.id, 0)
+            out.append(Row(f"deviation {dev.id}: {dev.description}", seen, 0, deviations=seen))
         ops = sorted(set(self.coverage.operations) | {"hmac", "duplicate_key", "import_blob"})
         for op in ops:
             unsupported = (

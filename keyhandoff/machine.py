@@ -68,6 +68,7 @@ class Coverage:
     operations: Counter[str] = attrs.field(factory=Counter)
     outcomes: Counter[tuple[str, str]] = attrs.field(factory=Counter)
     transitions: Counter[str] = attrs.field(factory=Counter)
+    deviations: Counter[str] = attrs.field(factory=Counter)  # declared deviations seen, by id
 
     def record(self, step: dict[str, object], observed: Observed, fired: list[str]) -> None:
         op = str(step["op"])
@@ -82,6 +83,7 @@ class Coverage:
             "operations": dict(self.operations),
             "outcomes": {f"{op} -> {out}": n for (op, out), n in sorted(self.outcomes.items())},
             "transitions": dict(self.transitions),
+            "known_deviations": dict(self.deviations),
         }
 
 
@@ -139,6 +141,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             type(self).coverage.record(step, observed, [row.label for row in fired])
 
         def teardown(self) -> None:
+            type(self).coverage.deviations.update(self.ls.deviations)
             self.ls.close()
             self.target.close()
 

@@ -17,11 +17,25 @@ import attrs
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.state import KeyState
 
-__all__ = ["Capabilities", "Inspectable", "Target"]
+__all__ = ["Capabilities", "Deviation", "Inspectable", "Target"]
 
 
 def _frozen(values: Iterable[int]) -> frozenset[int]:
     return frozenset(values)
+
+
+@attrs.frozen
+class Deviation:
+    """A documented difference a target declares: for ``operation``, where the model refuses with
+    ``model_code``, the target refuses with ``target_code``. Runs report it as a known deviation (never hidden,
+    never a failure). Only refusal-for-refusal differences can be declared: both sides leave the state as it
+    was, so the lockstep stays in step."""
+
+    id: str
+    operation: str
+    model_code: int
+    target_code: int
+    description: str
 
 
 @attrs.frozen
@@ -37,6 +51,13 @@ class Capabilities:
     duplicate: bool = True
     separate_processes: bool = False
     inspect: bool = False
+    deviations: tuple[Deviation, ...] = ()
+
+    def deviation(self, operation: str, model_code: int, target_code: int) -> Deviation | None:
+        for dev in self.deviations:
+            if (dev.operation, dev.model_code, dev.target_code) == (operation, model_code, target_code):
+                return dev
+        return None
 
     @property
     def hardware(self) -> bool:

@@ -14,6 +14,7 @@ from keyhandoff import model
 from keyhandoff.check import CheckResult, render_summary, required_coverage, run_check, write_junit
 from keyhandoff.cli import main
 from keyhandoff.model import wincrypt as w
+from keyhandoff.target import Deviation
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import load_trace, replay, save_trace
 
@@ -135,3 +136,49 @@ def test_junit_marks_the_failure(caught: CheckResult, tmp_path: Path) -> None:
     text = (tmp_path / "f.xml").read_text()
     assert "<failure" in text
     assert "expect_refusal" in text or "csp.import_key" in text
+
+
+class WineVersionCode(ModelTarget):
+    """Answers NTE_BAD_DATA where the documentation says NTE_BAD_VER (a blob with the wrong bVersion), as Wine's
+    rsaenh does; declares it when ``declare`` is set."""
+
+    declare = False
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        try:
+            return super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+        except model.CryptError as err:
+            if err.code == w.NTE_BAD_VER:
+                raise model.CryptError(w.NTE_BAD_DATA, "import_key") from None
+            raise
+
+    def capabilities(self):  # type: ignore[no-untyped-def]
+        caps = super().capabilities()
+        if not self.declare:
+            return caps
+        dev = Deviation(
+            "wine-bad-ver",
+            "import_key",
+            w.NTE_BAD_VER,
+            w.NTE_BAD_DATA,
+            "bVersion mismatch answers NTE_BAD_DATA (documented: NTE_BAD_VER)",
+        )
+        return attrs.evolve(caps, deviations=(dev,))
+
+
+class DeclaredWineVersionCode(WineVersionCode):
+    declare = True
+
+
+def test_undeclared_deviation_fails_and_declared_one_is_reported() -> None:
+    """A different refusal code fails a run; declared, it passes and is counted as a known deviation."""
+    undeclared = run_check("model", WineVersionCode, profile="default", seed=21, shrink=False)
+    assert undeclared.failure is not None
+    assert "NTE_BAD_VER" in undeclared.failure.message
+    declared = run_check("model", DeclaredWineVersionCode, profile="default", seed=21, shrink=False)
+    assert declared.ok, declared.failure
+    rows = {row.name: row for row in declared.rows()}
+    row = rows["deviation wine-bad-ver: bVersion mismatch answers NTE_BAD_DATA (documented: NTE_BAD_VER)"]
+    assert row.verdict == "known deviation"
+    assert row.passed > 0
+    assert declared.to_json()["coverage"]["known_deviations"]["wine-bad-ver"] == row.passed  # type: ignore[index]
