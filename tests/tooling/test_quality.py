@@ -22,8 +22,10 @@ def _run(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> sub
 
 
 def _tool(name: str) -> str:
-    found = shutil.which(name) or str(Path(sys.executable).with_name(name))
-    if not Path(found).exists():
+    """The tool installed beside this interpreter (the project's environment), else the one on PATH."""
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
+    if found is None:
         pytest.fail(f"{name} is not installed: pip install -e '.[test]'")
     return found
 
