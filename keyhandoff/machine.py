@@ -25,9 +25,11 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Inspectable, Target
 
-__all__ = ["Coverage", "LockstepMachine", "machine_for"]
+__all__ = ["DEFAULT_KEY_BYTES", "Coverage", "LockstepMachine", "machine_for"]
 
-_KEY_BYTES = {
+# The default key length of each session-key algorithm, in bytes (the harness's own table: the model and impl
+# each derive theirs independently).
+DEFAULT_KEY_BYTES = {
     w.CALG_AES_128: 16,
     w.CALG_AES_192: 24,
     w.CALG_AES_256: 32,
@@ -108,8 +110,8 @@ def machine_for(factory: Callable[[], Target], *, name: str = "Target") -> type[
 
 
 def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type[LockstepMachine]:
-    algs = sorted(caps.algorithms & set(_KEY_BYTES))
-    hw_algs = sorted(caps.hardware_algorithms & set(_KEY_BYTES))
+    algs = sorted(caps.algorithms & set(DEFAULT_KEY_BYTES))
+    hw_algs = sorted(caps.hardware_algorithms & set(DEFAULT_KEY_BYTES))
     opaque = caps.opaque
     hashes = sorted(caps.hmac_algorithms)
 
@@ -171,7 +173,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             forty=st.booleans(),
         )
         def import_known_key(self, prov: int, alg: int, seed: int, flags: int, hardware: bool, forty: bool) -> Any:
-            size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else _KEY_BYTES[alg]
+            size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else DEFAULT_KEY_BYTES[alg]
             hardware = hardware and alg in hw_algs
             return self._key(self.ls.import_plaintext(prov, alg, seed, size, flags, hardware))
 
@@ -301,7 +303,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
         @rule(prov=providers, alg=st.sampled_from(algs), seed=st.integers(0, 1 << 16))
         def import_foreign_blob(self, prov: int, alg: int, seed: int) -> None:
             """An OPAQUEKEYBLOB from another installation is refused (NTE_BAD_DATA)."""
-            self.ls.import_foreign(prov, alg, seed, _KEY_BYTES[alg])
+            self.ls.import_foreign(prov, alg, seed, DEFAULT_KEY_BYTES[alg])
 
         # --- use ----------------------------------------------------------------------------------------
         @rule(key=keys)
@@ -382,7 +384,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
                 return
             made = [
                 self.ls.gen_key(prov, alg, w.CRYPT_EXPORTABLE, hardware),
-                self.ls.import_plaintext(prov, alg, seed, _KEY_BYTES[alg], w.CRYPT_EXPORTABLE, hardware),
+                self.ls.import_plaintext(prov, alg, seed, DEFAULT_KEY_BYTES[alg], w.CRYPT_EXPORTABLE, hardware),
             ]
             keys = [key for key in made if isinstance(key, int)]
             blob_type = w.OPAQUEKEYBLOB if opaque else w.PLAINTEXTKEYBLOB

@@ -15,6 +15,8 @@ from pathlib import Path
 import attrs
 
 from keyhandoff.lockstep import Divergence, Lockstep, Observed
+from keyhandoff.machine import DEFAULT_KEY_BYTES
+from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import describe_code
 from keyhandoff.target import Target
 
@@ -107,17 +109,16 @@ def _without(steps: list[Step], made: list[dict[str, int]], index: int) -> list[
     return out
 
 
-_DEFAULT_BYTES = {0x660E: 16, 0x660F: 24, 0x6610: 32, 0x6601: 8, 0x6609: 16, 0x6603: 24, 0x6602: 16, 0x6801: 16}
-_DES_FAMILY = (0x6601, 0x6609, 0x6603)
+_DES_FAMILY = (w.CALG_DES, w.CALG_3DES_112, w.CALG_3DES)
 
 
 def _as_import(step: Step) -> Step | None:
     """The gen_key ``step`` as the import of a fixed test key of the same algorithm and length, if it has one."""
     alg, flags = step.get("alg"), step.get("flags")
-    if not isinstance(alg, int) or not isinstance(flags, int) or alg not in _DEFAULT_BYTES:
+    if not isinstance(alg, int) or not isinstance(flags, int) or alg not in DEFAULT_KEY_BYTES:
         return None
     bits = flags >> 16
-    size = _DEFAULT_BYTES[alg] if bits == 0 or alg in _DES_FAMILY else bits // 8
+    size = DEFAULT_KEY_BYTES[alg] if bits == 0 or alg in _DES_FAMILY else bits // 8
     keep = flags & 0x11  # CRYPT_EXPORTABLE | CRYPT_NO_SALT: the flags an import also takes
     return {
         "op": "import_plaintext",

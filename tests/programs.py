@@ -11,6 +11,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from keyhandoff.lockstep import Lockstep
+from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 
 ALGS = [
@@ -23,16 +24,7 @@ ALGS = [
     w.CALG_RC2,
     w.CALG_RC4,
 ]
-KEY_BYTES = {
-    w.CALG_AES_128: 16,
-    w.CALG_AES_192: 24,
-    w.CALG_AES_256: 32,
-    w.CALG_DES: 8,
-    w.CALG_3DES_112: 16,
-    w.CALG_3DES: 24,
-    w.CALG_RC2: 16,
-    w.CALG_RC4: 16,
-}
+KEY_BYTES = DEFAULT_KEY_BYTES
 MODES = [w.CRYPT_MODE_CBC, w.CRYPT_MODE_ECB, w.CRYPT_MODE_CFB, w.CRYPT_MODE_OFB, w.CRYPT_MODE_CTS, 9]
 PARAMS = [
     w.KP_IV,
