@@ -22,12 +22,13 @@ __all__ = ["BuiltinCsp"]
 
 
 class BuiltinCsp:
-    """An installation (``home``: a directory; None: ``KEYHANDOFF_HOME`` or the user data dir) and one Csp."""
+    """An installation (``home``: a directory; None: ``KEYHANDOFF_HOME`` or the user data dir) and one Csp;
+    ``token`` chooses the installation's token (``"sqlite"``, ``"pkcs11"``; None: ``KEYHANDOFF_TOKEN`` or sqlite)."""
 
     name = "builtin"
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
-        self._installation = Installation(home)
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, token: str | None = None) -> None:
+        self._installation = Installation(home, token=token)
         try:
             self._csp = Csp(self._installation)
         except BaseException:
@@ -35,7 +36,9 @@ class BuiltinCsp:
             raise
 
     def __repr__(self) -> str:
-        return f"BuiltinCsp({str(self._installation.path)!r})"
+        if self._installation.token_kind == "sqlite":
+            return f"BuiltinCsp({str(self._installation.path)!r})"
+        return f"BuiltinCsp({str(self._installation.path)!r}, token={self._installation.token_kind!r})"
 
     @property
     def installation(self) -> Installation:

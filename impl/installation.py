@@ -25,17 +25,28 @@ import stat
 import threading
 import weakref
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import platformdirs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from keyhandoff.impl.sqlite_token import SqliteToken
+from keyhandoff.impl.token import Token
 
-__all__ = ["ENV_HOME", "SECRET_FILE", "SECRET_SIZE", "Installation", "InstallationError"]
+__all__ = [
+    "ENV_HOME",
+    "ENV_TOKEN_KIND",
+    "SECRET_FILE",
+    "SECRET_SIZE",
+    "TOKEN_KINDS",
+    "Installation",
+    "InstallationError",
+]
 
 ENV_HOME: Final = "KEYHANDOFF_HOME"
+ENV_TOKEN_KIND: Final = "KEYHANDOFF_TOKEN"
+TOKEN_KINDS: Final = ("sqlite", "pkcs11")
 SECRET_FILE: Final = "secret"
 SECRET_SIZE: Final = 32
 ID_SIZE: Final = 16
@@ -150,11 +161,20 @@ def _load_or_create_secret(directory: Path) -> bytes:
 
 
 class Installation:
-    """One installation directory: its secret (never exposed), public id, derived keys and SQLite token."""
+    """One installation directory: its secret (never exposed), public id, derived keys and token.
 
-    __slots__ = ("__weakref__", "_id", "_keys", "_lock", "_path", "_secret", "_token", "_token_lock")
+    ``token`` chooses the token: ``"sqlite"`` (the embedded token in the directory) or ``"pkcs11"`` (a PKCS#11
+    token configured by the ``KEYHANDOFF_PKCS11_*`` environment variables, see ``keyhandoff.impl.pkcs11_token``);
+    None means ``KEYHANDOFF_TOKEN`` if set, else ``"sqlite"``.
+    """
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    __slots__ = ("__weakref__", "_id", "_keys", "_lock", "_path", "_secret", "_token", "_token_kind", "_token_lock")
+
+    def __init__(self, home: str | os.PathLike[str] | None = None, *, token: str | None = None) -> None:
+        kind = token if token is not None else (os.environ.get(ENV_TOKEN_KIND) or "sqlite")
+        if kind not in TOKEN_KINDS:
+            raise ValueError(f"unknown token kind {kind!r}; known: {', '.join(TOKEN_KINDS)}")
+        self._token_kind: str = kind
         self._path = _resolve_home(home)
         _ensure_dir(self._path)
         self._secret = _load_or_create_secret(self._path)
@@ -162,7 +182,7 @@ class Installation:
         self._keys: dict[str, bytes] = {}
         self._lock = threading.Lock()  # guards the key cache
         self._token_lock = threading.Lock()  # guards opening and closing the token
-        self._token: SqliteToken | None = None
+        self._token: Token | None = None
         _LIVE.add(self)
 
     @property
@@ -193,11 +213,23 @@ class Installation:
             return derived
 
     @property
-    def token(self) -> SqliteToken:
-        """This installation's SQLite token, opened on first use (one per Installation object until close)."""
+    def token_kind(self) -> str:
+        """``"sqlite"`` or ``"pkcs11"``."""
+        return self._token_kind
+
+    @property
+    def token(self) -> Token:
+        """This installation's token, opened on first use (one per Installation object until close). A PKCS#11
+        token shows this installation only its own objects (namespace: the installation id)."""
         with self._token_lock:
             if self._token is None:
-                self._token = SqliteToken(self)  # calls key(), which takes self._lock
+                if self._token_kind == "pkcs11":
+                    # Imported here: python-pkcs11 is an optional dependency (the ``pkcs11`` extra).
+                    from keyhandoff.impl.pkcs11_token import Pkcs11Token
+
+                    self._token = Pkcs11Token.from_environment(self._id.hex())
+                else:
+                    self._token = SqliteToken(self)  # calls key(), which takes self._lock
             return self._token
 
     def close(self) -> None:
@@ -214,16 +246,23 @@ class Installation:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Installation({str(self._path)!r})"
+        if self._token_kind == "sqlite":
+            return f"Installation({str(self._path)!r})"
+        return f"Installation({str(self._path)!r}, token={self._token_kind!r})"
 
-    def __reduce__(self) -> tuple[type[Installation], tuple[str]]:
-        # Only the path crosses a process boundary; the child reads the secret from the directory itself.
-        return (Installation, (str(self._path),))
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # Only the path and the token kind cross a process boundary; the child reads the secret from the directory
+        # itself and the PKCS#11 configuration from its (inherited) environment.
+        return (_reopen, (str(self._path), self._token_kind))
 
     def _after_fork_in_child(self) -> None:
         # A lock held by another thread of the parent at fork time would never be released in the child.
         self._lock = threading.Lock()
         self._token_lock = threading.Lock()
+
+
+def _reopen(path: str, token: str) -> Installation:
+    return Installation(path, token=token)
 
 
 _LIVE: weakref.WeakSet[Installation] = weakref.WeakSet()

@@ -45,19 +45,29 @@ class AppSide(BuiltinCsp):
         return _plain_state(self.inspect(key))
 
 
-def serve_app_side(home: str) -> AppSide:
-    """The child's factory (``python -m keyhandoff.impl.child keyhandoff.impl.processes:serve_app_side HOME``)."""
-    return AppSide(home)
+def serve_app_side(home: str, token: str | None = None) -> AppSide:
+    """The child's factory (``python -m keyhandoff.impl.child keyhandoff.impl.processes:serve_app_side HOME
+    [TOKEN]``); a PKCS#11 token's configuration comes from the inherited environment."""
+    return AppSide(home, token=token)
 
 
 class ProcessCsp:
     """The built-in CSP across two OS processes, with the BuiltinCsp surface (so one adapter serves both)."""
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, timeout: float = 60.0) -> None:
-        self.secure = BuiltinCsp(home)
-        self._child = ChildProcess(
-            ["keyhandoff.impl.processes:serve_app_side", str(self.secure.installation.path)], timeout=timeout
-        )
+    def __init__(
+        self, home: str | os.PathLike[str] | None = None, *, token: str | None = None, timeout: float = 60.0
+    ) -> None:
+        self.secure = BuiltinCsp(home, token=token)
+        installation = self.secure.installation
+        try:
+            # The token kind the secure side resolved (so KEYHANDOFF_TOKEN cannot differ between the processes).
+            self._child = ChildProcess(
+                ["keyhandoff.impl.processes:serve_app_side", str(installation.path), installation.token_kind],
+                timeout=timeout,
+            )
+        except BaseException:
+            self.secure.close()
+            raise
         self._in_child: dict[int, bool] = {}  # handle -> made by the app process
         self._lock = threading.Lock()
 

@@ -1,5 +1,6 @@
 """Targets by name: ``load("model")``, ``load("builtin", home=...)`` and ``load("builtin-processes", home=...)``
-(the reference CSP, in one process or with the app side in a child process); Wine's CSP later.
+(the reference CSP, in one process or with the app side in a child process; ``token="pkcs11"`` puts its hardware
+keys on a PKCS#11 token, see docs/hardware.md); Wine's CSP later.
 
 ``python:package.module:factory`` calls ``factory()`` from an importable module and returns its Target.
 """
@@ -29,7 +30,10 @@ def load(spec: str, **options: object) -> Target:
         home = options.get("home")
         if home is not None and not isinstance(home, str | os.PathLike):
             raise TypeError("the builtin target's home is a directory path")
-        return BuiltinTarget(home, processes=spec == "builtin-processes")
+        token = options.get("token")
+        if token is not None and not isinstance(token, str):
+            raise TypeError("the builtin target's token is 'sqlite' or 'pkcs11'")
+        return BuiltinTarget(home, processes=spec == "builtin-processes", token=token)
     if spec.startswith("python:"):
         module_name, _, factory_name = spec.removeprefix("python:").partition(":")
         if not module_name or not factory_name:

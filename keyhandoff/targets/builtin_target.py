@@ -1,7 +1,8 @@
 """``load("builtin")`` and ``load("builtin-processes")``: the reference CSP behind the Target protocol.
 
 ``builtin`` runs both sides in this process (``keyhandoff.impl.BuiltinCsp``); ``builtin-processes`` runs the
-application side in a spawned child process (``keyhandoff.impl.processes.ProcessCsp``).
+application side in a spawned child process (``keyhandoff.impl.processes.ProcessCsp``). ``token="pkcs11"`` puts
+hardware keys on a PKCS#11 token configured by the ``KEYHANDOFF_PKCS11_*`` environment variables (docs/hardware.md).
 
 The reference CSP may not import the tool, so it describes its capabilities as plain data; this thin adapter
 converts them into :class:`~keyhandoff.target.Capabilities` and forwards every other call unchanged.
@@ -24,8 +25,12 @@ class BuiltinTarget:
     """The built-in CSP as a Target (and Inspectable), over one installation; ``processes=True`` puts the app
     side in a child process."""
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, processes: bool = False) -> None:
-        self.csp: BuiltinCsp | ProcessCsp = ProcessCsp(home) if processes else BuiltinCsp(home)
+    def __init__(
+        self, home: str | os.PathLike[str] | None = None, *, processes: bool = False, token: str | None = None
+    ) -> None:
+        self.csp: BuiltinCsp | ProcessCsp = (
+            ProcessCsp(home, token=token) if processes else BuiltinCsp(home, token=token)
+        )
 
     def __repr__(self) -> str:
         return f"BuiltinTarget({self.csp!r})"

@@ -1,0 +1,498 @@
+"""A PKCS#11 hardware token (SoftHSM2 or a real HSM) behind the :class:`keyhandoff.impl.token.Token` interface.
+
+Configuration. A module path (the vendor's PKCS#11 library), a token label and the user PIN. :meth:`Pkcs11Config.
+from_environment` reads ``KEYHANDOFF_PKCS11_MODULE``, ``KEYHANDOFF_PKCS11_TOKEN`` and the PIN from
+``KEYHANDOFF_PKCS11_PIN`` or, when that is unset, from the file named by ``KEYHANDOFF_PKCS11_PIN_FILE`` (first line,
+trailing newline stripped). The PIN never appears on a command line, in a repr or in an error message.
+
+Objects. :meth:`Pkcs11Token.create` imports the key material the CSP already holds as a secret-key object with
+the attribute policy :data:`KEY_POLICY`: token, private, sensitive, not extractable, not modifiable, not copyable,
+usable for ENCRYPT/DECRYPT only. ``destroyable`` is a choice (:class:`Pkcs11Config`): with CKA_DESTROYABLE false the
+token refuses C_DestroyObject (CKR_ACTION_PROHIBITED), so administrative deletion is impossible; the default is
+destroyable, because the CSP never destroys a token object itself (CryptDestroyKey only ends a handle) and
+administration must be able to remove keys. Each object carries CKA_ID = the object id (a random 62-bit int,
+8 bytes big-endian) and CKA_LABEL = ``keyhandoff/`` + a namespace (the installation id in hex), so one token
+may serve many installations and each sees only its own objects. Single DES on a token that cannot run CKM_DES_*
+(SoftHSM2 built on OpenSSL 3 lists the mechanisms but refuses them) is kept as a three-key 3DES object holding
+K || K || K (EDE with three equal keys is single DES) under the label ``keyhandoff/<namespace>/des-ede``, so
+objects() still reports it as CALG_DES; the material stays on the token as for every other key.
+
+Hazards (see docs/hardware.md). python-pkcs11 initialises the library with NULL arguments, so a module may run
+without its own locking, while python-pkcs11 releases the GIL on every call: every PKCS#11 call in this process
+goes through one process-wide lock. SoftHSM2 rewrites its token file on every login: each process logs in once
+per (module, token) and keeps that session for its life (closing a Pkcs11Token does not log out). On
+GeneralError, NoSuchToken and the like the library is re-initialised, the session reopened and the call retried
+once.
+
+Errors. CryptError(NTE_BAD_ALGID) for an algorithm the token cannot hold or run, CryptError(NTE_BAD_DATA) for a
+wrong key length or data/IV of the wrong size, CryptError(NTE_NOT_FOUND) for a missing object, CryptError(NTE_PERM)
+for a delete the token refuses, CryptError(NTE_FAIL) for any other token failure. :class:`Pkcs11ConfigError` for a
+configuration or login that cannot work. Using a closed token raises ValueError.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Final, Protocol, TypeVar, cast
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import exceptions as p11e
+
+from keyhandoff.impl.token import TokenMode
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
+
+__all__ = [
+    "ENV_MODULE",
+    "ENV_PIN",
+    "ENV_PIN_FILE",
+    "ENV_TOKEN",
+    "KEY_POLICY",
+    "LABEL_PREFIX",
+    "Pkcs11Config",
+    "Pkcs11ConfigError",
+    "Pkcs11Token",
+]
+
+ENV_MODULE: Final = "KEYHANDOFF_PKCS11_MODULE"
+ENV_TOKEN: Final = "KEYHANDOFF_PKCS11_TOKEN"
+ENV_PIN: Final = "KEYHANDOFF_PKCS11_PIN"
+ENV_PIN_FILE: Final = "KEYHANDOFF_PKCS11_PIN_FILE"
+LABEL_PREFIX: Final = "keyhandoff/"
+_ID_BITS: Final = 62
+_ID_SIZE: Final = 8
+
+# The attribute policy of every object this token creates (CKA_DESTROYABLE comes from the configuration).
+KEY_POLICY: Final[Mapping[Attribute, bool]] = {
+    Attribute.TOKEN: True,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: True,
+    Attribute.EXTRACTABLE: False,
+    Attribute.MODIFIABLE: False,
+    Attribute.COPYABLE: False,
+    Attribute.ENCRYPT: True,
+    Attribute.DECRYPT: True,
+    Attribute.WRAP: False,
+    Attribute.UNWRAP: False,
+    Attribute.SIGN: False,
+    Attribute.VERIFY: False,
+    Attribute.DERIVE: False,
+}
+
+_DES_KEY: Final = KeyType._DES  # python-pkcs11 marks single DES as deprecated with a leading underscore
+_DES_ECB: Final = Mechanism._DES_ECB
+_DES_CBC: Final = Mechanism._DES_CBC
+
+# ALG_ID -> (key type, key length in bytes, block size, ECB mechanism, CBC mechanism)
+_SPECS: Final[Mapping[int, tuple[KeyType, int, int, Mechanism, Mechanism]]] = {
+    w.CALG_AES_128: (KeyType.AES, 16, 16, Mechanism.AES_ECB, Mechanism.AES_CBC),
+    w.CALG_AES_192: (KeyType.AES, 24, 16, Mechanism.AES_ECB, Mechanism.AES_CBC),
+    w.CALG_AES_256: (KeyType.AES, 32, 16, Mechanism.AES_ECB, Mechanism.AES_CBC),
+    w.CALG_DES: (_DES_KEY, 8, 8, _DES_ECB, _DES_CBC),
+    w.CALG_3DES_112: (KeyType.DES2, 16, 8, Mechanism.DES3_ECB, Mechanism.DES3_CBC),
+    w.CALG_3DES: (KeyType.DES3, 24, 8, Mechanism.DES3_ECB, Mechanism.DES3_CBC),
+}
+
+# Failures after which the library is re-initialised and the call retried once (hazard 2, a vanished token).
+_RECOVERABLE: Final = (
+    p11e.GeneralError,
+    p11e.NoSuchToken,
+    p11e.TokenNotPresent,
+    p11e.TokenNotRecognised,
+    p11e.DeviceRemoved,
+    p11e.DeviceError,
+    p11e.SessionClosed,
+    p11e.SessionHandleInvalid,
+    p11e.UserNotLoggedIn,
+)
+
+_T = TypeVar("_T")
+
+# HAZARD 1: one lock for every PKCS#11 call in this process (re-entrant: a retry runs under the same lock).
+_LOCK: Final = threading.RLock()
+
+
+class _CipherKey(Protocol):
+    """What python-pkcs11 mixes into a secret key that has CKA_ENCRYPT/CKA_DECRYPT (its stubs do not say so)."""
+
+    def encrypt(self, data: bytes, *, mechanism: Mechanism | None = None, mechanism_param: Any = None) -> bytes: ...
+
+    def decrypt(self, data: bytes, *, mechanism: Mechanism | None = None, mechanism_param: Any = None) -> bytes: ...
+
+
+class Pkcs11ConfigError(Exception):
+    """The PKCS#11 token is not configured, cannot be found or refuses the login (never carries the PIN)."""
+
+
+class Pkcs11Config:
+    """Module path, token label, PIN (redacted in repr) and whether created objects are destroyable."""
+
+    __slots__ = ("destroyable", "label", "module", "pin")
+
+    def __init__(self, module: str, label: str, pin: str, *, destroyable: bool = True) -> None:
+        if not module or not label:
+            raise Pkcs11ConfigError("a PKCS#11 token needs a module path and a token label")
+        self.module = module
+        self.label = label
+        self.pin = pin
+        self.destroyable = destroyable
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] | None = None) -> Pkcs11Config:
+        """From ``KEYHANDOFF_PKCS11_MODULE``, ``_TOKEN`` and ``_PIN`` (or ``_PIN_FILE``)."""
+        env = os.environ if environ is None else environ
+        module = env.get(ENV_MODULE, "")
+        label = env.get(ENV_TOKEN, "")
+        if not module or not label:
+            raise Pkcs11ConfigError(f"set {ENV_MODULE} (the PKCS#11 module path) and {ENV_TOKEN} (the token label)")
+        pin = env.get(ENV_PIN)
+        if pin is None:
+            pin_file = env.get(ENV_PIN_FILE)
+            if not pin_file:
+                raise Pkcs11ConfigError(f"set {ENV_PIN} or {ENV_PIN_FILE} (a file holding the user PIN)")
+            try:
+                lines = Path(pin_file).read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise Pkcs11ConfigError(f"cannot read the PIN file {pin_file}: {exc.strerror}") from None
+            pin = lines[0] if lines else ""
+        return cls(module, label, pin)
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Config({self.module!r}, {self.label!r}, pin=<redacted>, destroyable={self.destroyable})"
+
+
+class _Module:
+    """One loaded PKCS#11 library in this process and its one logged-in session per token label."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lib = pkcs11.lib(path)
+        self.sessions: dict[str, pkcs11.Session] = {}
+        self.generation = 0  # bumped on every re-initialisation: object handles of older generations are void
+
+    def session(self, label: str, pin: str) -> pkcs11.Session:
+        session = self.sessions.get(label)
+        if session is None:
+            token = self.lib.get_token(token_label=label)
+            session = token.open(user_pin=pin, rw=True)
+            self.sessions[label] = session
+        return session
+
+    def reinitialize(self) -> None:
+        self.sessions.clear()  # C_Finalize closes them all; never close a stale handle (it may be reused)
+        self.generation += 1
+        try:
+            self.lib.reinitialize()
+        except p11e.PKCS11Error:
+            self.lib.initialize()
+
+
+_MODULES: dict[str, _Module] = {}
+
+
+def _module(path: str) -> _Module:
+    module = _MODULES.get(path)
+    if module is None:
+        try:
+            module = _Module(path)
+        except (OSError, RuntimeError) as exc:
+            raise Pkcs11ConfigError(f"cannot load the PKCS#11 module {path}: {type(exc).__name__}") from None
+        _MODULES[path] = module
+    return module
+
+
+class _Entry:
+    """A located object: its handle (this process, this generation), ALG_ID and mechanisms."""
+
+    __slots__ = ("alg", "block", "cbc", "ecb", "generation", "key", "run")
+
+    def __init__(self, key: pkcs11.SecretKey, alg: int, generation: int, *, emulated_des: bool) -> None:
+        self.key = key
+        self.run = cast(_CipherKey, key)
+        self.alg = alg
+        spec = _SPECS[w.CALG_3DES if emulated_des else alg]
+        self.block, self.ecb, self.cbc = spec[2], spec[3], spec[4]
+        self.generation = generation
+
+
+def _issuable(obj: int) -> bool:
+    return isinstance(obj, int) and not isinstance(obj, bool) and 0 < obj < 1 << _ID_BITS
+
+
+def _ck_id(obj: int) -> bytes:
+    return obj.to_bytes(_ID_SIZE, "big")
+
+
+def _alg_of(key: pkcs11.Object, *, emulated_des: bool = False) -> int | None:
+    """The ALG_ID of a secret key from its CKA_KEY_TYPE (and CKA_VALUE_LEN for AES); None if not ours."""
+    key_type = key[Attribute.KEY_TYPE]
+    if emulated_des:
+        return w.CALG_DES if key_type == KeyType.DES3 else None
+    if key_type == KeyType.AES:
+        return {16: w.CALG_AES_128, 24: w.CALG_AES_192, 32: w.CALG_AES_256}.get(int(key[Attribute.VALUE_LEN]))
+    return {_DES_KEY: w.CALG_DES, KeyType.DES2: w.CALG_3DES_112, KeyType.DES3: w.CALG_3DES}.get(key_type)
+
+
+class Pkcs11Token:
+    """A :class:`keyhandoff.impl.token.Token` on a PKCS#11 token, one namespace (installation) of its objects."""
+
+    def __init__(self, config: Pkcs11Config, namespace: str) -> None:
+        if not namespace or "/" in namespace:
+            raise ValueError("a PKCS#11 token namespace is a non-empty string without '/'")
+        self._config = config
+        self._label = LABEL_PREFIX + namespace
+        self._des_label = self._label + "/des-ede"
+        self._emulated_des = False
+        self._entries: dict[int, _Entry] = {}
+        self._closed = False
+        with _LOCK:
+            self._module = _module(config.module)
+            serial = self._call(lambda session: session.token.serial)
+            self._serial = "pkcs11:" + serial.decode("ascii", "replace").strip()
+            native = self._call(self._probe)
+            if w.CALG_DES not in native and w.CALG_3DES in native:
+                self._emulated_des = True
+                native |= {w.CALG_DES}
+            self._algorithms = native
+
+    @classmethod
+    def from_environment(cls, namespace: str) -> Pkcs11Token:
+        return cls(Pkcs11Config.from_environment(), namespace)
+
+    # --- the one way into the library ----------------------------------------------------------------------
+
+    def _session(self) -> pkcs11.Session:
+        if self._closed:
+            raise ValueError("the token is closed")
+        try:
+            return self._module.session(self._config.label, self._config.pin)
+        except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange, p11e.PinLocked, p11e.PinExpired) as exc:
+            raise Pkcs11ConfigError(
+                f"the token {self._config.label!r} refused the PIN ({type(exc).__name__})"
+            ) from None
+
+    def _call(self, operation: Callable[[pkcs11.Session], _T]) -> _T:
+        """Run one operation under the process-wide lock; re-initialise and retry once on a recoverable failure."""
+        with _LOCK:
+            for attempt in range(2):
+                try:
+                    return operation(self._session())
+                except _RECOVERABLE as exc:
+                    if attempt:
+                        if isinstance(exc, p11e.NoSuchToken):
+                            raise Pkcs11ConfigError(f"no PKCS#11 token labelled {self._config.label!r}") from None
+                        raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__} after re-initialising") from None
+                    self._entries.clear()
+                    self._module.reinitialize()
+                except p11e.MechanismInvalid:
+                    raise CryptError(w.NTE_BAD_ALGID, "pkcs11: the token cannot run this mechanism") from None
+                except (p11e.DataLenRange, p11e.EncryptedDataLenRange, p11e.DataInvalid, p11e.EncryptedDataInvalid):
+                    raise CryptError(w.NTE_BAD_DATA, "pkcs11: the token refused the data length") from None
+                except p11e.PKCS11Error as exc:
+                    raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__}") from None
+            raise AssertionError("unreachable")
+
+    def _probe(self, session: pkcs11.Session) -> frozenset[int]:
+        """The algorithms the token both holds and runs: one block through a session object of each type."""
+        supported = set()
+        mechanisms = session.token.slot.get_mechanisms()
+        for alg, (key_type, size, block, ecb, cbc) in _SPECS.items():
+            if ecb not in mechanisms or cbc not in mechanisms:
+                continue
+            try:
+                key = session.create_object(
+                    {
+                        Attribute.CLASS: ObjectClass.SECRET_KEY,
+                        Attribute.KEY_TYPE: key_type,
+                        Attribute.TOKEN: False,
+                        Attribute.ENCRYPT: True,
+                        Attribute.VALUE: bytes(range(1, size * 2, 2)),  # odd bytes: valid DES parity
+                    }
+                )
+            except p11e.PKCS11Error:
+                continue
+            try:
+                cast(_CipherKey, key).encrypt(bytes(block), mechanism=ecb)
+                cast(_CipherKey, key).encrypt(bytes(block), mechanism=cbc, mechanism_param=bytes(block))
+                supported.add(alg)
+            except (p11e.MechanismInvalid, p11e.KeyTypeInconsistent, p11e.FunctionFailed):
+                pass  # e.g. SoftHSM2 on OpenSSL 3 lists CKM_DES_ECB but cannot run it
+            finally:
+                key.destroy()
+        return frozenset(supported)
+
+    # --- locating objects -------------------------------------------------------------------------------------
+
+    def _ours(self, label: object) -> bool:
+        return label == self._label or label == self._des_label
+
+    def _find(self, session: pkcs11.Session, obj: int) -> _Entry | None:
+        candidates = session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.ID: _ck_id(obj)})
+        found = [key for key in list(candidates) if self._ours(key[Attribute.LABEL])]
+        if not found:
+            self._entries.pop(obj, None)
+            return None
+        key = found[0]
+        emulated = key[Attribute.LABEL] == self._des_label
+        alg = _alg_of(key, emulated_des=emulated)
+        if alg is None or not isinstance(key, pkcs11.SecretKey):
+            raise CryptError(w.NTE_FAIL, "pkcs11: the object is not a key of a known algorithm")
+        entry = _Entry(key, alg, self._module.generation, emulated_des=emulated)
+        self._entries[obj] = entry
+        return entry
+
+    def _entry(self, session: pkcs11.Session, obj: int) -> _Entry:
+        """The object's cached handle, checked to still name this object (handles are reused), else a lookup."""
+        entry = self._entries.get(obj)
+        if entry is not None and entry.generation == self._module.generation:
+            try:
+                attrs = entry.key.get_attributes([Attribute.ID, Attribute.LABEL])
+                if attrs.get(Attribute.ID) == _ck_id(obj) and self._ours(attrs.get(Attribute.LABEL)):
+                    return entry
+            except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
+                pass
+        found = self._find(session, obj) if _issuable(obj) else None
+        if found is None:
+            raise CryptError(w.NTE_NOT_FOUND, "token: no such object")
+        return found
+
+    # --- Token protocol ---------------------------------------------------------------------------------------
+
+    @property
+    def serial(self) -> str:
+        """``pkcs11:`` and the token's serial number."""
+        return self._serial
+
+    @property
+    def emulated_des(self) -> bool:
+        """Whether single DES is kept as a K || K || K three-key 3DES object (the token cannot run CKM_DES_*)."""
+        return self._emulated_des
+
+    def algorithms(self) -> frozenset[int]:
+        """The ALG_IDs among AES-128/192/256, DES, 3DES-112 and 3DES whose key type and ECB/CBC mechanisms the
+        token runs (probed at open); single DES also when only 3DES runs (see :attr:`emulated_des`)."""
+        return self._algorithms
+
+    def create(self, alg: int, key: bytes) -> int:
+        """Import the material as a pinned secret-key object (:data:`KEY_POLICY`); returns its random id."""
+        if alg not in self._algorithms:
+            raise CryptError(w.NTE_BAD_ALGID, "token create: the token cannot hold keys of this algorithm")
+        key_type, size, _, _, _ = _SPECS[alg]
+        material = bytes(key)
+        if len(material) != size:
+            raise CryptError(w.NTE_BAD_DATA, "token create: wrong key length for the algorithm")
+        emulated = alg == w.CALG_DES and self._emulated_des
+        label = self._des_label if emulated else self._label
+        if emulated:
+            key_type, material = KeyType.DES3, material * 3  # EDE with K1 = K2 = K3 is single DES
+
+        def create(session: pkcs11.Session) -> int:
+            for _ in range(16):
+                obj = 0
+                while obj == 0:
+                    obj = secrets.randbits(_ID_BITS)
+                if self._find(session, obj) is not None:
+                    continue  # id collision in this namespace: draw again
+                template: dict[Attribute, Any] = {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.KEY_TYPE: key_type,
+                    **KEY_POLICY,
+                    Attribute.DESTROYABLE: self._config.destroyable,
+                    Attribute.ID: _ck_id(obj),
+                    Attribute.LABEL: label,
+                    Attribute.VALUE: material,
+                }
+                created = session.create_object(template)
+                if not isinstance(created, pkcs11.SecretKey):
+                    raise CryptError(w.NTE_FAIL, "pkcs11: the token created something other than a secret key")
+                self._entries[obj] = _Entry(created, alg, self._module.generation, emulated_des=emulated)
+                return obj
+            raise CryptError(w.NTE_FAIL, "token create: could not draw a free object id")
+
+        return self._call(create)
+
+    def exists(self, obj: int) -> bool:
+        """Whether the object is on the token now (always asks the token)."""
+        if not _issuable(obj):
+            return False
+        return self._call(lambda session: self._find(session, obj) is not None)
+
+    def cipher(self, obj: int, mode: TokenMode, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
+        """Run the object's block cipher over whole blocks (``ecb``, or ``cbc`` from ``iv``) on the token."""
+        if mode not in ("ecb", "cbc"):
+            raise ValueError(f"token cipher: unknown mode {mode!r} (expected 'ecb' or 'cbc')")
+        payload = bytes(data)
+        vector = bytes(iv)
+
+        def run(session: pkcs11.Session) -> bytes:
+            entry = self._entry(session, obj)
+            block, ecb, cbc = entry.block, entry.ecb, entry.cbc
+            if len(payload) % block:
+                raise CryptError(w.NTE_BAD_DATA, "token cipher: data is not a whole number of blocks")
+            if mode == "cbc" and len(vector) != block:
+                raise CryptError(w.NTE_BAD_DATA, "token cipher: the IV is not one block long")
+            if not payload:
+                return b""
+            if mode == "ecb":
+                mechanism, param = ecb, None
+            else:
+                mechanism, param = cbc, vector
+            if decrypt:
+                return bytes(entry.run.decrypt(payload, mechanism=mechanism, mechanism_param=param))
+            return bytes(entry.run.encrypt(payload, mechanism=mechanism, mechanism_param=param))
+
+        return self._call(run)
+
+    def objects(self) -> Mapping[int, int]:
+        """Every object of this namespace: id and ALG_ID."""
+
+        def scan(session: pkcs11.Session) -> dict[int, int]:
+            out: dict[int, int] = {}
+            for label in (self._label, self._des_label):
+                for key in list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})):
+                    ck_id = key[Attribute.ID]
+                    alg = _alg_of(key, emulated_des=label == self._des_label)
+                    if isinstance(ck_id, bytes) and len(ck_id) == _ID_SIZE and alg is not None:
+                        out[int.from_bytes(ck_id, "big")] = alg
+            return dict(sorted(out.items()))
+
+        return self._call(scan)
+
+    def delete(self, obj: int) -> None:
+        """Destroy the object: NTE_NOT_FOUND if absent, NTE_PERM if it was created not destroyable."""
+
+        def destroy(session: pkcs11.Session) -> None:
+            entry = self._find(session, obj) if _issuable(obj) else None
+            if entry is None:
+                raise CryptError(w.NTE_NOT_FOUND, "token delete: no such object")
+            try:
+                entry.key.destroy()
+            except p11e.PKCS11Error as exc:
+                # CKR_ACTION_PROHIBITED (0x1B) for CKA_DESTROYABLE false; python-pkcs11 does not map it.
+                if type(exc) is p11e.PKCS11Error or isinstance(exc, p11e.AttributeReadOnly):
+                    raise CryptError(w.NTE_PERM, "token delete: the object is not destroyable") from None
+                raise
+            self._entries.pop(obj, None)
+
+        self._call(destroy)
+
+    def close(self) -> None:
+        """Forget this namespace's handles; the process's session stays logged in (hazard 2). Idempotent."""
+        with _LOCK:
+            self._closed = True
+            self._entries.clear()
+
+    def __enter__(self) -> Pkcs11Token:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"Pkcs11Token({self._serial!r}, {self._config.label!r}, {self._label!r}, {state})"
