@@ -97,6 +97,33 @@ def _demo(args: argparse.Namespace) -> int:
     return main_demo(args.home)
 
 
+def _mutants(args: argparse.Namespace) -> int:
+    from keyhandoff.mutants import MUTANTS, by_name, hunt
+
+    try:
+        chosen = [by_name(name) for name in args.only] if args.only else list(MUTANTS)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    width = max(len(m.name) for m in chosen)
+    print(f"{'mutant':<{width}}  {'verdict':<10} {'cases':>5} {'steps':>5} {'seconds':>7}  rule broken (docs/model.md)")
+    missed = []
+    for mutant in chosen:
+        result = hunt(mutant, profile=args.profile, seed=args.seed)
+        verdict = "caught" if result.caught else "NOT CAUGHT"
+        steps = str(result.steps) if result.caught else "-"
+        print(
+            f"{result.name:<{width}}  {verdict:<10} {result.cases:>5} {steps:>5} {result.seconds:>7.1f}  {result.rule}",
+            flush=True,
+        )
+        if not result.caught:
+            missed.append(result.name)
+    print(f"\n{len(chosen) - len(missed)}/{len(chosen)} mutants caught (profile {args.profile}, seed {args.seed})")
+    for name in missed:
+        print(f"NOT CAUGHT: {name}")
+    return 1 if missed else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keyhandoff",
@@ -134,6 +161,12 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("trace", help="a trace JSON written by keyhandoff check")
     rep.add_argument("--target", default=None, help="replay against another target than the recorded one")
     rep.set_defaults(func=_replay)
+
+    mut = sub.add_parser("mutants", help="run the machine against known-bad CSPs: each must be caught")
+    mut.add_argument("--profile", choices=["quick", "default", "thorough"], default="default")
+    mut.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default: 0)")
+    mut.add_argument("--only", action="append", metavar="NAME", help="only this mutant (repeatable)")
+    mut.set_defaults(func=_mutants)
     return parser
 
 

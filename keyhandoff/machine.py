@@ -274,6 +274,55 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
                 self.ls.destroy_key(twin)
             return moved
 
+        @rule(
+            target=keys,
+            alg=st.sampled_from(algs),
+            seed=st.integers(0, 1 << 16),
+            forty=st.booleans(),
+            tweak=st.sampled_from(["none", "salt", "effective", "mode", "mode_bits", "iv"]),
+            blocks=st.integers(1, 4),
+            blob_type=st.sampled_from(sorted(caps.blob_types & {w.OPAQUEKEYBLOB, w.PLAINTEXTKEYBLOB})),
+            hardware=st.booleans() if hw_algs else st.just(False),
+        )
+        def handoff_mid_stream(
+            self, alg: int, seed: int, forty: bool, tweak: str, blocks: int, blob_type: int, hardware: bool
+        ) -> Any:
+            """The seed's scenario with a live state worth carrying: a key (salted 40-bit RC2/RC4 too) whose salt,
+            effective length, mode or IV may be set, advanced mid-stream, exported (opaque: exactly this state;
+            plaintext: a fresh key), destroyed, imported on the app side and continued."""
+            size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else DEFAULT_KEY_BYTES[alg]
+            hardware = hardware and alg in hw_algs
+            # Exportable only where the blob type needs it: an opaque source without CRYPT_EXPORT lets a later
+            # import show whether flags can add a permission.
+            exportable = w.CRYPT_EXPORTABLE if blob_type == w.PLAINTEXTKEYBLOB else 0
+            made = self.ls.import_plaintext(0, alg, seed, size, exportable, hardware)
+            if not isinstance(made, int):
+                return multiple()
+            block = 16 if alg in (w.CALG_AES_128, w.CALG_AES_192, w.CALG_AES_256) else 8
+            if tweak == "salt":
+                self.ls.set_key_param(made, w.KP_SALT, bytes(range(1, 12)))
+            elif tweak == "effective":
+                self.ls.set_key_param(made, w.KP_EFFECTIVE_KEYLEN, 64)
+            elif tweak == "mode":
+                self.ls.set_key_param(made, w.KP_MODE, w.CRYPT_MODE_CFB)
+            elif tweak == "mode_bits":
+                self.ls.set_key_param(made, w.KP_MODE_BITS, 64)
+            elif tweak == "iv" and alg != w.CALG_RC4:
+                self.ls.set_key_param(made, w.KP_IV, bytes(range(block)))
+            self.ls.encrypt(made, bytes(range(block)) * blocks, False)
+            blob = self.ls.export_key(made, blob_type)
+            self.ls.destroy_key(made)
+            if not isinstance(blob, int):
+                return multiple()
+            for edit in (("flip", -1), ("append", "00")):  # a changed or extended copy must be refused
+                self.ls.import_blob(1, blob, edit=edit)
+            moved = self.ls.import_blob(1, blob, w.CRYPT_EXPORTABLE if blob_type == w.PLAINTEXTKEYBLOB else 0)
+            again = self.ls.import_blob(1, blob, w.CRYPT_EXPORTABLE)  # a second, independent import
+            for key in (moved, again):
+                if isinstance(key, int):
+                    self.ls.encrypt(key, bytes(block) * blocks, False)
+            return moved if isinstance(moved, int) else multiple()
+
         @precondition(lambda self: opaque)
         @rule(
             target=keys,

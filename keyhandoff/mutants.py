@@ -27,7 +27,7 @@ from typing import Final
 import attrs
 
 from keyhandoff.check import CheckResult, run_check
-from keyhandoff.impl.algorithms import ALGORITHMS
+from keyhandoff.impl.algorithms import ALGORITHMS, AlgInfo
 from keyhandoff.impl.blobs import OPAQUE_PURPOSE, OpaqueSealer, OpaqueState
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.csp import Csp, InstallationLike, _Provider
@@ -131,7 +131,17 @@ def _creation_mode(state: OpaqueState) -> int:
 
 
 class _ImportAddsExport(Csp):
-    """An OPAQUEKEYBLOB imported with CRYPT_EXPORTABLE gains CRYPT_EXPORT."""
+    """Every OPAQUEKEYBLOB import gains CRYPT_EXPORT."""
+
+    def _import_opaque(self, prov: int, info: AlgInfo, blob: bytes, hardware: bool, operation: str) -> LiveKey:
+        key = super()._import_opaque(prov, info, blob, hardware, operation)
+        key.permissions |= w.CRYPT_EXPORT
+        return key
+
+
+class _ExportableFlagAddsExport(Csp):
+    """An OPAQUEKEYBLOB imported with CRYPT_EXPORTABLE gains CRYPT_EXPORT (the flag applied as on a plaintext
+    import)."""
 
     def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
         handle = super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
@@ -232,8 +242,8 @@ class _ImportsShareState(Csp):
 
 
 class _PlaintextImportContinues(Csp):
-    """Remembers each PLAINTEXTKEYBLOB it exports with the key's running state (register, RC4 position), and an
-    import of those very bytes continues from there instead of starting fresh."""
+    """Remembers the running state (register, RC4 position) a key had when each PLAINTEXTKEYBLOB of it was
+    exported, and an import of those very bytes continues from there instead of starting fresh."""
 
     def __init__(self, installation: InstallationLike) -> None:
         super().__init__(installation)
@@ -254,11 +264,10 @@ class _PlaintextImportContinues(Csp):
         if entry is None or running is None or entry.engine is None or entry.location is Location.HARDWARE:
             return handle
         register, position = running
-        if len(register) != len(entry.iv):
-            return handle
-        entry.engine = software_engine(
-            entry.alg, bytes(entry.material), entry.salt, entry.effective_keylen, register, position
-        )
+        if len(register) == len(entry.iv):
+            entry.engine = software_engine(
+                entry.alg, bytes(entry.material), entry.salt, entry.effective_keylen, register, position
+            )
         return handle
 
 
@@ -474,9 +483,15 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _m(
         "import-adds-export",
-        "Our decisions, opaque blobs: \"The imported key has exactly the blob's permissions: import flags never "
-        'add one" (CRYPT_EXPORTABLE adds CRYPT_EXPORT)',
+        'Our decisions, opaque blobs: "The imported key has exactly the blob\'s permissions" (every OPAQUEKEYBLOB '
+        "import gains CRYPT_EXPORT)",
         _ImportAddsExport,
+    ),
+    _m(
+        "exportable-flag-adds-export",
+        "Our decisions, opaque blobs: \"The imported key has exactly the blob's permissions: import flags never "
+        'add one" (CRYPT_EXPORTABLE on an OPAQUEKEYBLOB import adds CRYPT_EXPORT)',
+        _ExportableFlagAddsExport,
     ),
     _m(
         "destroy-deletes-token-object",
@@ -541,7 +556,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     _m(
         "plaintext-import-continues",
-        'import_plaintext: "A PLAINTEXTKEYBLOB gives a fresh key: its running state is not in the blob"',
+        'import_plaintext: "A PLAINTEXTKEYBLOB gives a fresh key: its running state is not in the blob" (an import '
+        "of a PLAINTEXTKEYBLOB exported from a live key continues its register / RC4 position)",
         _PlaintextImportContinues,
     ),
     _m(
