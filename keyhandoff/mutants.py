@@ -13,10 +13,14 @@ one thread (the lockstep machine), and none of them is meant to be thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import itertools
 import os
+import pickle
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -631,9 +635,32 @@ class _CaseCounter(io.StringIO):
         return len(text)
 
 
-def hunt(mutant: Mutant, *, profile: str = "default", seed: int = 0, examples: int | None = None) -> HuntResult:
+def hunt(
+    mutant: Mutant, *, profile: str = "default", seed: int = 0, examples: int | None = None, isolated: bool = True
+) -> HuntResult:
     """Run the lockstep machine (no Hypothesis shrinking; the step-deleting minimiser still runs) against
-    ``mutant``, every installation in a fresh home under one temporary directory removed afterwards."""
+    ``mutant``, every installation in a fresh home under one temporary directory removed afterwards.
+
+    ``isolated`` (the default) runs the hunt in a fresh Python process. Hypothesis seeds its generation with
+    constants mined from every local module loaded in the process, so in-process the same seed explores different
+    programs under pytest, the CLI or a script, and after other hunts; a fresh process makes the verdict depend on
+    ``(mutant, profile, seed, examples)`` alone. A mutant outside :data:`MUTANTS` that cannot be pickled runs
+    in-process.
+    """
+    if isolated:
+        request: tuple[str | Mutant, str, int, int | None] | None = None
+        if any(candidate is mutant for candidate in MUTANTS):
+            request = (mutant.name, profile, seed, examples)
+        else:
+            with contextlib.suppress(pickle.PicklingError, AttributeError, TypeError):
+                pickle.dumps(mutant)
+                request = (mutant, profile, seed, examples)
+        if request is not None:
+            return _hunt_in_child(request)
+    return _hunt_here(mutant, profile=profile, seed=seed, examples=examples)
+
+
+def _hunt_here(mutant: Mutant, *, profile: str, seed: int, examples: int | None) -> HuntResult:
     with tempfile.TemporaryDirectory(prefix="keyhandoff-mutant-", ignore_cleanup_errors=True) as root:
         numbers = itertools.count()
 
@@ -659,3 +686,35 @@ def hunt(mutant: Mutant, *, profile: str = "default", seed: int = 0, examples: i
         message=result.failure.message if result.failure is not None else "",
         check=result,
     )
+
+
+_CHILD = "import sys; from keyhandoff.mutants import _child_main; _child_main(sys.argv[1])"
+
+
+def _hunt_in_child(request: tuple[str | Mutant, str, int, int | None]) -> HuntResult:
+    with tempfile.TemporaryDirectory(prefix="keyhandoff-hunt-") as exchange:
+        folder = Path(exchange)
+        (folder / "request.pickle").write_bytes(pickle.dumps(request))
+        # The child imports this very keyhandoff, whatever made it importable here.
+        package_root = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD, exchange], capture_output=True, text=True, check=False, timeout=3600, env=env
+        )
+        answer = folder / "result.pickle"
+        if done.returncode != 0 or not answer.exists():
+            raise RuntimeError(f"the hunt's child process failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        result = pickle.loads(answer.read_bytes())
+    if not isinstance(result, HuntResult):
+        raise RuntimeError("the hunt's child process answered something else than a HuntResult")
+    return result
+
+
+def _child_main(exchange: str) -> None:
+    """The child side of an isolated hunt: read the request, hunt in this process, write the result."""
+    folder = Path(exchange)
+    target, profile, seed, examples = pickle.loads((folder / "request.pickle").read_bytes())
+    chosen = by_name(target) if isinstance(target, str) else target
+    with contextlib.redirect_stdout(sys.stderr):  # Hypothesis reports falsifying examples on stdout
+        result = _hunt_here(chosen, profile=profile, seed=seed, examples=examples)
+    (folder / "result.pickle").write_bytes(pickle.dumps(result))
