@@ -21,7 +21,7 @@ import time
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from timing import fmt, per_call, row
+from timing import per_call, row
 
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.processes import ProcessCsp
@@ -136,7 +136,6 @@ def main() -> None:
             bench_rc4_position(csp, args.rc4_gib)
         finally:
             csp.close()
-    print(f"\n(fmt check: {fmt(1e-6).strip()})")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Inspectable, Target
 
-__all__ = ["DEFAULT_KEY_BYTES", "Coverage", "LockstepMachine", "machine_for"]
+__all__ = ["DEFAULT_KEY_BYTES", "GETTABLE_PARAMS", "Coverage", "LockstepMachine", "machine_for"]
 
 # The default key length of each session-key algorithm, in bytes (the harness's own table: the model and impl
 # each derive theirs independently).
@@ -49,7 +49,7 @@ _PARAMS_SET = [
     w.KP_PERMISSIONS,
     w.KP_EFFECTIVE_KEYLEN,
 ]
-_PARAMS_GET = [*_PARAMS_SET, w.KP_ALGID, w.KP_BLOCKLEN, w.KP_KEYLEN]
+GETTABLE_PARAMS = [*_PARAMS_SET, w.KP_ALGID, w.KP_BLOCKLEN, w.KP_KEYLEN]
 _LENGTHS = st.sampled_from([0, 8, 16, 16, 32, 48, 64, 1, 5, 13, 24])
 
 
@@ -390,7 +390,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
                     value = raw.ljust(16, b"\0")[: len(self.ls.model.inspect(self.ls.keys[key].model).iv)]
             self.ls.set_key_param(key, param, value)
 
-        @rule(key=keys, param=st.sampled_from([*_PARAMS_GET, 77]))
+        @rule(key=keys, param=st.sampled_from([*GETTABLE_PARAMS, 77]))
         def get_key_param(self, key: int, param: int) -> None:
             self.ls.get_key_param(key, param)
 

@@ -11,35 +11,13 @@ from typing import Any
 from hypothesis import strategies as st
 
 from keyhandoff.lockstep import Lockstep
-from keyhandoff.machine import DEFAULT_KEY_BYTES
+from keyhandoff.machine import DEFAULT_KEY_BYTES, GETTABLE_PARAMS
 from keyhandoff.model import wincrypt as w
 
-ALGS = [
-    w.CALG_AES_128,
-    w.CALG_AES_192,
-    w.CALG_AES_256,
-    w.CALG_DES,
-    w.CALG_3DES_112,
-    w.CALG_3DES,
-    w.CALG_RC2,
-    w.CALG_RC4,
-]
+ALGS = list(DEFAULT_KEY_BYTES)
 KEY_BYTES = DEFAULT_KEY_BYTES
 MODES = [w.CRYPT_MODE_CBC, w.CRYPT_MODE_ECB, w.CRYPT_MODE_CFB, w.CRYPT_MODE_OFB, w.CRYPT_MODE_CTS, 9]
-PARAMS = [
-    w.KP_IV,
-    w.KP_SALT,
-    w.KP_SALT_EX,
-    w.KP_PADDING,
-    w.KP_MODE,
-    w.KP_MODE_BITS,
-    w.KP_PERMISSIONS,
-    w.KP_EFFECTIVE_KEYLEN,
-    w.KP_ALGID,
-    w.KP_BLOCKLEN,
-    w.KP_KEYLEN,
-    77,
-]
+PARAMS = [*GETTABLE_PARAMS, 77]
 HASHES = [w.CALG_MD5, w.CALG_SHA1, w.CALG_SHA_256, w.CALG_MAC]
 
 idx = st.integers(0, 50)
