@@ -22,7 +22,16 @@ without its own locking, while python-pkcs11 releases the GIL on every call: eve
 goes through one process-wide lock. SoftHSM2 rewrites its token file on every login: each process logs in once
 per (module, token) and keeps that session for its life (closing a Pkcs11Token does not log out). On
 GeneralError, NoSuchToken and the like the library is re-initialised, the session reopened and the call retried
-once.
+once; a second failure is CryptError(NTE_FAIL) (never a raw pkcs11 exception once the token is open).
+
+Handles. Object handles are per process. A located object's handle is cached by CKA_ID and trusted without asking
+the token while this process has received no new handle since it was last confirmed (no find, create or
+re-initialisation: the *epoch* of :class:`_Module`): until then a module cannot have bound that handle to another
+object, and an object deleted meanwhile (by administration, perhaps in another process) makes the operation itself
+fail with CKR_OBJECT_HANDLE_INVALID / CKR_KEY_HANDLE_INVALID, after which the object is looked up again (gone:
+NTE_NOT_FOUND). Otherwise the handle is confirmed by one attribute read (CKA_ID and CKA_LABEL) before use.
+:meth:`Pkcs11Token.exists` always asks the token, but through the cached handle (one attribute read) rather than
+a search.
 
 Errors. CryptError(NTE_BAD_ALGID) for an algorithm the token cannot hold or run, CryptError(NTE_BAD_DATA) for a
 wrong key length or data/IV of the wrong size, CryptError(NTE_NOT_FOUND) for a missing object, CryptError(NTE_PERM)
@@ -174,6 +183,9 @@ class _Module:
         self.lib = pkcs11.lib(path)
         self.sessions: dict[str, pkcs11.Session] = {}
         self.generation = 0  # bumped on every re-initialisation: object handles of older generations are void
+        # Bumped whenever this process may be handed a new object handle (a find, a create, a re-initialisation):
+        # a handle confirmed in the current epoch cannot have been rebound to another object since.
+        self.epoch = 0
 
     def session(self, label: str, pin: str) -> pkcs11.Session:
         session = self.sessions.get(label)
@@ -186,6 +198,7 @@ class _Module:
     def reinitialize(self) -> None:
         self.sessions.clear()  # C_Finalize closes them all; never close a stale handle (it may be reused)
         self.generation += 1
+        self.epoch += 1
         try:
             self.lib.reinitialize()
         except p11e.PKCS11Error:
@@ -207,17 +220,19 @@ def _module(path: str) -> _Module:
 
 
 class _Entry:
-    """A located object: its handle (this process, this generation), ALG_ID and mechanisms."""
+    """A located object: its handle (this process, this generation), ALG_ID and mechanisms, and the module epoch
+    in which the handle was last confirmed to name the object."""
 
-    __slots__ = ("alg", "block", "cbc", "ecb", "generation", "key", "run")
+    __slots__ = ("alg", "block", "cbc", "ecb", "epoch", "generation", "key", "run")
 
-    def __init__(self, key: pkcs11.SecretKey, alg: int, generation: int, *, emulated_des: bool) -> None:
+    def __init__(self, key: pkcs11.SecretKey, alg: int, module: _Module, *, emulated_des: bool) -> None:
         self.key = key
         self.run = cast(_CipherKey, key)
         self.alg = alg
         spec = _SPECS[w.CALG_3DES if emulated_des else alg]
         self.block, self.ecb, self.cbc = spec[2], spec[3], spec[4]
-        self.generation = generation
+        self.generation = module.generation
+        self.epoch = module.epoch
 
 
 def _issuable(obj: int) -> bool:
@@ -250,6 +265,7 @@ class Pkcs11Token:
         self._emulated_des = False
         self._entries: dict[int, _Entry] = {}
         self._closed = False
+        self._open = False  # set once the token answered: later failures are CryptErrors, not configuration errors
         with _LOCK:
             self._module = _module(config.module)
             serial = self._call(lambda session: session.token.serial)
@@ -259,6 +275,7 @@ class Pkcs11Token:
                 self._emulated_des = True
                 native |= {w.CALG_DES}
             self._algorithms = native
+            self._open = True
 
     @classmethod
     def from_environment(cls, namespace: str) -> Pkcs11Token:
@@ -272,30 +289,34 @@ class Pkcs11Token:
         try:
             return self._module.session(self._config.label, self._config.pin)
         except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange, p11e.PinLocked, p11e.PinExpired) as exc:
+            if self._open:  # the login worked when the token opened: to the CSP this is a token failure
+                raise CryptError(w.NTE_FAIL, f"pkcs11: the token refused the login ({type(exc).__name__})") from None
             raise Pkcs11ConfigError(
                 f"the token {self._config.label!r} refused the PIN ({type(exc).__name__})"
             ) from None
 
     def _call(self, operation: Callable[[pkcs11.Session], _T]) -> _T:
-        """Run one operation under the process-wide lock; re-initialise and retry once on a recoverable failure."""
+        """Run one operation under the process-wide lock; on a recoverable failure (hazard 2) re-initialise the
+        library, reopen the session and retry once. Every pkcs11 failure leaves as a CryptError (before the token
+        first answered, a token that is not there or a refused PIN as Pkcs11ConfigError)."""
         with _LOCK:
-            for attempt in range(2):
+            try:
                 try:
                     return operation(self._session())
-                except _RECOVERABLE as exc:
-                    if attempt:
-                        if isinstance(exc, p11e.NoSuchToken):
-                            raise Pkcs11ConfigError(f"no PKCS#11 token labelled {self._config.label!r}") from None
-                        raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__} after re-initialising") from None
+                except _RECOVERABLE:
                     self._entries.clear()
                     self._module.reinitialize()
-                except p11e.MechanismInvalid:
-                    raise CryptError(w.NTE_BAD_ALGID, "pkcs11: the token cannot run this mechanism") from None
-                except (p11e.DataLenRange, p11e.EncryptedDataLenRange, p11e.DataInvalid, p11e.EncryptedDataInvalid):
-                    raise CryptError(w.NTE_BAD_DATA, "pkcs11: the token refused the data length") from None
-                except p11e.PKCS11Error as exc:
-                    raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__}") from None
-            raise AssertionError("unreachable")
+                return operation(self._session())
+            except _RECOVERABLE as exc:
+                if isinstance(exc, p11e.NoSuchToken) and not self._open:
+                    raise Pkcs11ConfigError(f"no PKCS#11 token labelled {self._config.label!r}") from None
+                raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__} after re-initialising") from None
+            except p11e.MechanismInvalid:
+                raise CryptError(w.NTE_BAD_ALGID, "pkcs11: the token cannot run this mechanism") from None
+            except (p11e.DataLenRange, p11e.EncryptedDataLenRange, p11e.DataInvalid, p11e.EncryptedDataInvalid):
+                raise CryptError(w.NTE_BAD_DATA, "pkcs11: the token refused the data length") from None
+            except p11e.PKCS11Error as exc:
+                raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__}") from None
 
     def _probe(self, session: pkcs11.Session) -> frozenset[int]:
         """The algorithms the token both holds and runs: one block through a session object of each type."""
@@ -304,6 +325,7 @@ class Pkcs11Token:
         for alg, (key_type, size, block, ecb, cbc) in _SPECS.items():
             if ecb not in mechanisms or cbc not in mechanisms:
                 continue
+            self._module.epoch += 1  # C_CreateObject hands out a handle
             try:
                 key = session.create_object(
                     {
@@ -332,34 +354,55 @@ class Pkcs11Token:
         return label == self._label or label == self._des_label
 
     def _find(self, session: pkcs11.Session, obj: int) -> _Entry | None:
-        candidates = session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.ID: _ck_id(obj)})
-        found = [key for key in list(candidates) if self._ours(key[Attribute.LABEL])]
-        if not found:
-            self._entries.pop(obj, None)
+        """Search the token for the object (always asks the token); caches and returns its entry, or None."""
+        self._entries.pop(obj, None)
+        if not _issuable(obj):
             return None
-        key = found[0]
-        emulated = key[Attribute.LABEL] == self._des_label
-        alg = _alg_of(key, emulated_des=emulated)
-        if alg is None or not isinstance(key, pkcs11.SecretKey):
-            raise CryptError(w.NTE_FAIL, "pkcs11: the object is not a key of a known algorithm")
-        entry = _Entry(key, alg, self._module.generation, emulated_des=emulated)
-        self._entries[obj] = entry
-        return entry
+        self._module.epoch += 1  # C_FindObjects hands out handles
+        candidates = session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.ID: _ck_id(obj)})
+        for key in list(candidates):
+            try:
+                label = key[Attribute.LABEL]
+                if not self._ours(label):
+                    continue
+                emulated = label == self._des_label
+                alg = _alg_of(key, emulated_des=emulated)
+            except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
+                continue  # deleted (by another process) between the search and the read
+            if alg is None or not isinstance(key, pkcs11.SecretKey):
+                raise CryptError(w.NTE_FAIL, "pkcs11: the object is not a key of a known algorithm")
+            entry = _Entry(key, alg, self._module, emulated_des=emulated)
+            self._entries[obj] = entry
+            return entry
+        return None
 
-    def _entry(self, session: pkcs11.Session, obj: int) -> _Entry:
-        """The object's cached handle, checked to still name this object (handles are reused), else a lookup."""
+    def _confirmed(self, entry: _Entry, obj: int) -> bool:
+        """Whether the cached handle still names the object, asked of the token (one attribute read)."""
+        try:
+            attrs = entry.key.get_attributes([Attribute.ID, Attribute.LABEL])
+        except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
+            return False
+        if attrs.get(Attribute.ID) != _ck_id(obj) or not self._ours(attrs.get(Attribute.LABEL)):
+            return False
+        entry.epoch = self._module.epoch
+        return True
+
+    def _locate(self, session: pkcs11.Session, obj: int, *, confirm: bool) -> _Entry | None:
+        """The object's entry, or None when it is not on the token. A cached handle is used without asking the
+        token while it is trusted (confirmed in this epoch) unless ``confirm``; otherwise it is confirmed by one
+        attribute read, and when that fails the token is searched."""
         entry = self._entries.get(obj)
         if entry is not None and entry.generation == self._module.generation:
-            try:
-                attrs = entry.key.get_attributes([Attribute.ID, Attribute.LABEL])
-                if attrs.get(Attribute.ID) == _ck_id(obj) and self._ours(attrs.get(Attribute.LABEL)):
-                    return entry
-            except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
-                pass
-        found = self._find(session, obj) if _issuable(obj) else None
-        if found is None:
+            trusted = entry.epoch == self._module.epoch and not confirm
+            if trusted or self._confirmed(entry, obj):
+                return entry
+        return self._find(session, obj)
+
+    def _entry(self, session: pkcs11.Session, obj: int, *, confirm: bool = False) -> _Entry:
+        entry = self._locate(session, obj, confirm=confirm)
+        if entry is None:
             raise CryptError(w.NTE_NOT_FOUND, "token: no such object")
-        return found
+        return entry
 
     # --- Token protocol ---------------------------------------------------------------------------------------
 
@@ -379,7 +422,10 @@ class Pkcs11Token:
         return self._algorithms
 
     def create(self, alg: int, key: bytes) -> int:
-        """Import the material as a pinned secret-key object (:data:`KEY_POLICY`); returns its random id."""
+        """Import the material as a pinned secret-key object (:data:`KEY_POLICY`); returns its random id.
+
+        A retry after re-initialisation (hazard 2) first looks for the object the failed attempt may already have
+        created under the same id, so a failure after the token stored the object leaves no orphan behind."""
         if alg not in self._algorithms:
             raise CryptError(w.NTE_BAD_ALGID, "token create: the token cannot hold keys of this algorithm")
         key_type, size, _, _, _ = _SPECS[alg]
@@ -390,8 +436,16 @@ class Pkcs11Token:
         label = self._des_label if emulated else self._label
         if emulated:
             key_type, material = KeyType.DES3, material * 3  # EDE with K1 = K2 = K3 is single DES
+        attempted: list[int] = []  # the id a previous attempt sent to C_CreateObject (found free just before)
 
         def create(session: pkcs11.Session) -> int:
+            if attempted:
+                earlier = self._find(session, attempted[0])
+                if earlier is not None:
+                    if earlier.alg != alg:
+                        raise CryptError(w.NTE_FAIL, "token create: the retried object has another algorithm")
+                    return attempted[0]
+                attempted.clear()
             for _ in range(16):
                 obj = 0
                 while obj == 0:
@@ -407,44 +461,60 @@ class Pkcs11Token:
                     Attribute.LABEL: label,
                     Attribute.VALUE: material,
                 }
+                attempted.append(obj)
+                self._module.epoch += 1  # C_CreateObject hands out a handle
                 created = session.create_object(template)
                 if not isinstance(created, pkcs11.SecretKey):
                     raise CryptError(w.NTE_FAIL, "pkcs11: the token created something other than a secret key")
-                self._entries[obj] = _Entry(created, alg, self._module.generation, emulated_des=emulated)
+                self._entries[obj] = _Entry(created, alg, self._module, emulated_des=emulated)
                 return obj
             raise CryptError(w.NTE_FAIL, "token create: could not draw a free object id")
 
         return self._call(create)
 
     def exists(self, obj: int) -> bool:
-        """Whether the object is on the token now (always asks the token)."""
+        """Whether the object is on the token now. Always asks the token: one attribute read through the cached
+        handle (a search when there is none or it no longer names the object)."""
         if not _issuable(obj):
             return False
-        return self._call(lambda session: self._find(session, obj) is not None)
+        return self._call(lambda session: self._locate(session, obj, confirm=True) is not None)
 
     def cipher(self, obj: int, mode: TokenMode, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
-        """Run the object's block cipher over whole blocks (``ecb``, or ``cbc`` from ``iv``) on the token."""
+        """Run the object's block cipher over whole blocks (``ecb``, or ``cbc`` from ``iv``) on the token.
+
+        NTE_NOT_FOUND ranks before NTE_BAD_DATA: a refused or empty request asks the token whether the object is
+        still there; any other runs on the cached handle, and its own failure on a deleted object says so."""
         if mode not in ("ecb", "cbc"):
             raise ValueError(f"token cipher: unknown mode {mode!r} (expected 'ecb' or 'cbc')")
         payload = bytes(data)
         vector = bytes(iv)
 
-        def run(session: pkcs11.Session) -> bytes:
-            entry = self._entry(session, obj)
-            block, ecb, cbc = entry.block, entry.ecb, entry.cbc
-            if len(payload) % block:
-                raise CryptError(w.NTE_BAD_DATA, "token cipher: data is not a whole number of blocks")
-            if mode == "cbc" and len(vector) != block:
-                raise CryptError(w.NTE_BAD_DATA, "token cipher: the IV is not one block long")
-            if not payload:
-                return b""
-            if mode == "ecb":
-                mechanism, param = ecb, None
-            else:
-                mechanism, param = cbc, vector
+        def crypt(entry: _Entry) -> bytes:
+            mechanism, param = (entry.ecb, None) if mode == "ecb" else (entry.cbc, vector)
             if decrypt:
                 return bytes(entry.run.decrypt(payload, mechanism=mechanism, mechanism_param=param))
             return bytes(entry.run.encrypt(payload, mechanism=mechanism, mechanism_param=param))
+
+        def run(session: pkcs11.Session) -> bytes:
+            entry = self._entry(session, obj)
+            ragged = len(payload) % entry.block != 0
+            bad_iv = mode == "cbc" and len(vector) != entry.block
+            if ragged or bad_iv or not payload:
+                entry = self._entry(session, obj, confirm=True)
+                if ragged:
+                    raise CryptError(w.NTE_BAD_DATA, "token cipher: data is not a whole number of blocks")
+                if bad_iv:
+                    raise CryptError(w.NTE_BAD_DATA, "token cipher: the IV is not one block long")
+                return b""
+            try:
+                return crypt(entry)
+            except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
+                pass  # deleted meanwhile (perhaps by another process), or the handle went stale: search again
+            try:
+                return crypt(self._entry(session, obj))
+            except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
+                self._entries.pop(obj, None)
+                raise CryptError(w.NTE_NOT_FOUND, "token: no such object") from None
 
         return self._call(run)
 
@@ -453,10 +523,14 @@ class Pkcs11Token:
 
         def scan(session: pkcs11.Session) -> dict[int, int]:
             out: dict[int, int] = {}
+            self._module.epoch += 1  # C_FindObjects hands out handles
             for label in (self._label, self._des_label):
                 for key in list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})):
-                    ck_id = key[Attribute.ID]
-                    alg = _alg_of(key, emulated_des=label == self._des_label)
+                    try:
+                        ck_id = key[Attribute.ID]
+                        alg = _alg_of(key, emulated_des=label == self._des_label)
+                    except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
+                        continue  # deleted (by another process) between the search and the read
                     if isinstance(ck_id, bytes) and len(ck_id) == _ID_SIZE and alg is not None:
                         out[int.from_bytes(ck_id, "big")] = alg
             return dict(sorted(out.items()))
@@ -467,17 +541,20 @@ class Pkcs11Token:
         """Destroy the object: NTE_NOT_FOUND if absent, NTE_PERM if it was created not destroyable."""
 
         def destroy(session: pkcs11.Session) -> None:
-            entry = self._find(session, obj) if _issuable(obj) else None
+            entry = self._find(session, obj)
             if entry is None:
                 raise CryptError(w.NTE_NOT_FOUND, "token delete: no such object")
             try:
                 entry.key.destroy()
+            except (p11e.ObjectHandleInvalid, p11e.KeyHandleInvalid):
+                raise CryptError(w.NTE_NOT_FOUND, "token delete: no such object") from None  # deleted meanwhile
             except p11e.PKCS11Error as exc:
                 # CKR_ACTION_PROHIBITED (0x1B) for CKA_DESTROYABLE false; python-pkcs11 does not map it.
                 if type(exc) is p11e.PKCS11Error or isinstance(exc, p11e.AttributeReadOnly):
                     raise CryptError(w.NTE_PERM, "token delete: the object is not destroyable") from None
                 raise
-            self._entries.pop(obj, None)
+            finally:
+                self._entries.pop(obj, None)
 
         self._call(destroy)
 
