@@ -51,6 +51,7 @@ __all__ = [
 
 _FAST_FORWARD_CHUNK: Final = 64 * 1024
 _ZEROS: Final = bytes(_FAST_FORWARD_CHUNK)
+_ECB: Final = w.CRYPT_MODE_ECB
 _CFB_CHUNK: Final = 4096  # ciphertext bytes per token call when decrypting CFB-8 on a hardware key
 
 
@@ -149,7 +150,26 @@ class CryptographyBlockEngine(_BlockEngine):
         super().__init__(algorithm.block_size // 8, register)
         self._algorithm = algorithm
         self._context: CipherContext | None = None
-        self._context_kind: tuple[int, bool] | None = None
+        self._context_mode = -1  # the (mode, direction) the live context runs; meaningless while it is None
+        self._context_decrypt = False
+
+    def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
+        # The hot path (the same result as the general one): the live context already runs this mode and
+        # direction, and the data is whole, non-empty blocks.
+        context = self._context
+        block = self._block
+        if (
+            context is not None
+            and mode == self._context_mode
+            and decrypt == self._context_decrypt
+            and data
+            and not len(data) % block
+        ):
+            out = context.update(data)
+            if mode != _ECB:  # ECB has no feedback; CBC and CFB-8 end on the last ciphertext block
+                self._register = (data if decrypt else out)[-block:]
+            return out
+        return super().run(mode, data, decrypt=decrypt)
 
     def _stream(self, mode: int, decrypt: bool) -> CipherContext:
         """The live context for this mode and direction, rebuilt from the register when they changed.
@@ -157,10 +177,9 @@ class CryptographyBlockEngine(_BlockEngine):
         The context continues exactly where the register says only while every call goes through it; a call in
         another mode or direction moved the register without it, so it is rebuilt (O(1)).
         """
-        kind = (mode, decrypt)
-        if self._context is None or self._context_kind != kind:
+        if self._context is None or self._context_mode != mode or self._context_decrypt != decrypt:
             cipher_mode: modes.Mode
-            if mode == w.CRYPT_MODE_ECB:
+            if mode == _ECB:
                 cipher_mode = modes.ECB()
             elif mode == w.CRYPT_MODE_CBC:
                 cipher_mode = modes.CBC(self._register)
@@ -168,11 +187,12 @@ class CryptographyBlockEngine(_BlockEngine):
                 cipher_mode = CFB8(self._register)
             cipher = Cipher(self._algorithm, cipher_mode)
             self._context = cipher.decryptor() if decrypt else cipher.encryptor()
-            self._context_kind = kind
+            self._context_mode = mode
+            self._context_decrypt = decrypt
         return self._context
 
     def _ecb(self, data: bytes, decrypt: bool) -> bytes:
-        return self._stream(w.CRYPT_MODE_ECB, decrypt).update(data)
+        return self._stream(_ECB, decrypt).update(data)
 
     def _cbc(self, data: bytes, decrypt: bool) -> bytes:
         return self._stream(w.CRYPT_MODE_CBC, decrypt).update(data)
@@ -182,7 +202,7 @@ class CryptographyBlockEngine(_BlockEngine):
 
     def _invalidate(self) -> None:
         self._context = None
-        self._context_kind = None
+        self._context_mode = -1
 
     def clone(self) -> Engine:
         # cryptography contexts cannot be copied; a fresh one from the register continues identically.

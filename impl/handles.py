@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Final, Generic, TypeVar
 
 __all__ = ["HANDLE_BITS", "HandleTable"]
@@ -27,11 +27,18 @@ class HandleTable(Generic[T]):
 
     The object stored for a handle may be replaced (a live record by its tombstone) but the handle stays taken
     for the table's life, so a lookup of a stale handle finds its tombstone, never a newer object.
+
+    Writes (issue, replace) take the table's lock; reads do not. A read is one ``dict`` lookup, which is atomic
+    (the GIL; per-object locks in free-threaded builds), and an entry is only ever added or replaced by another
+    whole record, so a reader sees either the old record or the new one, never a torn one.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._entries: dict[int, T] = {}
+        #: Lock-free lookup for a handle whose type is exactly ``int`` (callers check ``type(h) is int``: the dict
+        #: would also match ``True`` or ``1.0``). The CSP's per-call fast paths use it; everyone else :meth:`get`.
+        self.lookup: Callable[[int], T | None] = self._entries.get
 
     def issue(self, value: T) -> int:
         """Store ``value`` under a handle drawn at random among those never issued, and return it."""
@@ -47,8 +54,7 @@ class HandleTable(Generic[T]):
         """The object (or tombstone) stored for ``handle``; None for a value this table never issued."""
         if not isinstance(handle, int) or isinstance(handle, bool):
             return None
-        with self._lock:
-            return self._entries.get(handle)
+        return self._entries.get(handle)  # lock-free: see the class docstring
 
     def replace(self, handle: int, value: T) -> None:
         """Put a tombstone (or any new record) in place of an issued handle's object; the handle stays taken."""
@@ -62,8 +68,7 @@ class HandleTable(Generic[T]):
 
     def __len__(self) -> int:
         """How many handles were ever issued (tombstones included)."""
-        with self._lock:
-            return len(self._entries)
+        return len(self._entries)
 
     def __iter__(self) -> Iterator[int]:
         """A snapshot of every issued handle."""
