@@ -120,6 +120,16 @@ _RECOVERABLE: Final = (
     p11e.UserNotLoggedIn,
 )
 
+
+def _recoverable(exc: p11e.PKCS11Error) -> bool:
+    """A failure after which re-initialising may help: :data:`_RECOVERABLE`, and CKR_CRYPTOKI_NOT_INITIALIZED
+    (another user of the module in this process called C_Finalize; python-pkcs11 shares one ``pkcs11.lib`` per
+    path and reports that code as a bare PKCS11Error saying so)."""
+    if isinstance(exc, _RECOVERABLE):
+        return True
+    return type(exc) is p11e.PKCS11Error and "not initialized" in str(exc)
+
+
 _T = TypeVar("_T")
 
 # HAZARD 1: one lock for every PKCS#11 call in this process (re-entrant: a retry runs under the same lock).
@@ -191,7 +201,12 @@ class _Module:
         session = self.sessions.get(label)
         if session is None:
             token = self.lib.get_token(token_label=label)
-            session = token.open(user_pin=pin, rw=True)
+            try:
+                session = token.open(user_pin=pin, rw=True)
+            except p11e.UserAlreadyLoggedIn:
+                # A session of this process survived (C_Finalize failed during a re-initialisation): the login
+                # state is per application and token, so a new session shares it.
+                session = token.open(rw=True)
             self.sessions[label] = session
         return session
 
@@ -300,23 +315,32 @@ class Pkcs11Token:
         library, reopen the session and retry once. Every pkcs11 failure leaves as a CryptError (before the token
         first answered, a token that is not there or a refused PIN as Pkcs11ConfigError)."""
         with _LOCK:
+            retried = False
             try:
                 try:
                     return operation(self._session())
-                except _RECOVERABLE:
-                    self._entries.clear()
-                    self._module.reinitialize()
+                except p11e.PKCS11Error as exc:
+                    if not _recoverable(exc):
+                        raise
+                retried = True
+                self._entries.clear()
+                self._module.reinitialize()
                 return operation(self._session())
-            except _RECOVERABLE as exc:
-                if isinstance(exc, p11e.NoSuchToken) and not self._open:
-                    raise Pkcs11ConfigError(f"no PKCS#11 token labelled {self._config.label!r}") from None
-                raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__} after re-initialising") from None
-            except p11e.MechanismInvalid:
-                raise CryptError(w.NTE_BAD_ALGID, "pkcs11: the token cannot run this mechanism") from None
-            except (p11e.DataLenRange, p11e.EncryptedDataLenRange, p11e.DataInvalid, p11e.EncryptedDataInvalid):
-                raise CryptError(w.NTE_BAD_DATA, "pkcs11: the token refused the data length") from None
             except p11e.PKCS11Error as exc:
-                raise CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__}") from None
+                raise self._failure(exc, retried) from None
+
+    def _failure(self, exc: p11e.PKCS11Error, retried: bool) -> Exception:
+        """The CryptError (or, before the token first answered, Pkcs11ConfigError) for a pkcs11 failure."""
+        if isinstance(exc, p11e.MechanismInvalid):
+            return CryptError(w.NTE_BAD_ALGID, "pkcs11: the token cannot run this mechanism")
+        if isinstance(
+            exc, (p11e.DataLenRange, p11e.EncryptedDataLenRange, p11e.DataInvalid, p11e.EncryptedDataInvalid)
+        ):
+            return CryptError(w.NTE_BAD_DATA, "pkcs11: the token refused the data length")
+        if isinstance(exc, p11e.NoSuchToken) and not self._open:
+            return Pkcs11ConfigError(f"no PKCS#11 token labelled {self._config.label!r}")
+        after = " after re-initialising" if retried else ""
+        return CryptError(w.NTE_FAIL, f"pkcs11: {type(exc).__name__}{after}")
 
     def _probe(self, session: pkcs11.Session) -> frozenset[int]:
         """The algorithms the token both holds and runs: one block through a session object of each type."""
@@ -336,8 +360,10 @@ class Pkcs11Token:
                         Attribute.VALUE: bytes(range(1, size * 2, 2)),  # odd bytes: valid DES parity
                     }
                 )
-            except p11e.PKCS11Error:
-                continue
+            except p11e.PKCS11Error as exc:
+                if _recoverable(exc):
+                    raise
+                continue  # the token refuses this key type
             try:
                 cast(_CipherKey, key).encrypt(bytes(block), mechanism=ecb)
                 cast(_CipherKey, key).encrypt(bytes(block), mechanism=cbc, mechanism_param=bytes(block))
@@ -550,7 +576,7 @@ class Pkcs11Token:
                 raise CryptError(w.NTE_NOT_FOUND, "token delete: no such object") from None  # deleted meanwhile
             except p11e.PKCS11Error as exc:
                 # CKR_ACTION_PROHIBITED (0x1B) for CKA_DESTROYABLE false; python-pkcs11 does not map it.
-                if type(exc) is p11e.PKCS11Error or isinstance(exc, p11e.AttributeReadOnly):
+                if (type(exc) is p11e.PKCS11Error and not _recoverable(exc)) or isinstance(exc, p11e.AttributeReadOnly):
                     raise CryptError(w.NTE_PERM, "token delete: the object is not destroyable") from None
                 raise
             finally:

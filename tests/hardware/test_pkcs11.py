@@ -1,8 +1,8 @@
 """The PKCS#11 token (keyhandoff.impl.pkcs11_token) on a real SoftHSM2 token, alone and under the CSP.
 
-Every test gets a FRESH SoftHSM2 token: a private SOFTHSM2_CONF (its own token directory, file backend) and a
-token initialised with softhsm2-util. Without softhsm2-util, the module or python-pkcs11 the tests skip, which
-tests/conftest.py turns into failures under CI=true.
+Every test gets a FRESH SoftHSM2 token (tests/hardware/softhsm.py, fixtures in conftest.py): a private
+SOFTHSM2_CONF (its own token directory, file backend) and a token initialised with softhsm2-util. Without
+softhsm2-util, the module or python-pkcs11 the tests skip, which tests/conftest.py turns into failures under CI=true.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import multiprocessing
 import os
 import secrets
 import shutil
-import subprocess
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -29,17 +28,13 @@ from keyhandoff.impl.processes import ProcessCsp
 from keyhandoff.impl.token import Token
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-
-MODULE = os.environ.get("KEYHANDOFF_TEST_PKCS11_MODULE", "/usr/lib/softhsm/libsofthsm2.so")
-SOFTHSM2_UTIL = shutil.which("softhsm2-util")
+from tests.hardware.softhsm import MODULE
 
 pkcs11 = pytest.importorskip("pkcs11", reason="python-pkcs11 is not installed (pip install -e '.[pkcs11]')")
 
 from keyhandoff.impl.pkcs11_token import (  # noqa: E402 - after the importorskip
-    ENV_MODULE,
     ENV_PIN,
     ENV_PIN_FILE,
-    ENV_TOKEN,
     LABEL_PREFIX,
     Pkcs11Config,
     Pkcs11ConfigError,
@@ -56,51 +51,6 @@ SIZES = {
     w.CALG_3DES: 24,
 }
 ALG_PARAMS = [pytest.param(alg, id=w.ALG_NAMES[alg]) for alg in SIZES]
-
-
-def _softhsm_token(root: Path) -> dict[str, str]:
-    """A fresh SoftHSM2 token under root; the environment that selects it (config, module, label, PIN)."""
-    if SOFTHSM2_UTIL is None:
-        pytest.skip("softhsm2-util is not installed (apt-get install softhsm2)")
-    if not Path(MODULE).exists():
-        pytest.skip(f"the SoftHSM2 module {MODULE} is missing")
-    tokens = root / "tokens"
-    tokens.mkdir(parents=True)
-    conf = root / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    label = "kh-" + secrets.token_hex(6)
-    pin = secrets.token_hex(4)
-    env = {"SOFTHSM2_CONF": str(conf)}
-    subprocess.run(
-        [SOFTHSM2_UTIL, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", secrets.token_hex(4)],
-        check=True,
-        capture_output=True,
-        env={**os.environ, **env},
-    )
-    return {**env, ENV_MODULE: MODULE, ENV_TOKEN: label, ENV_PIN: pin}
-
-
-@pytest.fixture
-def hsm_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """A fresh token for this test, selected through the environment (inherited by child processes)."""
-    env = _softhsm_token(tmp_path / "softhsm")
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv(ENV_PIN_FILE, raising=False)
-    monkeypatch.delenv("KEYHANDOFF_TOKEN", raising=False)
-    return env
-
-
-@pytest.fixture
-def config(hsm_env: dict[str, str]) -> Pkcs11Config:
-    return Pkcs11Config(MODULE, hsm_env[ENV_TOKEN], hsm_env[ENV_PIN])
-
-
-@pytest.fixture
-def token(config: Pkcs11Config) -> Iterator[Pkcs11Token]:
-    t = Pkcs11Token(config, "ns1")
-    yield t
-    t.close()
 
 
 def _kat(vector_id: str) -> dict[str, Any]:
