@@ -43,6 +43,7 @@ __all__ = [
     "OpaqueState",
     "decode_payload",
     "encode_payload",
+    "header_fields",
     "parse_header",
     "plaintext_blob",
     "plaintext_key",
@@ -86,6 +87,12 @@ class BlobHeader:
 def parse_header(blob: bytes, operation: str = "import_key") -> BlobHeader:
     """The BLOBHEADER, checked in the spec's order: too short NTE_BAD_DATA, bVersion != 2 NTE_BAD_VER,
     reserved != 0 NTE_BAD_DATA. (The type, hPubKey and algorithm checks follow in the CSP.)"""
+    blob_type, alg = header_fields(blob, operation)
+    return BlobHeader(blob_type, w.CUR_BLOB_VERSION, 0, alg)
+
+
+def header_fields(blob: bytes, operation: str = "import_key") -> tuple[int, int]:
+    """:func:`parse_header`'s checks, answering ``(bType, aiKeyAlg)`` as a plain tuple (the CSP's import path)."""
     if len(blob) < HEADER.size:
         raise CryptError(w.NTE_BAD_DATA, operation)
     blob_type, version, reserved, alg = HEADER.unpack_from(blob)
@@ -93,7 +100,7 @@ def parse_header(blob: bytes, operation: str = "import_key") -> BlobHeader:
         raise CryptError(w.NTE_BAD_VER, operation)
     if reserved != 0:
         raise CryptError(w.NTE_BAD_DATA, operation)
-    return BlobHeader(blob_type, version, reserved, alg)
+    return blob_type, alg
 
 
 def plaintext_blob(alg: int, key: bytes) -> bytes:
@@ -206,73 +213,61 @@ def encode_payload(state: OpaqueState) -> bytes:
     return payload
 
 
-class _Reader:
-    """Reads a payload strictly: any overrun is a malformed payload (NTE_BAD_DATA)."""
-
-    def __init__(self, data: bytes, operation: str) -> None:
-        self._data = data
-        self._pos = 0
-        self._operation = operation
-
-    def bad(self) -> CryptError:
-        return CryptError(w.NTE_BAD_DATA, self._operation)
-
-    def take(self, count: int) -> bytes:
-        end = self._pos + count
-        if end > len(self._data):
-            raise self.bad()
-        chunk = self._data[self._pos : end]
-        self._pos = end
-        return chunk
-
-    def short(self, limit: int) -> bytes:
-        length = self.take(1)[0]
-        if length > limit:
-            raise self.bad()
-        return self.take(length)
-
-    def done(self) -> None:
-        if self._pos != len(self._data):
-            raise self.bad()
+_LOCATION_OF: Final = {code: value for value, code in _LOCATIONS.items()}
+_LIFECYCLE_OF: Final = {code: value for value, code in _LIFECYCLES.items()}
+_U64: Final = struct.Struct("<Q")
 
 
 def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState:
-    """Parse an authenticated payload; NTE_BAD_VER for a newer format, NTE_BAD_DATA for anything malformed."""
-    reader = _Reader(payload, operation)
-    if not payload:
-        raise reader.bad()
-    if payload[0] > PAYLOAD_VERSION:
-        raise CryptError(w.NTE_BAD_VER, operation)
+    """Parse an authenticated payload; NTE_BAD_VER for a newer format, NTE_BAD_DATA for anything malformed
+    (short, over a field's bound, unknown codes or flags, trailing bytes)."""
+    size = len(payload)
+    if not size:
+        raise CryptError(w.NTE_BAD_DATA, operation)
     if payload[0] != PAYLOAD_VERSION:
-        raise reader.bad()
-    (_, location, origin, flags, alg, key_bits, effective, mode, mode_bits, padding, permissions, stream_pos) = (
-        _FIXED.unpack(reader.take(_FIXED.size))
+        raise CryptError(w.NTE_BAD_VER if payload[0] > PAYLOAD_VERSION else w.NTE_BAD_DATA, operation)
+    if size < _FIXED.size:
+        raise CryptError(w.NTE_BAD_DATA, operation)
+    (_, location_code, origin_code, flags, alg, key_bits, effective, mode, mode_bits, padding, permissions, pos) = (
+        _FIXED.unpack_from(payload)
     )
-    locations = {code: value for value, code in _LOCATIONS.items()}
-    origins = {code: value for value, code in _LIFECYCLES.items()}
-    if location not in locations or origin not in origins or flags & ~_HMAC_ONLY:
-        raise reader.bad()
-    iv = reader.short(_MAX_BLOCK)
-    register = reader.short(_MAX_BLOCK)
-    salt = reader.short(_MAX_SALT)
-    key, serial, obj = b"", "", 0
-    if locations[location] is Location.SOFTWARE:
-        (length,) = _U32.unpack(reader.take(_U32.size))
-        if not 1 <= length <= _MAX_KEY:
-            raise reader.bad()
-        key = reader.take(length)
-    else:
-        try:
-            serial = reader.short(_MAX_SERIAL).decode()
-        except UnicodeDecodeError:
-            raise reader.bad() from None
-        (obj,) = struct.unpack("<Q", reader.take(8))
-        if not serial:
-            raise reader.bad()
-    reader.done()
+    location = _LOCATION_OF.get(location_code)
+    origin = _LIFECYCLE_OF.get(origin_code)
+    if location is None or origin is None or flags & ~_HMAC_ONLY:
+        raise CryptError(w.NTE_BAD_DATA, operation)
+    # The u8-length fields, then the tail. A field running past the end makes the next read fail (IndexError,
+    # struct.error) and the tail must end exactly at the end: every malformation is NTE_BAD_DATA.
+    try:
+        at = _FIXED.size
+        iv_len = payload[at]
+        iv = payload[at + 1 : at + 1 + iv_len]
+        at += 1 + iv_len
+        register_len = payload[at]
+        register = payload[at + 1 : at + 1 + register_len]
+        at += 1 + register_len
+        salt_len = payload[at]
+        salt = payload[at + 1 : at + 1 + salt_len]
+        at += 1 + salt_len
+        if iv_len > _MAX_BLOCK or register_len > _MAX_BLOCK or salt_len > _MAX_SALT:
+            raise CryptError(w.NTE_BAD_DATA, operation)
+        key, serial, obj = b"", "", 0
+        if location is Location.SOFTWARE:
+            (length,) = _U32.unpack_from(payload, at)
+            at += _U32.size
+            if not 1 <= length <= _MAX_KEY or at + length != size:
+                raise CryptError(w.NTE_BAD_DATA, operation)
+            key = payload[at:]
+        else:
+            length = payload[at]
+            if not length or at + 1 + length + _U64.size != size:
+                raise CryptError(w.NTE_BAD_DATA, operation)
+            serial = payload[at + 1 : at + 1 + length].decode()
+            (obj,) = _U64.unpack_from(payload, at + 1 + length)
+    except (IndexError, struct.error, UnicodeDecodeError):
+        raise CryptError(w.NTE_BAD_DATA, operation) from None
     return OpaqueState(
-        location=locations[location],
-        origin=origins[origin],
+        location=location,
+        origin=origin,
         alg=alg,
         key_bits=key_bits,
         effective_keylen=effective,
@@ -280,7 +275,7 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
         mode_bits=mode_bits,
         padding=padding,
         permissions=permissions,
-        stream_pos=stream_pos,
+        stream_pos=pos,
         iv=iv,
         register=register,
         salt=salt,

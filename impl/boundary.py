@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import marshal
+import math
 import os
+import select
 import selectors
 import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO
 
 from keyhandoff.model import wincrypt as w
@@ -78,9 +80,19 @@ class ChildProcess:
         assert self._proc.stdin is not None and self._proc.stdout is not None  # noqa: PT018 - Popen with PIPE
         self._stdin: IO[bytes] = self._proc.stdin
         self._stdout: IO[bytes] = self._proc.stdout
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._stdout, selectors.EVENT_READ)
+        self._stdout_fd = self._stdout.fileno()
         self._buffer = bytearray()
+        self._wait_readable: Callable[[float], bool]
+        if hasattr(select, "poll"):  # one poll(2) per wait, straight from C
+            poller = select.poll()
+            poller.register(self._stdout_fd, select.POLLIN)
+            self._wait_readable = lambda seconds: bool(poller.poll(math.ceil(seconds * 1000)))
+            self._selector: selectors.BaseSelector | None = None
+        else:  # Windows: the selectors module
+            selector = selectors.DefaultSelector()
+            selector.register(self._stdout, selectors.EVENT_READ)
+            self._wait_readable = lambda seconds: bool(selector.select(seconds))
+            self._selector = selector
 
     @property
     def pid(self) -> int:
@@ -92,46 +104,49 @@ class ChildProcess:
     def call(self, method: str, *args: object, timeout: float | None = None, **kwargs: object) -> object:
         """Run ``method`` in the child; its refusals come back as CryptError."""
         with self._lock:
-            if self._proc.poll() is not None:
+            if self._proc.returncode is not None:  # reaped by an earlier call (no system call per call)
                 raise CryptError(w.NTE_FAIL, f"{method}: the app process has exited ({self._proc.returncode})")
             try:
                 write_frame(self._stdin, (method, args, kwargs))
             except (BrokenPipeError, OSError):
-                raise CryptError(w.NTE_FAIL, f"{method}: the app process is gone") from None
+                status = self._proc.poll()
+                raise CryptError(w.NTE_FAIL, f"{method}: the app process is gone (exit status {status})") from None
             reply = self._read(method, self.timeout if timeout is None else timeout)
+        if type(reply) is tuple and len(reply) == 2 and reply[0] == "ok":
+            return reply[1]
         if not isinstance(reply, tuple) or not reply:
             raise CryptError(w.NTE_FAIL, f"{method}: malformed reply from the app process")
-        if reply[0] == "ok" and len(reply) == 2:
-            return reply[1]
         if reply[0] == "err" and len(reply) == 3:
             raise CryptError(int(reply[1]), str(reply[2]))
         raise CryptError(w.NTE_FAIL, f"{method}: the app process failed ({reply[1] if len(reply) > 1 else '?'})")
 
     def _read(self, method: str, timeout: float) -> object:
+        """One reply frame: wait for the pipe (``poll``, bounded by the deadline), read what is there, repeat."""
         deadline = time.monotonic() + timeout
         need = _LEN.size
+        buffer = self._buffer
         while True:
-            if len(self._buffer) >= _LEN.size:
-                (size,) = _LEN.unpack_from(self._buffer)
+            if len(buffer) >= _LEN.size:
+                (size,) = _LEN.unpack_from(buffer)
                 if size > MAX_FRAME:
                     self.kill()
                     raise CryptError(w.NTE_FAIL, f"{method}: oversized frame from the app process")
                 need = _LEN.size + size
-                if len(self._buffer) >= need:
-                    payload = bytes(self._buffer[_LEN.size : need])
-                    del self._buffer[:need]
+                if len(buffer) >= need:
+                    payload = bytes(buffer[_LEN.size : need])
+                    del buffer[:need]
                     return marshal.loads(payload)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
                 raise BoundaryTimeout(f"{method}: the app process did not answer within {timeout:.1f} s")
-            if not self._selector.select(remaining):
+            if not self._wait_readable(remaining):
                 continue
-            chunk = os.read(self._stdout.fileno(), max(65536, need - len(self._buffer)))
+            chunk = os.read(self._stdout_fd, max(65536, need - len(buffer)))
             if not chunk:
                 status = self._proc.wait()
                 raise CryptError(w.NTE_FAIL, f"{method}: the app process died (exit status {status})")
-            self._buffer += chunk
+            buffer += chunk
 
     def kill(self) -> None:
         if self._proc.poll() is None:
@@ -147,5 +162,6 @@ class ChildProcess:
                 self._proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
-        self._selector.close()
+        if self._selector is not None:
+            self._selector.close()
         self._stdout.close()

@@ -37,7 +37,7 @@ from keyhandoff.impl.blobs import (
     OPAQUE_PURPOSE,
     OpaqueSealer,
     OpaqueState,
-    parse_header,
+    header_fields,
     plaintext_blob,
     plaintext_key,
 )
@@ -319,20 +319,20 @@ class Csp:
         operation = "import_key"
         self._provider(prov, operation)
         data = _as_bytes(blob, operation)
-        header = parse_header(data, operation)
-        if header.blob_type not in _BLOB_TYPES:
+        blob_type, alg = header_fields(data, operation)
+        if blob_type not in _BLOB_TYPES:
             raise CryptError(w.NTE_BAD_TYPE, operation)
         if pub_key != 0:
             raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
         # Flags (and, for an opaque blob, placement) before the algorithm, as the spec orders them.
-        opaque = header.blob_type == w.OPAQUEKEYBLOB
+        opaque = blob_type == w.OPAQUEKEYBLOB
         allowed = w.CRYPT_EXPORTABLE if opaque else _IMPORT_FLAGS
         if not _is_dword(flags) or flags & ~allowed or (opaque and hardware):
             raise CryptError(w.NTE_BAD_FLAGS, operation)
-        info = ALGORITHMS.get(header.alg)
+        info = ALGORITHMS.get(alg)
         if info is None:
             raise CryptError(w.NTE_BAD_ALGID, operation)
-        if header.blob_type == w.PLAINTEXTKEYBLOB:
+        if not opaque:
             key = self._import_plaintext(prov, info, data, flags, bool(hardware), operation)
         else:
             key = self._import_opaque(prov, info, data, bool(hardware), operation)
@@ -668,27 +668,30 @@ def _opaque_state(entry: LiveKey, serial: str) -> OpaqueState:
 def _check_opaque(state: OpaqueState, info: AlgInfo, operation: str) -> None:
     """An authenticated payload is ours, but is still checked for consistency before any engine is built: a
     payload an engine could not run is NTE_BAD_DATA, never another exception."""
-    bad = CryptError(w.NTE_BAD_DATA, operation)
+    if not _consistent(state, info):
+        raise CryptError(w.NTE_BAD_DATA, operation)
+
+
+def _consistent(state: OpaqueState, info: AlgInfo) -> bool:
     block = info.block
     if len(state.iv) != block or len(state.register) != block or len(state.salt) > _MAX_SALT:
-        raise bad
+        return False
     if state.location is Location.HARDWARE:
-        if state.salt or state.hmac_only or state.key or not state.token_object:
-            raise bad
-        if state.key_bits != info.default_bytes * 8:
-            raise bad
-        return
-    if state.key_bits != len(state.key) * 8:
-        raise bad
+        return (
+            not (state.salt or state.hmac_only or state.key or not state.token_object)
+            and state.key_bits == info.default_bytes * 8
+        )
+    key_bytes = len(state.key)
+    if state.key_bits != key_bytes * 8:
+        return False
     if state.salt and not info.variable:
-        raise bad
-    if state.hmac_only != (info.variable and len(state.key) not in info.import_bytes):
-        raise bad
-    if not state.hmac_only and len(state.key) not in info.import_bytes and not info.variable:
-        raise bad
+        return False
+    if state.hmac_only != (info.variable and key_bytes not in info.import_bytes):
+        return False
+    if not state.hmac_only and key_bytes not in info.import_bytes and not info.variable:
+        return False
     if info.alg == w.CALG_RC2 and not state.hmac_only and state.effective_keylen not in _RC2_EFFECTIVE:
-        raise bad
+        return False
     if info.alg != w.CALG_RC2 and state.effective_keylen != state.key_bits:
-        raise bad
-    if state.stream_pos and not info.stream:
-        raise bad
+        return False
+    return not (state.stream_pos and not info.stream)

@@ -9,6 +9,9 @@ CryptoAPI: interleaving them mixes the chain. Each engine tracks that register (
 produced or consumed; CFB-8: the last block-length ciphertext bytes; ECB leaves it alone) so it can be read
 (``inspect``, OPAQUEKEYBLOB export) and restored (import, duplicate) at any point.
 
+Engines are cheap to create: whatever costs (a ``cryptography`` context, the RC2 key expansion, the RC4 key
+schedule and replay) is built on first use, so importing or duplicating a key that is handed on unused costs O(1).
+
 * :class:`CryptographyBlockEngine` (AES, the DES family) keeps one ``cryptography`` context for the current
   (mode, direction); a change of mode or direction, or a reset, rebuilds the context from the register.
 * :class:`RC2Engine` runs RFC 2268 (``keyhandoff.model.rc2``) with CryptoAPI's effective key length, in mode loops
@@ -16,10 +19,10 @@ produced or consumed; CFB-8: the last block-length ciphertext bytes; ECB leaves 
 * :class:`TokenBlockEngine` asks the hardware token to run whole blocks (ECB, or CBC with the register as IV);
   CFB-8 is built on the token's ECB. The key material never enters this process.
 * :class:`RC4Engine` keeps a ``cryptography`` ARC4 context and the stream position. OpenSSL does not expose the
-  RC4 table, so restoring a key at position p (import, duplicate) replays p keystream bytes: O(p), in 64 KiB
-  chunks through OpenSSL. Key lengths ``cryptography`` refuses are mapped to an equivalent longer key (the RC4 key
-  schedule reads ``K[i mod n]``, so K repeated to a length that is a multiple of n schedules identically), or,
-  when no such length exists (e.g. 11 or 13..15 bytes), run by a small pure-Python RC4.
+  RC4 table, so a key restored at position p (import, duplicate) replays p keystream bytes at its first call:
+  O(p), in 64 KiB chunks through OpenSSL. Key lengths ``cryptography`` refuses are mapped to an equivalent longer
+  key (the RC4 key schedule reads ``K[i mod n]``, so K repeated to a length that is a multiple of n schedules
+  identically), or, when no such length exists (e.g. 11 or 13..15 bytes), run by a small pure-Python RC4.
 
 Key bytes handed to an engine end up inside ``cryptography`` algorithm objects or the RC2 subkey schedule:
 immutable copies this module cannot wipe. The CSP drops the engine when the key dies, so they become garbage;
@@ -214,50 +217,66 @@ def _xor(a: bytes, b: bytes) -> bytes:
 
 
 class RC2Engine(_BlockEngine):
-    """RC2 (RFC 2268) with an explicit effective key length, in this module's own ECB/CBC/CFB-8 loops."""
+    """RC2 (RFC 2268) with an explicit effective key length, in this module's own ECB/CBC/CFB-8 loops.
 
-    def __init__(self, subkeys: tuple[int, ...], register: bytes) -> None:
+    ``subkeys`` is the expanded key, or a function giving it: :meth:`keyed` defers the expansion (tens of
+    microseconds of pure Python) to the first block, so an import or duplicate that is never used costs nothing.
+    """
+
+    def __init__(self, subkeys: tuple[int, ...] | Callable[[], tuple[int, ...]], register: bytes) -> None:
         super().__init__(rc2.BLOCK_SIZE, register)
-        self._subkeys = subkeys
+        self._schedule = subkeys
 
     @classmethod
     def keyed(cls, cipher_key: bytes, effective_bits: int, register: bytes) -> RC2Engine:
-        """Expand ``cipher_key`` (key || salt) once; every block then costs one RFC 2268 block operation."""
-        return cls(rc2.expand_key(cipher_key, effective_bits), register)
+        """Expand ``cipher_key`` (key || salt) once, on first use; every block then costs one RFC 2268 block
+        operation."""
+        key = bytes(cipher_key)
+        return cls(lambda: rc2.expand_key(key, effective_bits), register)
+
+    @property
+    def _subkeys(self) -> tuple[int, ...]:
+        schedule = self._schedule
+        if callable(schedule):
+            schedule = self._schedule = schedule()
+        return schedule
 
     def _blocks(self, data: bytes) -> list[bytes]:
         return [data[i : i + rc2.BLOCK_SIZE] for i in range(0, len(data), rc2.BLOCK_SIZE)]
 
     def _ecb(self, data: bytes, decrypt: bool) -> bytes:
         op = rc2.decrypt_block if decrypt else rc2.encrypt_block
-        return b"".join(op(self._subkeys, block) for block in self._blocks(data))
+        subkeys = self._subkeys
+        return b"".join(op(subkeys, block) for block in self._blocks(data))
 
     def _cbc(self, data: bytes, decrypt: bool) -> bytes:
+        subkeys = self._subkeys
         chain = self._register
         out = []
         for block in self._blocks(data):
             if decrypt:
-                out.append(_xor(rc2.decrypt_block(self._subkeys, block), chain))
+                out.append(_xor(rc2.decrypt_block(subkeys, block), chain))
                 chain = block
             else:
-                chain = rc2.encrypt_block(self._subkeys, _xor(block, chain))
+                chain = rc2.encrypt_block(subkeys, _xor(block, chain))
                 out.append(chain)
         return b"".join(out)
 
     def _cfb8(self, data: bytes, decrypt: bool) -> bytes:
         # Per byte: encrypt the register, XOR its first byte with the data byte, shift the register left one
         # byte and append the ciphertext byte.
+        subkeys = self._subkeys
         shift = bytearray(self._register)
         out = bytearray(len(data))
         for index, byte in enumerate(data):
-            pad = rc2.encrypt_block(self._subkeys, bytes(shift))[0]
+            pad = rc2.encrypt_block(subkeys, bytes(shift))[0]
             out[index] = byte ^ pad
             del shift[0]
             shift.append(byte if decrypt else out[index])
         return bytes(out)
 
     def clone(self) -> Engine:
-        return RC2Engine(self._subkeys, self._register)
+        return RC2Engine(self._schedule, self._register)  # a pending expansion is a pure function: shared
 
 
 class TokenBlockEngine(_BlockEngine):
@@ -350,7 +369,12 @@ def _arc4_equivalent(key: bytes) -> bytes | None:
 
 
 class RC4Engine:
-    """RC4 through a persistent ARC4 context plus the stream position (shared by encrypt and decrypt)."""
+    """RC4 through a persistent ARC4 context plus the stream position (shared by encrypt and decrypt).
+
+    The context is built on first use (and again after a reset): building it costs an OpenSSL context, and a key
+    restored at position p (import, duplicate) replays p keystream bytes, so an import or duplicate that is
+    never used costs O(1) and the first call pays the replay.
+    """
 
     def __init__(self, cipher_key: bytes, stream_pos: int = 0) -> None:
         if not 1 <= len(cipher_key) <= 256:
@@ -358,9 +382,8 @@ class RC4Engine:
         if stream_pos < 0:
             raise ValueError("a stream position is not negative")
         self._key = bytes(cipher_key)
-        self._keystream = self._start()
-        self._pos = 0
-        self._fast_forward(stream_pos)
+        self._keystream: _Keystream | None = None  # at self._pos once built
+        self._pos = stream_pos
 
     def _start(self) -> _Keystream:
         equivalent = _arc4_equivalent(self._key)
@@ -368,14 +391,19 @@ class RC4Engine:
             return _PythonRC4(self._key)
         return Cipher(ARC4(equivalent), mode=None).encryptor()
 
-    def _fast_forward(self, count: int) -> None:
-        """Discard ``count`` keystream bytes: O(count), the price of OpenSSL not exposing the RC4 table."""
-        remaining = count
-        while remaining:
-            step = min(remaining, _FAST_FORWARD_CHUNK)
-            self._keystream.update(_ZEROS[:step])
-            remaining -= step
-        self._pos += count
+    def _live(self) -> _Keystream:
+        """The keystream at the current position: built from the key schedule and fast-forwarded if needed."""
+        keystream = self._keystream
+        if keystream is None:
+            keystream = self._start()
+            # Discard self._pos keystream bytes: O(position), the price of OpenSSL not exposing the RC4 table.
+            remaining = self._pos
+            while remaining:
+                step = min(remaining, _FAST_FORWARD_CHUNK)
+                keystream.update(_ZEROS[:step])
+                remaining -= step
+            self._keystream = keystream
+        return keystream
 
     @property
     def register(self) -> bytes:
@@ -386,12 +414,14 @@ class RC4Engine:
         return self._pos
 
     def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
-        out = self._keystream.update(data) if data else b""
+        if not data:
+            return b""
+        out = self._live().update(data)
         self._pos += len(data)
         return out
 
     def reset(self, iv: bytes) -> None:
-        self._keystream = self._start()
+        self._keystream = None
         self._pos = 0
 
     def clone(self) -> Engine:

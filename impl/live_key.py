@@ -66,12 +66,15 @@ class LiveKey:
         """The full state record (``inspect``): key bytes for a live software key, b"" for a hardware one."""
         if self.tombstone is not None:
             return self.tombstone
+        return self._record(self.lifecycle, bytes(self.material), self.salt)
+
+    def _record(self, lifecycle: Lifecycle, key: bytes, salt: bytes) -> KeyState:
         return KeyState(
-            lifecycle=self.lifecycle,
+            lifecycle=lifecycle,
             location=self.location,
             alg=self.alg,
-            key=bytes(self.material),
-            salt=self.salt,
+            key=key,
+            salt=salt,
             key_bits=self.key_bits,
             effective_keylen=self.effective_keylen,
             mode=self.mode,
@@ -89,7 +92,7 @@ class LiveKey:
         if self.tombstone is not None:
             return
         end = Lifecycle.HARDWARE_PINNED if self.location is Location.HARDWARE else Lifecycle.DESTROYED
-        final = attrs.evolve(self.state(), lifecycle=end, key=b"", salt=b"")
+        final = self._record(end, b"", b"")  # the final state, key and salt emptied
         self.material[:] = bytes(len(self.material))  # the same buffer, zeroed (a white-box test holds it)
         self.salt = b""
         self.lifecycle = end

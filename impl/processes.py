@@ -84,8 +84,7 @@ class ProcessCsp:
         return handle
 
     def _child_owns(self, handle: int) -> bool:
-        with self._lock:
-            return self._in_child.get(handle, False)
+        return self._in_child.get(handle, False)  # one dict read, atomic; writes hold the lock
 
     def _int(self, value: object) -> int:
         if not isinstance(value, int):
