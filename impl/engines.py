@@ -147,7 +147,12 @@ class _BlockEngine(abc.ABC):
 
 
 class CryptographyBlockEngine(_BlockEngine):
-    """AES and the DES family through one persistent ``cryptography`` context per (mode, direction)."""
+    """AES and the DES family through one persistent ``cryptography`` context per (mode, direction).
+
+    The hot path (the live context already runs this mode and direction) keeps the last ciphertext it saw as
+    ``_tail`` instead of slicing the register out of it on every call: the register is its last block, taken
+    when someone reads it (``register``, a context rebuild, a clone) or before the general path runs.
+    """
 
     def __init__(self, algorithm: BlockCipherAlgorithm, register: bytes) -> None:
         super().__init__(algorithm.block_size // 8, register)
@@ -155,23 +160,36 @@ class CryptographyBlockEngine(_BlockEngine):
         self._context: CipherContext | None = None
         self._context_mode = -1  # the (mode, direction) the live context runs; meaningless while it is None
         self._context_decrypt = False
+        self._tail: bytes | None = None  # the last ciphertext of the hot path; None when _register is current
+
+    @property
+    def register(self) -> bytes:
+        self._settle()
+        return self._register
+
+    def _settle(self) -> None:
+        """Bring ``_register`` up to date with the hot path's last ciphertext."""
+        tail = self._tail
+        if tail is not None:
+            self._register = tail[-self._block :]
+            self._tail = None
 
     def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
         # The hot path (the same result as the general one): the live context already runs this mode and
         # direction, and the data is whole, non-empty blocks.
         context = self._context
-        block = self._block
         if (
             context is not None
             and mode == self._context_mode
             and decrypt == self._context_decrypt
             and data
-            and not len(data) % block
+            and not len(data) % self._block
         ):
             out = context.update(data)
             if mode != _ECB:  # ECB has no feedback; CBC and CFB-8 end on the last ciphertext block
-                self._register = (data if decrypt else out)[-block:]
+                self._tail = data if decrypt else out
             return out
+        self._settle()  # the general path reads and writes _register itself
         return super().run(mode, data, decrypt=decrypt)
 
     def _stream(self, mode: int, decrypt: bool) -> CipherContext:
@@ -206,10 +224,11 @@ class CryptographyBlockEngine(_BlockEngine):
     def _invalidate(self) -> None:
         self._context = None
         self._context_mode = -1
+        self._tail = None  # reset has just set the register
 
     def clone(self) -> Engine:
         # cryptography contexts cannot be copied; a fresh one from the register continues identically.
-        return CryptographyBlockEngine(self._algorithm, self._register)
+        return CryptographyBlockEngine(self._algorithm, self.register)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
