@@ -19,8 +19,8 @@ import contextlib
 import hmac as hmac_lib
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
+from types import TracebackType
 from typing import Final, Protocol
 
 import attrs
@@ -111,6 +111,29 @@ class _Provider:
     keys: set[int] = attrs.field(factory=set)
 
 
+class _Held(AbstractContextManager[LiveKey]):
+    """A live key's lock, held for a ``with`` block (a class, not a generator: this is on every call's path)."""
+
+    __slots__ = ("_entry", "_operation")
+
+    def __init__(self, entry: LiveKey, operation: str) -> None:
+        self._entry = entry
+        self._operation = operation
+
+    def __enter__(self) -> LiveKey:
+        entry = self._entry
+        entry.lock.acquire()
+        if entry.tombstone is not None:  # dead: NTE_BAD_KEY, lock released
+            entry.lock.release()
+            raise CryptError(w.NTE_BAD_KEY, self._operation)
+        return entry
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._entry.lock.release()
+
+
 def _is_dword(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _DWORD_MAX
 
@@ -162,16 +185,13 @@ class Csp:
             raise CryptError(w.NTE_BAD_UID, operation)
         return entry
 
-    @contextmanager
-    def _live(self, key: object, operation: str) -> Iterator[LiveKey]:
-        """The key, locked for the whole operation; a dead, unknown or non-key handle is NTE_BAD_KEY."""
+    def _live(self, key: object, operation: str) -> AbstractContextManager[LiveKey]:
+        """The key, locked for the whole operation (``with self._live(key, op) as entry``); a dead, unknown or
+        non-key handle is NTE_BAD_KEY."""
         entry = self._handles.get(key)
         if not isinstance(entry, LiveKey):
             raise CryptError(w.NTE_BAD_KEY, operation)
-        with entry.lock:
-            if not entry.alive:
-                raise CryptError(w.NTE_BAD_KEY, operation)
-            yield entry
+        return _Held(entry, operation)
 
     def _register(self, key: LiveKey, operation: str, *, provider_gone: int) -> int:
         """Issue a handle for a new key in its context; if the context died meanwhile, the key dies unborn."""
