@@ -12,6 +12,7 @@ software keys are made known by handing the inspected material to the model (``M
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 from collections import Counter
@@ -24,7 +25,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Location
 from keyhandoff.model.wincrypt import describe_code
-from keyhandoff.target import Inspectable, Target
+from keyhandoff.target import Deviation, Inspectable, Target
 from keyhandoff.targets.model_target import ModelTarget
 
 __all__ = ["Divergence", "Edit", "KeyRef", "Lockstep", "Observed", "edit_blob", "plaintext_blob", "test_key"]
@@ -117,6 +118,7 @@ class KeyRef:
     known: bool  # the model knows this key's material, so bytes must match exactly
     name: str
     fixed: bool = True  # the material is fixed by the program (a test key), not drawn afresh by each run
+    aliased: bool = False  # dead, and its target handle was issued again (a declared handle-reuse deviation)
 
 
 @attrs.define
@@ -168,6 +170,8 @@ class Lockstep:
         self.model = model if model is not None else ModelTarget()
         self.inspectable = check_state and isinstance(target, Inspectable) and target.capabilities().inspect
         self.providers: list[tuple[int, int, str]] = []
+        self._released: set[int] = set()  # provider indexes the model has released
+        self._aliased_providers: set[int] = set()  # released, and the target issued their handle again
         self.keys: list[KeyRef] = []
         self.blobs: list[BlobRef] = []
         self.program: list[str] = []
@@ -195,21 +199,101 @@ class Lockstep:
         unpredictable: frozenset[int | None] = frozenset(),
     ) -> tuple[Observed, Observed]:
         self._record(step, line)
+        dead = self._names_dead(step)
         expected = _observe(on_model, "model", line)
+        if self._names_aliased(step):
+            # The target reissued this dead handle to another key or context: a call through it would act on
+            # that one. Not sent; the declared handle-reuse deviation is counted instead.
+            reuse = self.capabilities.declares("handle-reused")
+            assert reuse is not None  # references are only aliased under the declared deviation
+            self.deviations[reuse.id] += 1
+            self.last_actual = expected
+            self._done(expected)
+            return expected, expected
+        crash = self.capabilities.crashing(
+            _TARGET_OPERATION.get(str(step["op"]), str(step["op"])),
+            expected.code,
+            self.model.last_rule if expected.code is not None else "",
+        )
+        if crash is not None:  # a call known to crash the CSP is not sent: it would end the run
+            self.deviations[crash.id] += 1
+            self.last_actual = expected
+            self._done(expected)
+            return expected, expected
         actual = _observe(on_target, "target", line)
         self.last_actual = actual
         self._done(expected)
         if expected.code != actual.code and {expected.code, actual.code} <= unpredictable:
             return expected, actual  # an outcome the model cannot know (see _crypt); both sides reset alike
-        if expected.code != actual.code:
-            declared = None
-            if expected.code is not None and actual.code is not None:
-                operation = _TARGET_OPERATION.get(str(step["op"]), str(step["op"]))
-                declared = self.capabilities.deviation(operation, expected.code, actual.code)
-            if declared is None:
-                raise Divergence(line, expected, actual)
-            self.deviations[declared.id] += 1  # both refused: the states are untouched on both sides
-        return expected, actual
+        return self._settle(step, line, expected, actual, dead), actual
+
+    def _names_dead(self, step: dict[str, object]) -> bool:
+        """Whether the step names a key or context the model holds dead (before the call)."""
+        key, prov = step.get("key"), step.get("prov")
+        if isinstance(key, int) and not self.model.inspect(self.keys[key].model).lifecycle.alive:
+            return True
+        return isinstance(prov, int) and prov in self._released
+
+    def _conditions(self, step: dict[str, object], dead: bool) -> frozenset[str]:
+        """The deviation conditions (see Deviation) that hold for this step."""
+        held = {"dead-handle"} if dead else set()
+        if step.get("blob_hex") == "" or step.get("data_hex") == "":
+            held.add("empty-input")
+        if step.get("pub_key"):
+            held.add("pub-key-handle")
+        key = step.get("key")
+        if isinstance(key, int) and self.model.inspect(self.keys[key].model).hmac_only:
+            held.add("hmac-only-key")
+        return frozenset(held)
+
+    def _names_aliased(self, step: dict[str, object]) -> bool:
+        key, prov = step.get("key"), step.get("prov")
+        return (isinstance(key, int) and self.keys[key].aliased) or (
+            isinstance(prov, int) and prov in self._aliased_providers
+        )
+
+    def _settle(
+        self, step: dict[str, object], line: str, expected: Observed, actual: Observed, dead: bool = False
+    ) -> Observed:
+        """Compare the two outcomes; a difference must be a declared deviation (counted, and where it leaves the
+        sides in different states, retired). Returns the outcome the lockstep goes on with."""
+        if expected.code == actual.code:
+            return expected
+        declared = self._declared(step, expected.code, actual.code, dead)
+        if declared is None:
+            raise Divergence(line, expected, actual)
+        self.deviations[declared.id] += 1
+        return self._retire(step, expected, actual) if declared.retire else expected
+
+    def _declared(
+        self, step: dict[str, object], model_code: int | None, target_code: int | None, dead: bool = False
+    ) -> Deviation | None:
+        operation = _TARGET_OPERATION.get(str(step["op"]), str(step["op"]))
+        param = step.get("param")
+        return self.capabilities.deviation(
+            operation,
+            model_code,
+            target_code,
+            param=param if isinstance(param, int) else None,
+            rule=self.model.last_rule if model_code is not None else "",
+            conditions=self._conditions(step, dead),
+        )
+
+    def _retire(self, step: dict[str, object], expected: Observed, actual: Observed) -> Observed:
+        """After a declared deviation where one side acted and the other refused: destroy what it concerns on
+        both sides (a key only one side made, or the key the call named) so the two go on in step. Returns the
+        outcome to go on with: refused, for a key only one side made (no reference is kept)."""
+        if str(step["op"]) in _CREATING:
+            for side, observed in ((self.model, expected), (self.target, actual)):
+                if observed.ok:
+                    _quietly(side.destroy_key, _int(observed.value))
+            return expected if not expected.ok else Observed(code=actual.code)
+        key = step.get("key")
+        if isinstance(key, int):
+            ref = self.keys[key]
+            _quietly(self.model.destroy_key, ref.model)
+            _quietly(self.target.destroy_key, ref.target)
+        return expected
 
     def _same_bytes(self, line: str, expected: Observed, actual: Observed, known: bool) -> None:
         if not expected.ok:
@@ -254,8 +338,26 @@ class Lockstep:
 
     def _new_key(self, model_handle: object, target_handle: object, known: bool, fixed: bool = True) -> int:
         ref = KeyRef(_int(model_handle), _int(target_handle), known, f"k{len(self.keys)}", fixed)
+        for old in self.keys:
+            if old.target == ref.target:
+                self._reissued(old.name, self.model.inspect(old.model).lifecycle.alive)
+                old.aliased = True
         self.keys.append(ref)
         return len(self.keys) - 1
+
+    def _reissued(self, name: str, alive: bool) -> None:
+        """The target issued a handle it had issued before, to ``name``: never right while ``name`` lives, and
+        after it died a failure unless the target declares handle reuse (a stale handle then reaches the new
+        key or context: the defect handles must not have)."""
+        line = self.program[-1] if self.program else "a new handle"
+        if alive:
+            raise Divergence(
+                line, "a new handle", f"the handle of {name}, which is alive", "two live objects share a handle"
+            )
+        reuse = self.capabilities.declares("handle-reused")
+        if reuse is None:
+            raise Divergence(line, "a new handle", f"the handle of {name}, destroyed", "a handle was reused")
+        self.deviations[reuse.id] += 1
 
     def _key_result(self, exp: Observed, act: Observed, known: bool, fixed: bool = True) -> int | Observed:
         return self._new_key(exp.value, act.value, known, fixed) if exp.ok else exp
@@ -284,6 +386,10 @@ class Lockstep:
         )
         if not exp.ok:
             return -1
+        for index, (_, target_handle, old) in enumerate(self.providers):
+            if target_handle == act.value:
+                self._reissued(old, index not in self._released)
+                self._aliased_providers.add(index)
         self.providers.append((_int(exp.value), _int(act.value), name))
         return len(self.providers) - 1
 
@@ -295,12 +401,18 @@ class Lockstep:
             lambda: self.model.release(m),
             lambda: self.target.release(t),
         )
+        if exp.ok:
+            self._released.add(prov)
         return exp
 
     def gen_key(self, prov: int, alg: int, flags: int = 0, hardware: bool = False) -> int | Observed:
         m, t, name = self.providers[prov]
         line = f"k{len(self.keys)} = csp.gen_key({name}, {alg:#x}, {flags:#x}, hardware={hardware})"
-        self._record({"op": "gen_key", "prov": prov, "alg": alg, "flags": flags, "hardware": hardware}, line)
+        step: dict[str, object] = {"op": "gen_key", "prov": prov, "alg": alg, "flags": flags, "hardware": hardware}
+        if self._names_aliased(step):
+            return self._both(step, line, lambda: self.model.gen_key(m, alg, flags, hardware=hardware), _unsent)[0]
+        self._record(step, line)
+        dead = self._names_dead(step)
         actual = _observe(lambda: self.target.gen_key(t, alg, flags, hardware=hardware), "target", line)
         known = False
         if actual.ok and self.inspectable and not hardware and isinstance(self.target, Inspectable):
@@ -310,8 +422,7 @@ class Lockstep:
                 known = True
         expected = _observe(lambda: self.model.gen_key(m, alg, flags, hardware=hardware), "model", line)
         self._done(expected)
-        if expected.code != actual.code:
-            raise Divergence(line, expected, actual)
+        expected = self._settle(step, line, expected, actual, dead)
         return self._key_result(expected, actual, known, fixed=False)
 
     def import_plaintext(
@@ -434,10 +545,24 @@ class Lockstep:
             return exp
         if not isinstance(exp.value, bytes) or not isinstance(act.value, bytes):
             raise Divergence(line, exp, act, "export must return bytes")
+        if flags & w.CRYPT_DESTROYKEY:
+            self._destroykey_honoured(ref)
         if blob_type == w.PLAINTEXTKEYBLOB:
             self._same_bytes(line, exp, act, ref.known)
         self.blobs.append(BlobRef(exp.value, act.value, blob_type, ref.known, name, ref.fixed))
         return len(self.blobs) - 1
+
+    def _destroykey_honoured(self, ref: KeyRef) -> None:
+        """A target declaring that CRYPT_DESTROYKEY may be ignored is checked at once: destroying the key
+        succeeds if the export left it alive (the deviation, counted; now dead on both sides)."""
+        ignored = self.capabilities.declares("destroykey-ignored")
+        if ignored is None or self.model.inspect(ref.model).lifecycle.alive:
+            return
+        try:
+            self.target.destroy_key(ref.target)
+        except CryptError:
+            return  # honoured: the key was already dead
+        self.deviations[ignored.id] += 1
 
     def destroy_key(self, key: int) -> Observed:
         ref = self.keys[key]
@@ -482,7 +607,10 @@ class Lockstep:
             lambda: self.target.get_key_param(ref.target, param),
         )
         if exp.ok and exp.value != act.value:
-            raise Divergence(line, exp, act, "different value")
+            declared = self._declared({"op": "get_key_param", "key": key, "param": param}, None, None)
+            if declared is None:
+                raise Divergence(line, exp, act, "different value")
+            self.deviations[declared.id] += 1
         return exp
 
     def encrypt(self, key: int, data: bytes, final: bool) -> Observed:
@@ -567,6 +695,18 @@ class Lockstep:
         self._same_bytes(line, exp, act, ref.known)
         return exp
 
+
+def _quietly(destroy: Callable[[int], object], handle: int) -> None:
+    with contextlib.suppress(CryptError):  # already dead on that side: nothing to retire
+        destroy(handle)
+
+
+def _unsent() -> object:
+    raise AssertionError("a call through an aliased handle is never sent to the target")
+
+
+# Steps that make a key: a deviation retired on one of them destroys the key only one side made.
+_CREATING = frozenset({"gen_key", "import_plaintext", "import_bytes", "import_blob", "import_foreign", "duplicate_key"})
 
 # Lockstep steps that are one Target call under another name (deviations are declared per Target operation).
 _TARGET_OPERATION = {

@@ -17,25 +17,76 @@ import attrs
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.state import KeyState
 
-__all__ = ["Capabilities", "Deviation", "Inspectable", "Target"]
+__all__ = ["ANY_OUTCOME", "ANY_REFUSAL", "CONDITIONS", "Capabilities", "Deviation", "Inspectable", "Target"]
 
 
 def _frozen(values: Iterable[int]) -> frozenset[int]:
     return frozenset(values)
 
 
+ANY_REFUSAL = -1  # as a Deviation's model_code or target_code: any refusal
+ANY_OUTCOME = -2  # any outcome, success or refusal
+
+# Conditions a deviation can be limited to (see Deviation.condition).
+CONDITIONS = (
+    "",
+    "dead-handle",
+    "handle-reused",
+    "empty-input",
+    "destroykey-ignored",
+    "crashes",
+    "pub-key-handle",
+    "hmac-only-key",
+)
+
+
 @attrs.frozen
 class Deviation:
-    """A documented difference a target declares: for ``operation``, where the model refuses with
-    ``model_code``, the target refuses with ``target_code``. Runs report it as a known deviation (never hidden,
-    never a failure). Only refusal-for-refusal differences can be declared: both sides leave the state as it
-    was, so the lockstep stays in step."""
+    """A documented difference a target declares (docs/findings.md): for ``operation`` (a Target method name, or
+    ``"*"`` for any), where the model answers ``model_code`` the target answers ``target_code`` (``None`` on
+    either side: that side succeeds; both ``None``: the same success with another value). Runs report each one
+    met as a known deviation: never hidden, never a failure; anything undeclared still fails.
+
+    ``param`` limits it to one key parameter (get/set_key_param). ``condition`` limits it further:
+    ``"dead-handle"``: the call names a key or context the model holds dead; ``"empty-input"``: the blob or data
+    passed is empty; ``"pub-key-handle"``: an import passes a pub_key handle that names no key of the program;
+    ``"hmac-only-key"``: the call names a key the model holds HMAC-only; ``"handle-reused"``: the target
+    issues a handle it issued before (the lockstep then stops sending calls through the stale reference, which
+    would reach the new key); ``"destroykey-ignored"``: an export with CRYPT_DESTROYKEY leaves the key alive
+    (the lockstep checks by destroying it); ``"crashes"``: the call crashes the CSP (declared with the model's
+    outcome and rule; the lockstep then does not send it, since a crash ends the run). ``model_rule`` limits
+    it to one of the model's refusal rules (the text of its Refused). ``retire``: the two sides' states differ
+    after it (one acted, one refused), so the lockstep destroys the key concerned on both sides and goes on in
+    step."""
 
     id: str
     operation: str
-    model_code: int
-    target_code: int
+    model_code: int | None  # or ANY_REFUSAL, ANY_OUTCOME
+    target_code: int | None  # or ANY_REFUSAL, ANY_OUTCOME
     description: str
+    param: int | None = None
+    model_rule: str | None = None
+    condition: str = attrs.field(default="", validator=attrs.validators.in_(CONDITIONS))
+    retire: bool = False
+
+    def matches(
+        self, operation: str, model_code: int | None, target_code: int | None, param: int | None, rule: str
+    ) -> bool:
+        return (
+            self.operation in ("*", operation)
+            and _covers(self.model_code, model_code)
+            and _covers(self.target_code, target_code)
+            and self.param in (None, param)
+            and self.model_rule in (None, rule)
+        )
+
+
+def _covers(declared: int | None, seen: int | None) -> bool:
+    if declared == ANY_OUTCOME:
+        return True
+    if declared == ANY_REFUSAL:
+        return seen is not None
+    return declared == seen
 
 
 @attrs.frozen
@@ -53,11 +104,35 @@ class Capabilities:
     inspect: bool = False
     deviations: tuple[Deviation, ...] = ()
 
-    def deviation(self, operation: str, model_code: int, target_code: int) -> Deviation | None:
+    def deviation(
+        self,
+        operation: str,
+        model_code: int | None,
+        target_code: int | None,
+        *,
+        param: int | None = None,
+        rule: str = "",
+        conditions: frozenset[str] = frozenset(),
+    ) -> Deviation | None:
+        """The declared deviation covering this difference, if any (``rule``: the model's refusal rule, if it
+        refused; ``conditions``: those that hold now)."""
         for dev in self.deviations:
-            if (dev.operation, dev.model_code, dev.target_code) == (operation, model_code, target_code):
+            if dev.matches(operation, model_code, target_code, param, rule) and (
+                not dev.condition or dev.condition in conditions
+            ):
                 return dev
         return None
+
+    def crashing(self, operation: str, model_code: int | None, rule: str) -> Deviation | None:
+        """The declared crash this call would cause (the model answered ``model_code`` by ``rule``), if any."""
+        for dev in self.deviations:
+            if dev.condition == "crashes" and dev.matches(operation, model_code, dev.target_code, dev.param, rule):
+                return dev
+        return None
+
+    def declares(self, condition: str) -> Deviation | None:
+        """The deviation declared for a structural ``condition`` ("handle-reused"), if any."""
+        return next((dev for dev in self.deviations if dev.condition == condition), None)
 
     @property
     def hardware(self) -> bool:

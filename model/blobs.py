@@ -154,8 +154,10 @@ def _import_plaintext(world: World, prov: int, blob: bytes, alg: int, flags: int
         return refuse(world, ErrorCode.NTE_BAD_DATA, "PLAINTEXTKEYBLOB truncated before its length field")
     (size,) = struct.unpack_from("<I", blob, w.BLOBHEADER_SIZE)
     key = blob[w.BLOBHEADER_SIZE + 4 :]
-    if len(key) != size:
-        return refuse(world, ErrorCode.NTE_BAD_DATA, "PLAINTEXTKEYBLOB length field does not match its body")
+    if len(key) < size:
+        return refuse(world, ErrorCode.NTE_BAD_DATA, "PLAINTEXTKEYBLOB body shorter than its length field")
+    if len(key) > size:
+        return refuse(world, ErrorCode.NTE_BAD_DATA, "PLAINTEXTKEYBLOB body longer than its length field")
     hmac_only = False
     if size not in algorithm.key_bytes:
         ipsec = flags & w.CRYPT_IPSEC_HMAC_KEY and algorithm.salted and 1 <= size <= IPSEC_HMAC_MAX_BYTES

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import shlex
 
 from keyhandoff.target import Target
 
 __all__ = ["SPECS", "load"]
 
-SPECS = ("model", "builtin", "builtin-processes", "python:package.module:factory")
+SPECS = ("model", "builtin", "builtin-processes", "capi", "line:<command>", "python:package.module:factory")
 
 
 def load(spec: str, **options: object) -> Target:
@@ -34,6 +35,22 @@ def load(spec: str, **options: object) -> Target:
         if token is not None and not isinstance(token, str):
             raise TypeError("the builtin target's token is 'sqlite' or 'pkcs11'")
         return BuiltinTarget(home, processes=spec == "builtin-processes", token=token)
+    if spec == "capi":
+        from keyhandoff.targets.capi_target import CapiTarget
+
+        provider, provider_type = options.get("provider"), options.get("provider_type")
+        if provider is not None and not isinstance(provider, str):
+            raise TypeError("the capi target's provider is a provider name")
+        if provider_type is not None and not isinstance(provider_type, int):
+            raise TypeError("the capi target's provider_type is an integer (PROV_RSA_AES is 24)")
+        return CapiTarget(provider, provider_type)
+    if spec.startswith("line:"):
+        from keyhandoff.targets.line_target import LineTarget
+
+        argv = shlex.split(spec.removeprefix("line:"))
+        if not argv:
+            raise ValueError("a line target is written line:<command and arguments>")
+        return LineTarget(argv)
     if spec.startswith("python:"):
         module_name, _, factory_name = spec.removeprefix("python:").partition(":")
         if not module_name or not factory_name:

@@ -35,6 +35,7 @@ class ModelTarget:
         self._entropy: Callable[[int], bytes] = rng.randbytes if rng is not None else os.urandom
         self.world: World = model.empty_world(installation or self._entropy(8))
         self._queued: list[bytes] = []
+        self.last_rule = ""  # the rule of the latest refusal (deviations may name it)
         self.fired: list[Transition] = []  # every lifecycle row fired, in order (coverage reads it)
 
     def queue_material(self, key: bytes) -> None:
@@ -50,6 +51,7 @@ class ModelTarget:
         self.fired.extend(step.fired)
         if isinstance(step.outcome, Ok):
             return step.outcome.value
+        self.last_rule = step.outcome.rule
         raise CryptError(step.outcome.code, operation)
 
     def acquire(self, side: str = "secure") -> int:

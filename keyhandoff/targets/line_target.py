@@ -1,0 +1,360 @@
+"""A CSP in any language, behind the keyhandoff line protocol on a subprocess's stdin/stdout (docs/targets.md).
+
+``load("line:<command>")`` runs ``<command>`` (split like a shell would, not run by one) and speaks the protocol:
+one request line, one reply line, ``ok ...`` or ``err 0x<code>``. The CAPI bridge (bridges/capi) is one such peer;
+:class:`LineTarget` is the Target on this side of the pipe, and it learns the peer's capabilities by asking
+(:func:`probe`), never from a declaration the peer could get wrong.
+
+A peer that dies, hangs past the timeout, or answers outside the protocol raises :class:`PeerError` (not a
+CryptError: that is a crash, and the lockstep reports it as one).
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
+from keyhandoff.target import Capabilities, Deviation
+
+__all__ = ["PROTOCOL_VERSION", "LineTarget", "PeerCrashed", "PeerError", "PeerInfo", "probe"]
+
+PROTOCOL_VERSION = "1"
+_BYTES_PARAMS = (w.KP_IV, w.KP_SALT, w.KP_SALT_EX)
+_STDERR_TAIL = 2000
+
+
+class PeerError(RuntimeError):
+    """The peer broke the protocol: it died, hung, or answered something that is not a reply."""
+
+
+class PeerCrashed(PeerError):
+    """The CSP crashed inside the call (the peer answered ``crash <exception code>`` and exited)."""
+
+    def __init__(self, operation: str, exception: str) -> None:
+        self.operation = operation
+        self.exception = exception
+        super().__init__(f"{operation}: the CSP crashed (exception {exception}); the peer has exited")
+
+
+class PeerInfo:
+    """What ``hello`` told: protocol version, platform (``wine-8.0``, ``windows 10 0``, ...), provider."""
+
+    def __init__(self, reply: list[str]) -> None:
+        if len(reply) < 2 or reply[0] != PROTOCOL_VERSION:
+            raise PeerError(f"the peer speaks protocol {reply[:1]}, this side {PROTOCOL_VERSION}")
+        self.version = reply[0]
+        self.platform = reply[1]
+        self.description = " ".join(reply[2:])
+
+    @property
+    def wine(self) -> bool:
+        return self.platform.startswith("wine-")
+
+    def __repr__(self) -> str:
+        return f"PeerInfo({self.platform!r}, {self.description!r})"
+
+
+class LineTarget:
+    """The Target protocol over a line-protocol peer (one long-lived process per target).
+
+    ``deviations`` are the documented differences this peer is known to have (see docs/findings.md); a run
+    reports each one it meets as known rather than failing on it.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        deviations: Sequence[Deviation] = (),
+    ) -> None:
+        self.argv = list(argv)
+        self.timeout = timeout
+        self._deviations = tuple(deviations)
+        self._proc = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            bufsize=0,
+        )
+        if self._proc.stdin is None or self._proc.stdout is None or self._proc.stderr is None:
+            raise PeerError("the peer's pipes were not opened")
+        self._stdin = self._proc.stdin
+        self._out_fd = self._proc.stdout.fileno()
+        self._err_fd = self._proc.stderr.fileno()
+        os.set_blocking(self._err_fd, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._out_fd, selectors.EVENT_READ)
+        self._pending = b""
+        self._stderr = b""
+        self._caps: Capabilities | None = None
+        try:
+            self.info = PeerInfo(self._call("hello", "hello"))
+        except BaseException:
+            self._kill()
+            raise
+        self.name = name or self.info.description or self.argv[0]
+
+    def __repr__(self) -> str:
+        return f"LineTarget({self.name!r}, {self.info.platform!r})"
+
+    # --- the protocol -------------------------------------------------------------------------------------
+    def _call(self, operation: str, *fields: object) -> list[str]:
+        line = " ".join(_field(value) for value in fields).encode("ascii") + b"\n"
+        if self._proc.poll() is not None:
+            raise PeerError(self._died())
+        try:
+            self._stdin.write(line)
+        except (BrokenPipeError, OSError):
+            raise PeerError(self._died()) from None
+        reply = self._read_line().decode("ascii", "replace").split()
+        if reply[:1] == ["ok"]:
+            return reply[1:]
+        if len(reply) == 2 and reply[0] == "err":
+            try:
+                code = int(reply[1], 0)
+            except ValueError:
+                code = -1
+            if 0 <= code <= 0xFFFFFFFF:
+                raise CryptError(code, operation)
+        if len(reply) == 2 and reply[0] == "crash":
+            self._kill()
+            raise PeerCrashed(operation, reply[1])
+        raise PeerError(f"{operation}: not a reply of the line protocol: {' '.join(reply)[:80]!r}")
+
+    def _read_line(self) -> bytes:
+        deadline = time.monotonic() + self.timeout
+        while b"\n" not in self._pending:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._kill()
+                raise PeerError(f"no reply within {self.timeout:g} s; the peer was stopped")
+            if not self._selector.select(remaining):
+                continue
+            chunk = os.read(self._out_fd, 1 << 20)
+            if not chunk:
+                raise PeerError(self._died())
+            self._pending += chunk
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line
+
+    def _died(self) -> str:
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._kill()
+        return f"the peer exited (status {self._proc.returncode}); its last words: {self._stderr_tail()!r}"
+
+    def _stderr_tail(self) -> str:
+        try:
+            while chunk := os.read(self._err_fd, 1 << 16):
+                self._stderr = (self._stderr + chunk)[-_STDERR_TAIL:]
+        except (BlockingIOError, OSError):
+            pass
+        return self._stderr.decode("utf-8", "replace").strip()
+
+    def _kill(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        self._selector.close()
+        for stream in (self._proc.stdin, self._proc.stdout, self._proc.stderr):
+            if stream is not None:
+                stream.close()
+
+    # --- Target -------------------------------------------------------------------------------------------
+    def acquire(self, side: str = "secure") -> int:
+        return _handle(self._call("acquire", "acquire", side))
+
+    def release(self, prov: int) -> None:
+        self._call("release", "release", prov)
+
+    def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
+        return _handle(self._call("gen_key", "genkey", prov, alg, flags, int(hardware)))
+
+    def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
+        return _handle(self._call("import_key", "import", prov, pub_key, flags, int(hardware), blob))
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        return _bytes(self._call("export_key", "export", key, exp_key, blob_type, flags))
+
+    def destroy_key(self, key: int) -> None:
+        self._call("destroy_key", "destroy", key)
+
+    def duplicate_key(self, key: int) -> int:
+        return _handle(self._call("duplicate_key", "dup", key))
+
+    def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
+        # The protocol is typed (i: DWORD, b: bytes); a value of the wrong type for its parameter is the
+        # caller's error, refused here as the model refuses it, before it could be misread by a C peer.
+        if isinstance(value, bool) or (param in _BYTES_PARAMS) != isinstance(value, bytes):
+            raise CryptError(w.ERROR_INVALID_PARAMETER, "set_key_param")
+        if isinstance(value, int) and not 0 <= value <= 0xFFFFFFFF:
+            raise CryptError(w.ERROR_INVALID_PARAMETER, "set_key_param")
+        kind = "b" if isinstance(value, bytes) else "i"
+        self._call("set_key_param", "setparam", key, param, kind, value)
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        reply = self._call("get_key_param", "getparam", key, param)
+        if len(reply) == 2 and reply[0] == "i":
+            return _handle(reply[1:])
+        if len(reply) == 2 and reply[0] == "b":
+            return _bytes(reply[1:])
+        raise PeerError(f"get_key_param: a value is 'i <int>' or 'b <hex>', not {' '.join(reply)[:40]!r}")
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        return _bytes(self._call("encrypt", "encrypt", key, int(final), data))
+
+    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        return _bytes(self._call("decrypt", "decrypt", key, int(final), data))
+
+    def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
+        return _bytes(self._call("hmac", "hmac", key, hash_alg, data))
+
+    def capabilities(self) -> Capabilities:
+        if self._caps is None:
+            self._caps = probe(self, self.name, self._deviations)
+        return self._caps
+
+    def close(self) -> None:
+        """Ask the peer to quit (end of input); stop it if it does not."""
+        if self._proc.poll() is None:
+            try:
+                self._stdin.close()
+                self._proc.wait(timeout=10)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        self._kill()
+
+
+def _field(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.hex() or "-"
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, int):
+        if value < 0:
+            raise CryptError(w.ERROR_INVALID_PARAMETER, "a handle or number of the line protocol")
+        return str(value)
+    text = str(value)
+    if not text or any(c.isspace() for c in text):
+        raise ValueError("a protocol field is one non-empty word")
+    return text
+
+
+def _handle(reply: list[str]) -> int:
+    if len(reply) != 1:
+        raise PeerError(f"expected one integer, got {len(reply)} fields")
+    try:
+        return int(reply[0], 0)
+    except ValueError:
+        raise PeerError("expected an integer") from None
+
+
+def _bytes(reply: list[str]) -> bytes:
+    if len(reply) != 1:
+        raise PeerError(f"expected one byte string, got {len(reply)} fields")
+    if reply[0] == "-":
+        return b""
+    try:
+        return bytes.fromhex(reply[0])
+    except ValueError:
+        raise PeerError("expected a byte string in hex") from None
+
+
+# --- capabilities, learned by asking ------------------------------------------------------------------------
+_CANDIDATE_ALGORITHMS = (
+    w.CALG_AES_128,
+    w.CALG_AES_192,
+    w.CALG_AES_256,
+    w.CALG_DES,
+    w.CALG_3DES_112,
+    w.CALG_3DES,
+    w.CALG_RC2,
+    w.CALG_RC4,
+)
+_CANDIDATE_MODES = (w.CRYPT_MODE_CBC, w.CRYPT_MODE_ECB, w.CRYPT_MODE_CFB, w.CRYPT_MODE_OFB, w.CRYPT_MODE_CTS)
+_CANDIDATE_HASHES = (w.CALG_MD5, w.CALG_SHA1, w.CALG_SHA_256)
+_CANDIDATE_BLOBS = (w.PLAINTEXTKEYBLOB, w.OPAQUEKEYBLOB)
+
+
+def _works(call: object, *args: object, **kwargs: object) -> bool:
+    try:
+        call(*args, **kwargs)  # type: ignore[operator]
+    except CryptError:
+        return False
+    return True
+
+
+def probe(target: LineTarget, name: str, deviations: Sequence[Deviation] = ()) -> Capabilities:
+    """Ask the peer what it supports: each algorithm by generating a key, each blob type by exporting an
+    exportable key (NTE_BAD_TYPE: unsupported), each mode by encrypting a block in it, each HMAC hash by using
+    it, duplicate and hardware by trying. Everything made here is destroyed again."""
+    prov = target.acquire("secure")
+    algorithms, hardware, blob_types, modes, hashes = set(), set(), set(), set(), set()
+    duplicate = False
+    try:
+        for alg in _CANDIDATE_ALGORITHMS:
+            try:
+                key = target.gen_key(prov, alg, w.CRYPT_EXPORTABLE)
+            except CryptError:
+                continue
+            algorithms.add(alg)
+            target.destroy_key(key)
+            try:
+                pinned = target.gen_key(prov, alg, w.CRYPT_EXPORTABLE, hardware=True)
+            except CryptError:
+                continue
+            hardware.add(alg)
+            target.destroy_key(pinned)
+        block_alg = next((a for a in _CANDIDATE_ALGORITHMS if a in algorithms and a != w.CALG_RC4), None)
+        if block_alg is not None:
+            key = target.gen_key(prov, block_alg, w.CRYPT_EXPORTABLE)
+            for blob_type in _CANDIDATE_BLOBS:
+                try:
+                    target.export_key(key, blob_type)
+                except CryptError as err:
+                    if err.code != w.NTE_BAD_TYPE:  # refused for another reason: the type itself is known
+                        blob_types.add(blob_type)
+                else:
+                    blob_types.add(blob_type)
+            for mode in _CANDIDATE_MODES:
+                if _works(target.set_key_param, key, w.KP_MODE, mode) and _works(target.encrypt, key, bytes(16), False):
+                    modes.add(mode)
+            for hash_alg in _CANDIDATE_HASHES:
+                if _works(target.hmac, key, hash_alg, b"probe"):
+                    hashes.add(hash_alg)
+            try:
+                twin = target.duplicate_key(key)
+            except CryptError:
+                pass
+            else:
+                duplicate = True
+                target.destroy_key(twin)
+            target.destroy_key(key)
+    finally:
+        target.release(prov)
+    return Capabilities(
+        name=name,
+        blob_types=blob_types,
+        algorithms=algorithms,
+        modes=modes,
+        hardware_algorithms=hardware,
+        hmac_algorithms=hashes,
+        duplicate=duplicate,
+        separate_processes=False,
+        inspect=False,
+        deviations=tuple(deviations),
+    )
