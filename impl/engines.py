@@ -154,8 +154,14 @@ class CryptographyBlockEngine(_BlockEngine):
     when someone reads it (``register``, a context rebuild, a clone) or before the general path runs.
     """
 
-    def __init__(self, algorithm: BlockCipherAlgorithm, register: bytes) -> None:
-        super().__init__(algorithm.block_size // 8, register)
+    def __init__(
+        self, algorithm: BlockCipherAlgorithm | Callable[[], BlockCipherAlgorithm], register: bytes, block: int = 0
+    ) -> None:
+        """``algorithm`` is the cipher object, or a function making it on first use (then ``block`` gives its
+        block length in bytes)."""
+        if callable(algorithm) and block <= 0:
+            raise ValueError("a deferred cipher object needs its block length")
+        super().__init__(block if callable(algorithm) else algorithm.block_size // 8, register)
         self._algorithm = algorithm
         self._context: CipherContext | None = None
         self._context_mode = -1  # the (mode, direction) the live context runs; meaningless while it is None
@@ -206,7 +212,10 @@ class CryptographyBlockEngine(_BlockEngine):
                 cipher_mode = modes.CBC(self._register)
             else:
                 cipher_mode = CFB8(self._register)
-            cipher = Cipher(self._algorithm, cipher_mode)
+            algorithm = self._algorithm
+            if callable(algorithm):  # made on first use
+                algorithm = self._algorithm = algorithm()
+            cipher = Cipher(algorithm, cipher_mode)
             self._context = cipher.decryptor() if decrypt else cipher.encryptor()
             self._context_mode = mode
             self._context_decrypt = decrypt
@@ -228,7 +237,7 @@ class CryptographyBlockEngine(_BlockEngine):
 
     def clone(self) -> Engine:
         # cryptography contexts cannot be copied; a fresh one from the register continues identically.
-        return CryptographyBlockEngine(self._algorithm, self.register)
+        return CryptographyBlockEngine(self._algorithm, self.register, self._block)
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -449,13 +458,13 @@ class RC4Engine:
 
 # --- construction ------------------------------------------------------------------------------------------
 
-_BLOCK_ALGORITHMS: Final[dict[int, Callable[[bytes], BlockCipherAlgorithm]]] = {
-    w.CALG_AES_128: algorithms.AES,
-    w.CALG_AES_192: algorithms.AES,
-    w.CALG_AES_256: algorithms.AES,
-    w.CALG_DES: lambda key: TripleDES(key * 3),  # EDE with K1 = K2 = K3 is single DES
-    w.CALG_3DES_112: lambda key: TripleDES(key + key[:8]),  # two-key EDE: K3 = K1
-    w.CALG_3DES: TripleDES,
+_BLOCK_ALGORITHMS: Final[dict[int, tuple[Callable[[bytes], BlockCipherAlgorithm], int]]] = {
+    w.CALG_AES_128: (algorithms.AES, 16),
+    w.CALG_AES_192: (algorithms.AES, 16),
+    w.CALG_AES_256: (algorithms.AES, 16),
+    w.CALG_DES: (lambda key: TripleDES(key * 3), 8),  # EDE with K1 = K2 = K3 is single DES
+    w.CALG_3DES_112: (lambda key: TripleDES(key + key[:8]), 8),  # two-key EDE: K3 = K1
+    w.CALG_3DES: (TripleDES, 8),
 }
 
 
@@ -464,13 +473,16 @@ def software_engine(
 ) -> Engine:
     """The engine of a software key in the given running state (the CSP has validated every argument).
 
-    RC2 and RC4 are keyed with key || salt (rsaenh); RC2 with ``effective_bits`` as RFC 2268's T1.
+    RC2 and RC4 are keyed with key || salt (rsaenh); RC2 with ``effective_bits`` as RFC 2268's T1. Nothing
+    costly happens here: cipher objects, contexts and key schedules are made on first use.
     """
     if alg == w.CALG_RC4:
         return RC4Engine(key + salt, stream_pos)
     if alg == w.CALG_RC2:
         return RC2Engine.keyed(key + salt, effective_bits, register)
-    factory = _BLOCK_ALGORITHMS.get(alg)
-    if factory is None:
+    spec = _BLOCK_ALGORITHMS.get(alg)
+    if spec is None:
         raise ValueError(f"no engine for ALG_ID 0x{alg:04X}")
-    return CryptographyBlockEngine(factory(key), register)
+    factory, block = spec
+    material = bytes(key)
+    return CryptographyBlockEngine(lambda: factory(material), register, block)
