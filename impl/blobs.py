@@ -74,6 +74,8 @@ MAX_OPAQUE_BLOB: Final = HEADER.size + _NONCE + MAX_PAYLOAD + _TAG  # 65,675 byt
 _LOCATIONS: Final = {Location.SOFTWARE: 0, Location.HARDWARE: 1}
 _LIFECYCLES: Final = {Lifecycle.CREATED: 1, Lifecycle.EXPORTED: 2, Lifecycle.IMPORTED: 3}
 _HMAC_ONLY: Final = 0x01
+_SALT_UNREPORTED: Final = 0x02  # set by KP_SALT: CryptGetKeyParam(KP_SALT) reports no salt (clear in older blobs)
+_FLAGS: Final = _HMAC_ONLY | _SALT_UNREPORTED
 
 
 @attrs.frozen
@@ -133,7 +135,8 @@ class OpaqueState:
     0      1       payload format version (1)
     1      1       location: 0 software, 1 hardware
     2      1       lifecycle at export: 1 CREATED, 2 EXPORTED, 3 IMPORTED (informative: an import is IMPORTED)
-    3      1       flags: bit 0 hmac-only (CRYPT_IPSEC_HMAC_KEY key longer than a cipher key); others 0
+    3      1       flags: bit 0 hmac-only (CRYPT_IPSEC_HMAC_KEY key longer than a cipher key); bit 1 salt not
+                   reported (set by KP_SALT: it keys the cipher, KP_SALT reads back empty); others 0
     4      4       ALG_ID (equals the header's aiKeyAlg)
     8      4       KP_KEYLEN in bits
     12     4       KP_EFFECTIVE_KEYLEN
@@ -169,6 +172,7 @@ class OpaqueState:
     token_serial: str = ""  # hardware
     token_object: int = 0  # hardware
     hmac_only: bool = False
+    salt_reported: bool = True  # flags bit 1 clear
 
 
 def _short(value: bytes, limit: int) -> bytes:
@@ -184,7 +188,7 @@ def encode_payload(state: OpaqueState) -> bytes:
             PAYLOAD_VERSION,
             _LOCATIONS[state.location],
             _LIFECYCLES[state.origin],
-            _HMAC_ONLY if state.hmac_only else 0,
+            (_HMAC_ONLY if state.hmac_only else 0) | (0 if state.salt_reported else _SALT_UNREPORTED),
             state.alg,
             state.key_bits,
             state.effective_keylen,
@@ -233,7 +237,7 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
     )
     location = _LOCATION_OF.get(location_code)
     origin = _LIFECYCLE_OF.get(origin_code)
-    if location is None or origin is None or flags & ~_HMAC_ONLY:
+    if location is None or origin is None or flags & ~_FLAGS:
         raise CryptError(w.NTE_BAD_DATA, operation)
     # The u8-length fields, then the tail. A field running past the end makes the next read fail (IndexError,
     # struct.error) and the tail must end exactly at the end: every malformation is NTE_BAD_DATA.
@@ -283,6 +287,7 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
         token_serial=serial,
         token_object=obj,
         hmac_only=bool(flags & _HMAC_ONLY),
+        salt_reported=not flags & _SALT_UNREPORTED,
     )
 
 

@@ -84,7 +84,8 @@ _READABLE: Final = frozenset(
         w.KP_EFFECTIVE_KEYLEN,
     }
 )
-_MAX_SALT: Final = 24  # KP_SALT_EX: 0..24 bytes (native); KP_SALT alike (our decision)
+_MAX_SALT: Final = 24  # KP_SALT_EX: 0..24 bytes (native)
+_KP_SALT_LEN: Final = 11  # KP_SALT: exactly 11 bytes (the C API reads 11: "the base provider always sets eleven")
 _SALT_40_BIT: Final = bytes(11)  # 40-bit RC2/RC4 keys get 11 zero salt bytes unless CRYPT_NO_SALT (rsaenh)
 _DEFAULT_MODE_BITS: Final = 8  # native/documented (Wine: 0)
 _RC2_EFFECTIVE: Final = range(1, 1025)
@@ -426,6 +427,7 @@ class Csp:
             engine=engine,
             hmac_only=state.hmac_only,
             token_object=state.token_object,
+            salt_reported=state.salt_reported,
         )
 
     # --- export -------------------------------------------------------------------------------------------
@@ -479,12 +481,18 @@ class Csp:
             entry.iv = value
             _reset(entry)
             return
-        # KP_SALT / KP_SALT_EX: RC2 and RC4 only; 0..24 bytes; a new salt re-keys (key || salt) and resets.
+        # KP_SALT / KP_SALT_EX: RC2 and RC4 only; a new salt re-keys (key || salt) and resets. KP_SALT_EX takes
+        # 0..24 bytes and is reported; KP_SALT exactly 11, and KP_SALT then reads back empty (Enhanced provider,
+        # native) while that salt goes on keying the cipher, through resets and handoffs (our decision).
         if not info.variable:
             raise CryptError(w.NTE_BAD_KEY, operation)
-        if len(value) > _MAX_SALT:
+        if param == w.KP_SALT:
+            if len(value) != _KP_SALT_LEN:
+                raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
+        elif len(value) > _MAX_SALT:
             raise CryptError(w.NTE_BAD_DATA, operation)
         entry.salt = value
+        entry.salt_reported = param == w.KP_SALT_EX
         _rekey(entry)
 
     def _set_dword(self, entry: LiveKey, param: int, value: int, operation: str) -> None:
@@ -512,13 +520,14 @@ class Csp:
 
     def get_key_param(self, key: int, param: int) -> bytes | int:
         """CryptGetKeyParam: dead key NTE_BAD_KEY; unknown parameter NTE_BAD_TYPE. KP_IV is the IV as set, not
-        the register; KP_BLOCKLEN and KP_KEYLEN are in bits; KP_SALT is empty for a key without salt."""
+        the register; KP_BLOCKLEN and KP_KEYLEN are in bits; KP_SALT is empty for a key without salt and for a
+        salt set by KP_SALT (not by KP_SALT_EX)."""
         with self._live(key, "get_key_param") as entry:
             if param not in _READABLE:
                 raise CryptError(w.NTE_BAD_TYPE, "get_key_param")
             values: dict[int, bytes | int] = {
                 w.KP_IV: entry.iv,
-                w.KP_SALT: entry.salt,
+                w.KP_SALT: entry.salt if entry.salt_reported else b"",
                 w.KP_PADDING: entry.padding,
                 w.KP_MODE: entry.mode,
                 w.KP_MODE_BITS: entry.mode_bits,
@@ -682,6 +691,7 @@ def _opaque_state(entry: LiveKey, serial: str) -> OpaqueState:
         token_serial=serial if hardware else "",
         token_object=entry.token_object,
         hmac_only=entry.hmac_only,
+        salt_reported=entry.salt_reported,
     )
 
 
@@ -696,6 +706,8 @@ def _consistent(state: OpaqueState, info: AlgInfo) -> bool:
     block = info.block
     if len(state.iv) != block or len(state.register) != block or len(state.salt) > _MAX_SALT:
         return False
+    if not state.salt_reported and len(state.salt) != _KP_SALT_LEN:
+        return False  # only KP_SALT leaves a salt unreported, and its salt is 11 bytes
     if state.location is Location.HARDWARE:
         return (
             not (state.salt or state.hmac_only or state.key or not state.token_object)

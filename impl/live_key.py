@@ -39,6 +39,7 @@ class LiveKey:
     engine: Engine | None  # None for an HMAC-only key and for a dead one
     hmac_only: bool = False
     token_object: int = 0  # hardware
+    salt_reported: bool = True  # False after KP_SALT: the salt keys the cipher but KP_SALT reads back empty
     lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
     tombstone: KeyState | None = None  # the final state once the handle is dead
     # The CSP's per-call fast path (non-Final encrypt/decrypt): the block length in bytes (0: the stream cipher)
@@ -85,6 +86,7 @@ class LiveKey:
             stream_pos=self.stream_pos,
             permissions=self.permissions,
             hmac_only=self.hmac_only,
+            salt_reported=self.salt_reported,
         )
 
     def kill(self) -> None:

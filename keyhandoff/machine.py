@@ -381,13 +381,20 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             ),
             raw=st.binary(max_size=26),
             whole_block=st.booleans(),
+            salt_of_11=st.sampled_from([True, True, True, False]),
         )
-        def set_key_param(self, key: int, param: int, number: int, raw: bytes, whole_block: bool) -> None:
+        def set_key_param(
+            self, key: int, param: int, number: int, raw: bytes, whole_block: bool, salt_of_11: bool
+        ) -> None:
+            """KP_IV is often exactly one block, KP_SALT mostly exactly 11 bytes (the only length it takes; the
+            rest keeps its refusal covered); KP_SALT_EX any length up to 26 (24 is its bound)."""
             value: bytes | int = number
             if param in (w.KP_IV, w.KP_SALT, w.KP_SALT_EX):
                 value = raw
                 if param == w.KP_IV and whole_block:
                     value = raw.ljust(16, b"\0")[: len(self.ls.model.inspect(self.ls.keys[key].model).iv)]
+                elif param == w.KP_SALT and salt_of_11:
+                    value = raw.ljust(11, b"\0")[:11]
             self.ls.set_key_param(key, param, value)
 
         @rule(key=keys, param=st.sampled_from([*GETTABLE_PARAMS, 77]))
@@ -460,7 +467,8 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
                     (w.KP_PADDING, 2),
                     (w.KP_EFFECTIVE_KEYLEN, 0),
                     (w.KP_EFFECTIVE_KEYLEN, 1025),
-                    (w.KP_SALT, b"x" * 25),
+                    (w.KP_SALT, b"x" * 12),
+                    (w.KP_SALT_EX, b"x" * 25),
                     (w.KP_PERMISSIONS, 0x3F),
                     (w.KP_KEYLEN, 128),
                     (w.KP_ALGID, 1),

@@ -1,9 +1,9 @@
 """Known-answer vectors (``data/kat.json``: NIST SP 800-38A, RFC 6229, Wine's rsaenh tests) run on any Target.
 
-A vector is driven through the CryptoAPI surface: the key arrives as a PLAINTEXTKEYBLOB, salt, effective key
-length, mode and IV are set with CryptSetKeyParam, and the plaintext goes through in chunks. Between chunks a
-:data:`Action` may move the stream to another handle: an OPAQUEKEYBLOB handoff to the app side (export,
-destroy, import) or a CryptDuplicateKey. Whatever the chunking and the moves, the bytes must be the vector's.
+A vector is driven through the CryptoAPI surface: the key arrives as a PLAINTEXTKEYBLOB, salt (KP_SALT_EX),
+effective key length, mode and IV are set with CryptSetKeyParam, and the plaintext goes through in chunks.
+Between chunks a :data:`Action` may move the stream to another handle: an OPAQUEKEYBLOB handoff to the app side
+(export, destroy, import) or a CryptDuplicateKey. Whatever the chunking and the moves, the bytes must be the vector's.
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def prepare_key(target: Target, prov: int, vector: Vector) -> int:
     """Import the vector's key as a PLAINTEXTKEYBLOB and set its salt, effective length, mode and IV."""
     blob = struct.pack("<BBHII", w.PLAINTEXTKEYBLOB, w.CUR_BLOB_VERSION, 0, vector.alg, len(vector.key))
     key = target.import_key(prov, blob + vector.key, flags=w.CRYPT_EXPORTABLE)
-    if vector.salt is not None:
-        target.set_key_param(key, w.KP_SALT, vector.salt)
+    if vector.salt is not None:  # KP_SALT_EX: any length 0..24 (KP_SALT takes exactly 11 bytes)
+        target.set_key_param(key, w.KP_SALT_EX, vector.salt)
     if vector.effective_keylen is not None:
         target.set_key_param(key, w.KP_EFFECTIVE_KEYLEN, vector.effective_keylen)
     if vector.mode is not None:

@@ -68,6 +68,9 @@ class KeyState:
     stream_pos: int
     permissions: int
     hmac_only: bool = False  # imported with CRYPT_IPSEC_HMAC_KEY and longer than a cipher key may be
+    # Whether CryptGetKeyParam(KP_SALT) reports ``salt``: False after KP_SALT, whose salt keys the cipher but reads
+    # back empty (Enhanced/AES provider); True for a default salt and after KP_SALT_EX.
+    salt_reported: bool = True
 
 
 @attrs.frozen

@@ -144,6 +144,8 @@ def run(ls: Lockstep, program: list[Op], *, hardware: bool = True, check_each_st
                 value = raw
                 if param == w.KP_IV and as_block:  # usually a whole block, sometimes a wrong length
                     value = raw[: len(ls.model.inspect(ls.keys[k % nkeys].model).iv)]
+                elif param == w.KP_SALT and as_block:  # KP_SALT takes exactly 11 bytes; other lengths are refused
+                    value = raw.ljust(11, b"\0")[:11]
             ls.set_key_param(k % nkeys, param, value)
         elif kind == "get" and nkeys:
             ls.get_key_param(op[1] % nkeys, op[2])

@@ -184,6 +184,29 @@ def test_payload_versions(world: World) -> None:
     assert world.refused(world.reseal(payload, other_header)) == w.NTE_BAD_DATA  # alg disagrees with header
 
 
+def test_payload_flag_salt_not_reported(world: World) -> None:
+    """Flags bit 1 marks a salt set by KP_SALT (11 bytes, not reported); a payload with it clear (as sealed before
+    the bit existed) imports as before, the salt reported; the bit over a salt of another length, or an unknown
+    bit, is NTE_BAD_DATA."""
+    salt = bytes(range(0x61, 0x6C))
+    key = world.csp.import_key(world.prov, plaintext_blob(w.CALG_RC4, SECRET_KEY[:5]))
+    world.csp.set_key_param(key, w.KP_SALT, salt)
+    blob = world.csp.export_key(key, w.OPAQUEKEYBLOB)
+    payload = world.payload(blob)
+    assert payload[3] == 0x02
+    assert payload[42 : 42 + 12] == bytes([11]) + salt  # iv and register empty for RC4: the salt at offset 42
+    moved = world.csp.import_key(world.app, blob)
+    assert world.csp.get_key_param(moved, w.KP_SALT) == b""
+    old = world.csp.import_key(world.app, world.reseal(payload[:3] + b"\x00" + payload[4:], blob[:8]))
+    assert world.csp.get_key_param(old, w.KP_SALT) == salt
+    assert world.csp.encrypt(old, bytes(16), False) == world.csp.encrypt(moved, bytes(16), False)
+    aes = world.payload()
+    assert aes[3] == 0
+    assert world.refused(world.reseal(aes[:3] + b"\x02" + aes[4:])) == w.NTE_BAD_DATA  # no salt, yet unreported
+    for bit in (0x04, 0x80):
+        assert world.refused(world.reseal(payload[:3] + bytes([0x02 | bit]) + payload[4:], blob[:8])) == w.NTE_BAD_DATA
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_resealed_payload_mutations(world: World, data: st.DataObject) -> None:

@@ -8,9 +8,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import pytest
+from cryptography.hazmat.decrepit.ciphers.algorithms import RC2
 from cryptography.hazmat.decrepit.ciphers.modes import CFB8
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -18,6 +20,7 @@ from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle, Location
+from keyhandoff.targets import load
 from tests.impl.conftest import plaintext_blob, rc4_keystream
 
 KEY16 = bytes(range(16))
@@ -180,7 +183,7 @@ def test_plaintext_import_gives_a_fresh_state(csp: BuiltinCsp, prov: int) -> Non
     """A PLAINTEXTKEYBLOB round trip loses the running state: defaults, IMPORTED, EXPORT only if exportable."""
     key = imp(csp, prov, w.CALG_RC2, KEY16[:5])
     csp.set_key_param(key, w.KP_MODE, w.CRYPT_MODE_CFB)
-    csp.set_key_param(key, w.KP_SALT, b"salty")
+    csp.set_key_param(key, w.KP_SALT, b"salty-salt!")
     csp.set_key_param(key, w.KP_EFFECTIVE_KEYLEN, 128)
     csp.set_key_param(key, w.KP_IV, bytes(range(8)))
     csp.encrypt(key, bytes(16), False)
@@ -281,7 +284,9 @@ def test_set_key_param_refusals(csp: BuiltinCsp, prov: int) -> None:
     assert code(csp.set_key_param, key, w.KP_IV, bytes(8)) == w.ERROR_INVALID_PARAMETER
     assert code(csp.set_key_param, key, w.KP_SALT, b"") == w.NTE_BAD_KEY
     assert code(csp.set_key_param, key, w.KP_SALT_EX, b"") == w.NTE_BAD_KEY
-    assert code(csp.set_key_param, rc2, w.KP_SALT, bytes(25)) == w.NTE_BAD_DATA
+    for size in (0, 10, 12, 25):  # KP_SALT takes exactly 11 bytes
+        assert code(csp.set_key_param, rc2, w.KP_SALT, bytes(size)) == w.ERROR_INVALID_PARAMETER
+    assert code(csp.set_key_param, key, w.KP_SALT, bytes(10)) == w.NTE_BAD_KEY  # the algorithm first
     assert code(csp.set_key_param, rc2, w.KP_SALT_EX, bytes(25)) == w.NTE_BAD_DATA
     assert code(csp.set_key_param, key, w.KP_PADDING, w.ZERO_PADDING) == w.NTE_BAD_DATA
     assert code(csp.set_key_param, key, w.KP_EFFECTIVE_KEYLEN, 128) == w.NTE_BAD_TYPE
@@ -293,6 +298,92 @@ def test_set_key_param_refusals(csp: BuiltinCsp, prov: int) -> None:
     assert code(csp.get_key_param, key, 99) == w.NTE_BAD_TYPE
     assert code(csp.get_key_param, key, w.KP_SALT_EX) == w.NTE_BAD_TYPE
     assert csp.get_key_param(key, w.KP_SALT) == b""  # a block-cipher key has an empty salt (native)
+
+
+SALT11 = bytes(range(0x51, 0x5C))
+
+
+def rc2_cbc(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """RC2-CBC at effective length 128 (the only one cryptography's RC2 has) over a 16-byte key."""
+    ctx = Cipher(RC2(key), modes.CBC(iv)).encryptor()
+    return ctx.update(data) + ctx.finalize()
+
+
+@pytest.mark.parametrize("alg", [w.CALG_RC2, w.CALG_RC4])
+def test_kp_salt_keys_the_cipher_but_reads_back_empty(csp: BuiltinCsp, prov: int, alg: int) -> None:
+    """KP_SALT (11 bytes) and KP_SALT_EX of the same bytes give the same ciphertext, key || salt; KP_SALT then
+    reports an empty salt, KP_SALT_EX the salt. KP_SALT_EX after KP_SALT is reported again."""
+    iv = bytes(range(8))
+    keys = {}
+    for param in (w.KP_SALT, w.KP_SALT_EX):
+        keys[param] = imp(csp, prov, alg, KEY16[:5])  # 40 bits: a default salt of 11 zero bytes, reported
+        assert csp.get_key_param(keys[param], w.KP_SALT) == bytes(11)
+        if alg == w.CALG_RC2:
+            csp.set_key_param(keys[param], w.KP_EFFECTIVE_KEYLEN, 128)
+            csp.set_key_param(keys[param], w.KP_IV, iv)
+        csp.set_key_param(keys[param], param, SALT11)
+    expected = (
+        rc2_cbc(KEY16[:5] + SALT11, iv, bytes(16)) if alg == w.CALG_RC2 else rc4_keystream(KEY16[:5] + SALT11, 16)
+    )
+    assert csp.encrypt(keys[w.KP_SALT], bytes(16), False) == expected
+    assert csp.encrypt(keys[w.KP_SALT_EX], bytes(16), False) == expected
+    assert csp.get_key_param(keys[w.KP_SALT], w.KP_SALT) == b""
+    assert csp.get_key_param(keys[w.KP_SALT_EX], w.KP_SALT) == SALT11
+    state = csp.inspect(keys[w.KP_SALT])
+    assert (state.salt, state.salt_reported) == (SALT11, False)
+    csp.set_key_param(keys[w.KP_SALT], w.KP_SALT_EX, SALT11)
+    assert csp.get_key_param(keys[w.KP_SALT], w.KP_SALT) == SALT11
+    assert csp.inspect(keys[w.KP_SALT]).salt_reported
+
+
+def test_kp_salt_keeps_keying_across_resets(csp: BuiltinCsp, prov: int) -> None:
+    """Our decision: the KP_SALT salt goes on keying the cipher, unreported, after KP_IV, KP_EFFECTIVE_KEYLEN and
+    Final; a duplicate carries it."""
+    iv = bytes(range(8))
+    key = imp(csp, prov, w.CALG_RC2, KEY16[:5])
+    csp.set_key_param(key, w.KP_EFFECTIVE_KEYLEN, 128)
+    csp.set_key_param(key, w.KP_IV, iv)
+    csp.set_key_param(key, w.KP_SALT, SALT11)
+    first = rc2_cbc(KEY16[:5] + SALT11, iv, bytes(16))
+    assert csp.encrypt(key, bytes(16), False) == first
+    for param, value in ((w.KP_IV, iv), (w.KP_EFFECTIVE_KEYLEN, 128)):
+        csp.set_key_param(key, param, value)
+        assert csp.encrypt(key, bytes(16), False) == first
+        assert csp.get_key_param(key, w.KP_SALT) == b""
+    csp.encrypt(key, b"", True)
+    assert csp.encrypt(key, bytes(16), False) == first
+    twin = csp.duplicate_key(key)
+    assert csp.get_key_param(twin, w.KP_SALT) == b""
+    csp.set_key_param(twin, w.KP_IV, iv)
+    assert csp.encrypt(twin, bytes(16), False) == first
+
+
+@pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
+@pytest.mark.parametrize("alg", [w.CALG_RC2, w.CALG_RC4])
+def test_kp_salt_survives_the_opaque_handoff(tmp_path: Path, spec: str, alg: int) -> None:
+    """Through both built-in targets: the opaque blob of a key salted by KP_SALT imports (in the app context,
+    another process for builtin-processes) with the salt keying the cipher and still unreported; its
+    PLAINTEXTKEYBLOB imports fresh, the default salt reported."""
+    target = load(spec, home=tmp_path / "home")
+    try:
+        secure, app = target.acquire("secure"), target.acquire("app")
+        key = target.import_key(secure, plaintext_blob(alg, KEY16[:5]), flags=w.CRYPT_EXPORTABLE)
+        target.set_key_param(key, w.KP_SALT, SALT11)
+        target.encrypt(key, bytes(8), False)
+        twin = target.duplicate_key(key)
+        before = target.inspect(key)
+        blob = target.export_key(key, w.OPAQUEKEYBLOB)
+        target.destroy_key(key)
+        moved = target.import_key(app, blob)
+        assert target.inspect(moved) == attrs.evolve(before, lifecycle=Lifecycle.IMPORTED)
+        assert (before.salt, before.salt_reported) == (SALT11, False)
+        assert target.get_key_param(moved, w.KP_SALT) == b""
+        assert target.encrypt(moved, bytes(16), False) == target.encrypt(twin, bytes(16), False)
+        fresh = target.import_key(app, target.export_key(twin, w.PLAINTEXTKEYBLOB))
+        assert target.get_key_param(fresh, w.KP_SALT) == bytes(11)
+        assert target.inspect(fresh).salt_reported
+    finally:
+        target.close()
 
 
 def test_permissions(csp: BuiltinCsp, prov: int) -> None:
@@ -382,8 +473,10 @@ def test_resets(csp: BuiltinCsp, prov: int) -> None:
     assert csp.encrypt(rc4, bytes(10), False) == stream
     csp.set_key_param(rc4, w.KP_IV, b"")
     assert csp.encrypt(rc4, bytes(10), False) == stream
-    csp.set_key_param(rc4, w.KP_SALT, b"\x01")
+    csp.set_key_param(rc4, w.KP_SALT_EX, b"\x01")
     assert csp.encrypt(rc4, bytes(10), False) == rc4_keystream(KEY16 + b"\x01", 10)
+    csp.set_key_param(rc4, w.KP_SALT, bytes(range(11)))
+    assert csp.encrypt(rc4, bytes(10), False) == rc4_keystream(KEY16 + bytes(range(11)), 10)
     assert code(csp.set_key_param, rc4, w.KP_IV, bytes(8)) == w.ERROR_INVALID_PARAMETER
     before = csp.inspect(rc4)
     csp.set_key_param(rc4, w.KP_MODE, w.CRYPT_MODE_ECB)  # stored (Wine), ignored by the stream, no reset

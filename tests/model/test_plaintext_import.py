@@ -47,7 +47,10 @@ def disturbed_keys(draw: st.DrawFn):
         elif step == "perm":
             target.set_key_param(key, w.KP_PERMISSIONS, draw(st.sampled_from([0x1, 0x3B, 0x3F, 0x1FF])))
         elif step == "salt" and alg in (w.CALG_RC2, w.CALG_RC4):
-            target.set_key_param(key, w.KP_SALT, draw(st.binary(max_size=24)))
+            if draw(st.booleans()):  # KP_SALT: exactly 11 bytes, unreported; KP_SALT_EX: 0..24, reported
+                target.set_key_param(key, w.KP_SALT, draw(st.binary(min_size=11, max_size=11)))
+            else:
+                target.set_key_param(key, w.KP_SALT_EX, draw(st.binary(max_size=24)))
         elif step == "efflen" and alg == w.CALG_RC2:
             target.set_key_param(key, w.KP_EFFECTIVE_KEYLEN, draw(st.integers(1, 1024)))
         elif step in ("encrypt", "decrypt"):
@@ -196,3 +199,28 @@ def test_fresh_key_reports_its_parameters(alg: int) -> None:
     assert target.get_key_param(key, w.KP_MODE_BITS) == 8
     assert target.get_key_param(key, w.KP_PADDING) == w.PKCS5_PADDING
     assert target.get_key_param(key, w.KP_IV) == bytes(BLOCK[alg])
+
+
+@pytest.mark.parametrize("alg", [w.CALG_RC2, w.CALG_RC4])
+def test_kp_salt_survives_the_opaque_handoff_unreported(alg: int) -> None:
+    """A salt set by KP_SALT crosses an OPAQUEKEYBLOB handoff exactly: it still keys the cipher and still reads
+    back empty; a PLAINTEXTKEYBLOB of the same key imports fresh, with its default salt reported."""
+    target = new_target()
+    prov = target.acquire()
+    app = target.acquire("app")
+    kb = bytes.fromhex("0a0b0c0d0e")
+    salt = bytes(range(0x41, 0x4C))
+    key = import_plain(target, prov, alg, kb)
+    target.set_key_param(key, w.KP_SALT, salt)
+    target.encrypt(key, bytes(8), False)
+    witness = target.duplicate_key(key)
+    blob = target.export_key(key, w.OPAQUEKEYBLOB)
+    target.destroy_key(key)
+    moved = target.import_key(app, blob)
+    state = target.inspect(moved)
+    assert (state.salt, state.salt_reported) == (salt, False)
+    assert target.get_key_param(moved, w.KP_SALT) == b""
+    assert target.encrypt(moved, bytes(16), False) == target.encrypt(witness, bytes(16), False)
+    fresh = target.import_key(app, target.export_key(witness, w.PLAINTEXTKEYBLOB))
+    assert target.inspect(fresh) == _fresh(alg, kb, 0)
+    assert target.get_key_param(fresh, w.KP_SALT) == bytes(11)

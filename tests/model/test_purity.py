@@ -196,7 +196,8 @@ def test_no_key_bytes_in_reprs_or_messages() -> None:
         w.CALG_RC2: b"RC2SECRET",
     }
     handles = [import_plain(target, prov, alg, kb) for alg, kb in secrets.items()]
-    target.set_key_param(handles[3], w.KP_SALT, b"SALT-IS-SECRET-TOO")
+    target.set_key_param(handles[3], w.KP_SALT_EX, b"SALT-IS-SECRET-TOO")
+    target.set_key_param(handles[2], w.KP_SALT, b"SALT-SECRET")  # unreported, yet secret all the same
     hw = target.import_key(prov, b"\x08\x02\x00\x00\x0e\x66\x00\x00\x10\x00\x00\x00HARDWARE-SECRET!", hardware=True)
     target.encrypt(handles[2], bytes(10), False)  # builds an RC4 table cache
     texts = [repr(target.world), repr(target), str(target.world)]
@@ -217,7 +218,7 @@ def test_no_key_bytes_in_reprs_or_messages() -> None:
                 texts += [str(err), repr(err), str(err.args)]
     rc4_table = target.world.keys[handles[2]].rc4
     assert rc4_table is not None
-    leaks = [*secrets.values(), b"SALT-IS-SECRET-TOO", b"HARDWARE-SECRET!", rc4_table.table[:16]]
+    leaks = [*secrets.values(), b"SALT-IS-SECRET-TOO", b"SALT-SECRET", b"HARDWARE-SECRET!", rc4_table.table[:16]]
     for text in texts:
         for secret in leaks:
             for form in _secret_forms(secret):

@@ -280,18 +280,31 @@ def test_salt_on_block_cipher_is_bad_key(alg: int, param: int) -> None:
     assert target.get_key_param(key, w.KP_SALT) == b""
 
 
-@pytest.mark.parametrize("param", [w.KP_SALT, w.KP_SALT_EX])
 @pytest.mark.parametrize("alg", [w.CALG_RC2, w.CALG_RC4])
-def test_salt_longer_than_24_is_bad_data(alg: int, param: int) -> None:
-    """A salt of 25 bytes or more is NTE_BAD_DATA; 24 bytes and an empty salt are accepted."""
+def test_salt_ex_longer_than_24_is_bad_data(alg: int) -> None:
+    """A KP_SALT_EX salt of 25 bytes or more is NTE_BAD_DATA; 24 bytes and an empty salt are accepted."""
     target, _, key = _setup(alg)
     target.encrypt(key, bytes(8), False)
     for n in (25, 64):
-        assert_refused(target, w.NTE_BAD_DATA, target.set_key_param, key, param, bytes(n))
-    target.set_key_param(key, param, bytes(24))
+        assert_refused(target, w.NTE_BAD_DATA, target.set_key_param, key, w.KP_SALT_EX, bytes(n))
+    target.set_key_param(key, w.KP_SALT_EX, bytes(24))
     assert target.get_key_param(key, w.KP_SALT) == bytes(24)
-    target.set_key_param(key, param, b"")
+    target.set_key_param(key, w.KP_SALT_EX, b"")
     assert target.get_key_param(key, w.KP_SALT) == b""
+
+
+@pytest.mark.parametrize("size", [0, 1, 10, 12, 24, 25])
+@pytest.mark.parametrize("alg", [w.CALG_RC2, w.CALG_RC4])
+def test_kp_salt_takes_exactly_11_bytes(alg: int, size: int) -> None:
+    """KP_SALT of any length but 11 is ERROR_INVALID_PARAMETER (the C API reads 11 bytes), state untouched;
+    11 bytes are accepted. On a block-cipher key the algorithm is checked first (NTE_BAD_KEY)."""
+    target, _, key = _setup(alg)
+    target.encrypt(key, bytes(8), False)
+    assert_refused(target, w.ERROR_INVALID_PARAMETER, target.set_key_param, key, w.KP_SALT, bytes(size))
+    target.set_key_param(key, w.KP_SALT, bytes(range(11)))
+    assert target.inspect(key).salt == bytes(range(11))
+    aes, _, block_key = _setup(AES)
+    assert_refused(aes, w.NTE_BAD_KEY, aes.set_key_param, block_key, w.KP_SALT, bytes(size))
 
 
 @pytest.mark.parametrize("value", [0, 1025, 0xFFFFFFFF])

@@ -144,9 +144,13 @@ def test_kp_iv_resets_register_and_reads_back_as_set(setup, new_iv_seed: int) ->
     assert target.encrypt(key, data, False) == ref_crypt(alg, kb, mode, new_iv, data)[0]
 
 
-@pytest.mark.parametrize("param", [w.KP_SALT, w.KP_SALT_EX])
-def test_salt_restarts_rc4(param: int) -> None:
-    """KP_SALT / KP_SALT_EX on RC4 restarts the keystream, now keyed with key || new salt."""
+@pytest.mark.parametrize(
+    ("param", "salt", "reported"),
+    [(w.KP_SALT, bytes(range(0xA0, 0xAB)), b""), (w.KP_SALT_EX, b"\xaa\xbb\xcc", b"\xaa\xbb\xcc")],
+)
+def test_salt_restarts_rc4(param: int, salt: bytes, reported: bytes) -> None:
+    """KP_SALT / KP_SALT_EX on RC4 restarts the keystream, now keyed with key || new salt (KP_SALT's salt reads
+    back empty)."""
     target = new_target()
     prov = target.acquire()
     kb = bytes.fromhex("0102030405")
@@ -154,10 +158,9 @@ def test_salt_restarts_rc4(param: int) -> None:
     ks = rc4_keystream(kb + bytes(11), 40)
     assert target.encrypt(key, bytes(13), False) == ks[:13]
     assert target.inspect(key).stream_pos == 13
-    salt = b"\xaa\xbb\xcc"  # key || salt = 8 bytes
     target.set_key_param(key, param, salt)
     assert target.inspect(key).stream_pos == 0
-    assert target.get_key_param(key, w.KP_SALT) == salt
+    assert target.get_key_param(key, w.KP_SALT) == reported
     assert target.encrypt(key, bytes(20), False) == rc4_keystream(kb + salt, 20)
 
 
@@ -381,3 +384,83 @@ def test_duplicate_is_independent() -> None:
     target.set_key_param(twin, w.KP_IV, bytes(16))
     assert target.inspect(key).register == c2_twin
     assert target.get_key_param(key, w.KP_IV) == iv
+
+
+# --- KP_SALT: 11 bytes, keys the cipher, reported empty (Enhanced/AES provider) ------------------------------
+
+SALT11 = bytes(range(0x31, 0x3C))
+RC2_KEY5 = bytes.fromhex("d5e1a7e9ac")
+
+
+def _rc2_cbc_key(target, prov, iv: bytes) -> int:
+    """A 40-bit RC2 key at T1 = 128 (so cryptography's RC2 is an independent reference) with the given IV."""
+    key = import_plain(target, prov, w.CALG_RC2, RC2_KEY5)
+    target.set_key_param(key, w.KP_EFFECTIVE_KEYLEN, 128)
+    target.set_key_param(key, w.KP_IV, iv)
+    return key
+
+
+@pytest.mark.parametrize("alg", [w.CALG_RC2, w.CALG_RC4])
+def test_kp_salt_keys_like_salt_ex_but_reads_back_empty(alg: int) -> None:
+    """The same 11 bytes by KP_SALT and by KP_SALT_EX: the same ciphertext (key || salt), yet KP_SALT reports an
+    empty salt after KP_SALT and the salt after KP_SALT_EX."""
+    target = new_target()
+    prov = target.acquire()
+    iv = bytes(range(8))
+    keys = {}
+    for param in (w.KP_SALT, w.KP_SALT_EX):
+        if alg == w.CALG_RC2:
+            keys[param] = _rc2_cbc_key(target, prov, iv)
+        else:
+            keys[param] = import_plain(target, prov, w.CALG_RC4, RC2_KEY5)
+        target.set_key_param(keys[param], param, SALT11)
+    outs = {param: target.encrypt(key, bytes(16), False) for param, key in keys.items()}
+    if alg == w.CALG_RC2:
+        expected = ref_crypt(w.CALG_RC2, RC2_KEY5 + SALT11, w.CRYPT_MODE_CBC, iv, bytes(16))[0]
+    else:
+        expected = rc4_keystream(RC2_KEY5 + SALT11, 16)
+    assert outs[w.KP_SALT] == outs[w.KP_SALT_EX] == expected
+    assert target.get_key_param(keys[w.KP_SALT], w.KP_SALT) == b""
+    assert target.get_key_param(keys[w.KP_SALT_EX], w.KP_SALT) == SALT11
+    assert target.inspect(keys[w.KP_SALT]).salt == SALT11  # the state holds it: it keys the cipher
+    assert not target.inspect(keys[w.KP_SALT]).salt_reported
+    assert target.inspect(keys[w.KP_SALT_EX]).salt_reported
+
+
+def test_default_salt_is_reported_and_salt_ex_after_kp_salt_is_reported_again() -> None:
+    """A 40-bit key's default salt (11 zero bytes) is reported; KP_SALT hides the next one; KP_SALT_EX after it is
+    reported again (and keys the cipher); KP_SALT after that hides it again."""
+    target = new_target()
+    prov = target.acquire()
+    key = import_plain(target, prov, w.CALG_RC4, RC2_KEY5)
+    assert target.get_key_param(key, w.KP_SALT) == bytes(11)
+    target.set_key_param(key, w.KP_SALT, SALT11)
+    assert target.get_key_param(key, w.KP_SALT) == b""
+    target.set_key_param(key, w.KP_SALT_EX, b"\x07\x08\x09")
+    assert target.get_key_param(key, w.KP_SALT) == b"\x07\x08\x09"
+    assert target.encrypt(key, bytes(12), False) == rc4_keystream(RC2_KEY5 + b"\x07\x08\x09", 12)
+    target.set_key_param(key, w.KP_SALT, SALT11)
+    assert target.get_key_param(key, w.KP_SALT) == b""
+    assert target.encrypt(key, bytes(12), False) == rc4_keystream(RC2_KEY5 + SALT11, 12)
+
+
+def test_kp_salt_keeps_keying_across_resets() -> None:
+    """Our decision: after KP_SALT, KP_IV, KP_EFFECTIVE_KEYLEN and Final reset the key, and it is still keyed with
+    key || that salt, still unreported (Wine drops the salt at the next re-key)."""
+    target = new_target()
+    prov = target.acquire()
+    iv = bytes(range(8))
+    key = _rc2_cbc_key(target, prov, iv)
+    target.set_key_param(key, w.KP_SALT, SALT11)
+    first = ref_crypt(w.CALG_RC2, RC2_KEY5 + SALT11, w.CRYPT_MODE_CBC, iv, bytes(16))[0]
+    assert target.encrypt(key, bytes(16), False) == first
+    for param, value in ((w.KP_IV, iv), (w.KP_EFFECTIVE_KEYLEN, 128)):
+        target.set_key_param(key, param, value)
+        assert target.get_key_param(key, w.KP_SALT) == b""
+        assert target.encrypt(key, bytes(16), False) == first
+    target.encrypt(key, b"", True)  # Final: a reset
+    assert target.get_key_param(key, w.KP_SALT) == b""
+    assert target.encrypt(key, bytes(16), False) == first
+    twin = target.duplicate_key(key)  # a duplicate carries the salt and its reporting
+    assert target.inspect(twin).salt_reported is False
+    assert target.get_key_param(twin, w.KP_SALT) == b""
