@@ -554,8 +554,10 @@ class Csp:
                     engine = entry.engine
                     if block >= 0 and engine is not None and entry.tombstone is None:
                         mode = entry.mode
-                        if not block or (not len(data) % block and mode in USABLE_MODES):
+                        if not block or (data and not len(data) % block and mode in USABLE_MODES):
                             return engine.run(mode, data, decrypt=False)
+                except CryptError as error:  # from a hardware key's token: the code, under this call's name
+                    raise CryptError(error.code, "encrypt") from None
                 finally:
                     lock.release()
         return self._crypt(key, _as_bytes(data, "encrypt"), bool(final), decrypt=False)
@@ -572,44 +574,60 @@ class Csp:
                     engine = entry.engine
                     if block >= 0 and engine is not None and entry.tombstone is None:
                         mode = entry.mode
-                        if not block or (not len(data) % block and mode in USABLE_MODES):
+                        if not block or (data and not len(data) % block and mode in USABLE_MODES):
                             return engine.run(mode, data, decrypt=True)
+                except CryptError as error:  # from a hardware key's token: the code, under this call's name
+                    raise CryptError(error.code, "decrypt") from None
                 finally:
                     lock.release()
         return self._crypt(key, _as_bytes(data, "decrypt"), bool(final), decrypt=True)
 
     # _FAST_PATH: encrypt and decrypt first try a non-Final call that _crypt would run without refusing, and
     # otherwise (having touched nothing) fall through to _crypt, whose full rules then give every refusal, code
-    # and order. The fast path runs only when each of _crypt's checks passes: a live software cipher key (not
-    # HMAC-only, so no token object to look up), whole blocks, a usable mode (block ciphers; RC4 takes any length
-    # and ignores the mode); non-Final, so no padding and no reset. The handle lookup is lock-free
+    # and order. The fast path runs only when each of _crypt's checks passes: a live cipher key (not HMAC-only),
+    # non-empty whole blocks, a usable mode (block ciphers; RC4 takes any length, empty too, and ignores the mode);
+    # non-Final, so no padding and no reset. A hardware key qualifies too: such a call reaches the token, which
+    # answers NTE_NOT_FOUND itself for a gone object, so _crypt would not ask Token.exists either (empty data
+    # never reaches the token: it goes to _crypt, which asks). The handle lookup is lock-free
     # (HandleTable.lookup); the key's own lock is held for the run, as _live holds it. The tests in
-    # tests/impl/test_rules.py (fast and full path agree) and the lockstep machine hold it to that.
+    # tests/impl/test_fast_path.py (fast and full path agree) and the lockstep machine hold it to that.
 
     def _crypt(self, key: int, data: bytes, final: bool, *, decrypt: bool) -> bytes:
         """The shared rules, in this order: dead key NTE_BAD_KEY; an HMAC-only key NTE_BAD_KEY; a deleted token
         object NTE_NOT_FOUND; Final decrypt of nothing NTE_BAD_LEN; a block cipher's non-final (or final-decrypt)
         length that is not a block multiple NTE_BAD_DATA; a mode other than ECB/CBC/CFB NTE_BAD_ALGID. Each
         leaves the state untouched. Final encrypt pads (PKCS#5, a whole block when aligned); Final decrypt checks
-        the pad (NTE_BAD_DATA *and* reset when bad); Final resets register := IV (RC4: the key schedule)."""
+        the pad (NTE_BAD_DATA *and* reset when bad); Final resets register := IV (RC4: the key schedule).
+
+        A hardware key's token is asked whether its object exists (``Token.exists``) only when it will not be
+        called: on the refusal paths, where NTE_NOT_FOUND ranks first, and for non-Final empty data (no block to
+        run). A call that reaches the token needs no question first: ``Token.cipher`` answers NTE_NOT_FOUND itself
+        for a gone object (deleted here or by another process), before the state moves."""
         operation = "decrypt" if decrypt else "encrypt"
         with self._live(key, operation) as entry:
-            if entry.hmac_only or entry.engine is None:
-                raise CryptError(w.NTE_BAD_KEY, operation)
-            if entry.location is Location.HARDWARE and not self._token.exists(entry.token_object):
-                raise CryptError(w.NTE_NOT_FOUND, operation)  # the token object was deleted by administration
             engine = entry.engine
-            if decrypt and final and not data:
-                raise CryptError(w.NTE_BAD_LEN, operation)
+            if entry.hmac_only or engine is None:
+                raise CryptError(w.NTE_BAD_KEY, operation)
             block = ALGORITHMS[entry.alg].block
-            if block:
+            refusal = 0
+            if decrypt and final and not data:
+                refusal = w.NTE_BAD_LEN
+            elif block:
                 if len(data) % block and (decrypt or not final):
-                    raise CryptError(w.NTE_BAD_DATA, operation)
-                if entry.mode not in USABLE_MODES:
-                    raise CryptError(w.NTE_BAD_ALGID, operation)
-                if final and not decrypt:
-                    pad = block - len(data) % block
-                    data += bytes([pad]) * pad
+                    refusal = w.NTE_BAD_DATA
+                elif entry.mode not in USABLE_MODES:
+                    refusal = w.NTE_BAD_ALGID
+            if (
+                entry.location is Location.HARDWARE
+                and (refusal or not (data or final))  # the token will not be called: ask it
+                and not self._token.exists(entry.token_object)
+            ):
+                raise CryptError(w.NTE_NOT_FOUND, operation)  # the token object was deleted by administration
+            if refusal:
+                raise CryptError(refusal, operation)
+            if block and final and not decrypt:
+                pad = block - len(data) % block
+                data += bytes([pad]) * pad
             try:
                 out = engine.run(entry.mode, data, decrypt=decrypt)
             except CryptError as error:  # from the token (NTE_NOT_FOUND): the code, under this call's name

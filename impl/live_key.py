@@ -43,13 +43,12 @@ class LiveKey:
     lock: threading.Lock = attrs.field(factory=threading.Lock, repr=False)
     tombstone: KeyState | None = None  # the final state once the handle is dead
     # The CSP's per-call fast path (non-Final encrypt/decrypt): the block length in bytes (0: the stream cipher)
-    # for a software cipher key, -1 for a key the fast path leaves to the full rules (hardware, HMAC-only).
-    # Derived from fields a key never changes (alg, location, hmac_only); recomputed by attrs.evolve.
+    # for a cipher key, software or hardware, -1 for a key the fast path leaves to the full rules (HMAC-only).
+    # Derived from fields a key never changes (alg, hmac_only); recomputed by attrs.evolve.
     fast_block: int = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
-        software_cipher = self.location is Location.SOFTWARE and not self.hmac_only
-        self.fast_block = ALGORITHMS[self.alg].block if software_cipher and self.alg in ALGORITHMS else -1
+        self.fast_block = ALGORITHMS[self.alg].block if not self.hmac_only and self.alg in ALGORITHMS else -1
 
     @property
     def alive(self) -> bool:

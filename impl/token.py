@@ -35,7 +35,9 @@ class Token(Protocol):
     def exists(self, obj: int) -> bool: ...
 
     def cipher(self, obj: int, mode: TokenMode, iv: bytes, data: bytes, *, decrypt: bool) -> bytes:
-        """Run the object's block cipher over whole blocks. CryptError(NTE_NOT_FOUND) if the object is gone."""
+        """Run the object's block cipher over whole blocks. CryptError(NTE_NOT_FOUND) if the object is gone, also
+        when another process deleted it, before any other refusal: the CSP relies on it and asks :meth:`exists` only
+        for calls it will not pass to the token."""
         ...
 
     def objects(self) -> Mapping[int, int]:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from tests.hardware.softhsm import MODULE
+from tests.impl.conftest import assert_gone_object_is_not_found
 
 pkcs11 = pytest.importorskip("pkcs11", reason="python-pkcs11 is not installed (pip install -e '.[pkcs11]')")
 
@@ -304,27 +305,40 @@ def test_a_failing_initialize_is_nte_fail_until_the_library_works(token: Pkcs11T
 def test_the_csp_keeps_the_key_state_through_token_failures(
     hsm_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Through the CSP: a hardware key's encrypt survives one failure of the token (exists or the cipher call),
-    two in a row are CryptError(NTE_FAIL) for that call only: the feedback register did not move, the object is
-    still there, and the key goes on exactly like a duplicate taken before, also across an opaque handoff."""
+    """Through the CSP: a hardware key's encrypt survives one failure of the token (the search for its object, the
+    cipher call, or the exists() asked when no block goes to the token), two in a row are CryptError(NTE_FAIL) for
+    that call only: the feedback register did not move, the object is still there, and the key goes on exactly
+    like a duplicate taken before, also across an opaque handoff."""
     csp = BuiltinCsp(tmp_path / "home", token="pkcs11")
     try:
         secure = csp.acquire("secure")
         key = csp.gen_key(secure, w.CALG_AES_256, hardware=True)
         twin = csp.duplicate_key(key)
         objects = dict(csp.token_objects())
-        faults = _install(Pkcs11Config.from_environment(), monkeypatch)
-        for point in ("get_attributes", "encrypt"):  # exists() confirms the handle, then the cipher runs
-            faults.arm(p11e.GeneralError, at=point)
-            assert csp.encrypt(key, PLAIN, False) == csp.encrypt(twin, PLAIN, False)
-            assert faults.raised[-1] == (point, "GeneralError")
-            faults.arm(p11e.GeneralError, at=point)
-            faults.arm(p11e.GeneralError)  # and the retry's first library call
-            _nte_fail(lambda: csp.encrypt(key, PLAIN, False))
-            assert faults.plan == []
-            assert faults.raised[-2][0] == point
-            assert csp.encrypt(key, PLAIN[:32], True) == csp.encrypt(twin, PLAIN[:32], True)
-        assert faults.reinitialisations == 4
+        config = Pkcs11Config.from_environment()
+        faults = _install(config, monkeypatch)
+        module = pkcs11_token._module(config.module)
+        # get_objects: the search for the object, its cached handle voided first; encrypt: the cipher call on the
+        # cached handle; get_attributes: exists() confirming the handle, asked for empty data (no token call).
+        for point, data, void in (
+            ("get_objects", PLAIN, True),
+            ("encrypt", PLAIN, False),
+            ("get_attributes", b"", False),
+        ):
+            for plan in ([point], [point, None]):  # one failure, recovered; two in a row (the retry's first call)
+                if void:
+                    module.generation += 1
+                for at in plan:
+                    faults.arm(p11e.GeneralError, at=at)
+                if len(plan) == 1:
+                    assert csp.encrypt(key, data, False) == csp.encrypt(twin, data, False)
+                    assert faults.raised[-1] == (point, "GeneralError")
+                else:
+                    _nte_fail(lambda data=data: csp.encrypt(key, data, False))
+                    assert faults.raised[-2][0] == point
+                assert faults.plan == []
+                assert csp.encrypt(key, PLAIN[:32], True) == csp.encrypt(twin, PLAIN[:32], True)
+        assert faults.reinitialisations == 6
         assert dict(csp.token_objects()) == objects
         blob = csp.export_key(key, w.OPAQUEKEYBLOB)
         faults.arm(p11e.NoSuchToken)
@@ -399,7 +413,8 @@ def test_object_deleted_by_another_process_is_not_found(token: Pkcs11Token, othe
 
 def test_app_process_sees_the_deletion_made_by_the_secure_process(hsm_env: dict[str, str], tmp_path: Path) -> None:
     """ProcessCsp: the app process holds an imported hardware key (its handle cached there); administration in the
-    secure process deletes the object; the app's next encrypt, and a Final decrypt of nothing, are NOT_FOUND."""
+    secure process deletes the object; every encrypt/decrypt path there is NOT_FOUND, the ones that reach the token
+    (it answers for itself: the CSP no longer asks exists() first) and the ones that do not."""
     csp = ProcessCsp(tmp_path / "home", token="pkcs11")
     try:
         secure, app = csp.acquire("secure"), csp.acquire("app")
@@ -408,6 +423,8 @@ def test_app_process_sees_the_deletion_made_by_the_secure_process(hsm_env: dict[
         assert len(csp.encrypt(moved, PLAIN, False)) == len(PLAIN)
         (obj,) = csp.token_objects()
         csp.delete_token_object(obj)
+        # Every path, the first on the app's cached handle: those reaching the token, and the others.
+        assert_gone_object_is_not_found(csp, moved)
         for call in (lambda: csp.encrypt(moved, PLAIN, False), lambda: csp.decrypt(moved, b"", True)):
             with pytest.raises(CryptError) as caught:
                 call()

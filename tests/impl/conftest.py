@@ -5,11 +5,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
 from keyhandoff.targets import load
 from keyhandoff.targets.builtin_target import BuiltinTarget
 
@@ -58,3 +60,37 @@ def rc4_keystream(key: bytes, count: int) -> bytes:
         table[i], table[j] = table[j], table[i]
         out.append(table[(table[i] + table[j]) % 256])
     return bytes(out)
+
+
+# Every path of encrypt/decrypt on an AES-128 hardware key, as (KP_MODE, operation, data, Final): the calls that
+# reach the token (whole blocks in ECB, CBC and CFB-8; Final encrypt, padded even when empty; Final decrypt) and
+# those that do not (empty non-Final data; a Final decrypt of nothing, ragged data, an unusable mode: refusals).
+HARDWARE_CALL_PATHS = [
+    (w.CRYPT_MODE_CBC, "encrypt", bytes(16), False),
+    (w.CRYPT_MODE_CBC, "encrypt", bytes(5), True),
+    (w.CRYPT_MODE_CBC, "encrypt", b"", True),
+    (w.CRYPT_MODE_CBC, "decrypt", bytes(32), False),
+    (w.CRYPT_MODE_CBC, "decrypt", bytes(16), True),
+    (w.CRYPT_MODE_ECB, "encrypt", bytes(16), False),
+    (w.CRYPT_MODE_CFB, "encrypt", bytes(16), False),
+    (w.CRYPT_MODE_CFB, "decrypt", bytes(16), False),
+    (w.CRYPT_MODE_CBC, "encrypt", b"", False),
+    (w.CRYPT_MODE_CBC, "decrypt", b"", False),
+    (w.CRYPT_MODE_CBC, "decrypt", b"", True),
+    (w.CRYPT_MODE_CBC, "encrypt", bytes(5), False),
+    (w.CRYPT_MODE_CBC, "decrypt", bytes(5), True),
+    (w.CRYPT_MODE_OFB, "encrypt", bytes(16), False),
+]
+
+
+def assert_gone_object_is_not_found(csp: Any, key: int) -> None:
+    """Every path of encrypt/decrypt on ``key`` (an AES-128 hardware key whose token object was deleted, here or
+    by another process) is CryptError(NTE_NOT_FOUND) under the call's name, and leaves the key's state as it was.
+    ``csp`` is a BuiltinCsp or a ProcessCsp."""
+    for mode, operation, data, final in HARDWARE_CALL_PATHS:
+        csp.set_key_param(key, w.KP_MODE, mode)
+        before = csp.inspect(key)
+        with pytest.raises(CryptError) as caught:
+            getattr(csp, operation)(key, data, final)
+        assert (caught.value.code, caught.value.operation) == (w.NTE_NOT_FOUND, operation), (mode, data, final)
+        assert csp.inspect(key) == before

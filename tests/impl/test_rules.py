@@ -5,8 +5,10 @@ Expected bytes come from ``cryptography`` directly or from hand-written blobs, n
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import multiprocessing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,11 +19,12 @@ from cryptography.hazmat.decrepit.ciphers.modes import CFB8
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.impl.installation import Installation
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle, Location
 from keyhandoff.targets import load
-from tests.impl.conftest import plaintext_blob, rc4_keystream
+from tests.impl.conftest import HARDWARE_CALL_PATHS, assert_gone_object_is_not_found, plaintext_blob, rc4_keystream
 
 KEY16 = bytes(range(16))
 AES_IV = bytes(range(100, 116))
@@ -628,6 +631,49 @@ def test_hardware_keys_survive_destroy_and_continue(csp: BuiltinCsp, prov: int, 
     assert csp.inspect(survivor).register == register  # untouched by the refusals
     assert code(csp.import_key, app, blob) == w.NTE_NOT_FOUND
     assert code(csp.gen_key, app, w.CALG_RC4, hardware=True) == w.NTE_BAD_ALGID
+
+
+def _delete_in_another_process(home: str, obj: int) -> None:
+    with Installation(home) as installation:
+        installation.token.delete(obj)
+
+
+@pytest.mark.parametrize("where", ["here", "another process"])
+def test_gone_token_object_on_every_path(csp: BuiltinCsp, home: Path, prov: int, where: str) -> None:
+    """A hardware key whose token object was deleted (by this CSP, or by another process while this one holds the
+    object's material cached): every encrypt/decrypt path is NTE_NOT_FOUND, state untouched, whether the call
+    reaches the token (the SQLite token's cipher answers it) or not (the CSP asks Token.exists)."""
+    key = csp.gen_key(prov, w.CALG_AES_128, hardware=True)
+    csp.encrypt(key, bytes(32), False)  # the token now holds the object's material cached
+    (obj,) = csp.token_objects()
+    if where == "here":
+        csp.delete_token_object(obj)
+    else:
+        child = multiprocessing.get_context("spawn").Process(target=_delete_in_another_process, args=(str(home), obj))
+        child.start()
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    assert_gone_object_is_not_found(csp, key)
+
+
+def test_token_exists_is_asked_only_when_the_token_is_not_called(
+    csp: BuiltinCsp, prov: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a live hardware key, a call that reaches the token costs no exists() round trip; empty non-Final data
+    and the refusals ask it (NTE_NOT_FOUND must rank before their own codes)."""
+    key = csp.gen_key(prov, w.CALG_AES_128, hardware=True)
+    token = csp.csp.token
+    asked: list[int] = []
+    real = token.exists
+    monkeypatch.setattr(token, "exists", lambda obj: asked.append(obj) or real(obj))
+    for mode, operation, data, final in HARDWARE_CALL_PATHS:
+        csp.set_key_param(key, w.KP_MODE, mode)
+        called = bool(data or final) and not (len(data) % 16 and (operation == "decrypt" or not final))
+        called = called and mode != w.CRYPT_MODE_OFB and not (operation == "decrypt" and final and not data)
+        asked.clear()
+        with contextlib.suppress(CryptError):
+            getattr(csp, operation)(key, data, final)
+        assert len(asked) == (0 if called else 1), (mode, operation, data, final)
 
 
 def test_hardware_cfb8_decrypt_spans_token_chunks(csp: BuiltinCsp, prov: int) -> None:
