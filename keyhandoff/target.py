@@ -37,27 +37,40 @@ CONDITIONS = (
     "crashes",
     "pub-key-handle",
     "hmac-only-key",
+    "kp-salt-set",
+    "context-released",
+    "long-hmac-key",
+    "no-salt-import",
 )
 
 
 @attrs.frozen
 class Deviation:
-    """A documented difference a target declares (docs/findings.md): for ``operation`` (a Target method name, or
-    ``"*"`` for any), where the model answers ``model_code`` the target answers ``target_code`` (``None`` on
-    either side: that side succeeds; both ``None``: the same success with another value). Runs report each one
-    met as a known deviation: never hidden, never a failure; anything undeclared still fails.
+    """A documented difference a target declares (docs/findings.md). Runs report each one met as a known
+    deviation: never hidden, never a failure; anything undeclared still fails.
 
-    ``param`` limits it to one key parameter (get/set_key_param). ``condition`` limits it further:
-    ``"dead-handle"``: the call names a key or context the model holds dead; ``"empty-input"``: the blob or data
-    passed is empty; ``"pub-key-handle"``: an import passes a pub_key handle that names no key of the program;
-    ``"hmac-only-key"``: the call names a key the model holds HMAC-only; ``"handle-reused"``: the target
-    issues a handle it issued before (the lockstep then stops sending calls through the stale reference, which
-    would reach the new key); ``"destroykey-ignored"``: an export with CRYPT_DESTROYKEY leaves the key alive
-    (the lockstep checks by destroying it); ``"crashes"``: the call crashes the CSP (declared with the model's
-    outcome and rule; the lockstep then does not send it, since a crash ends the run). ``model_rule`` limits
-    it to one of the model's refusal rules (the text of its Refused). ``retire``: the two sides' states differ
-    after it (one acted, one refused), so the lockstep destroys the key concerned on both sides and goes on in
-    step."""
+    It covers a call to ``operation`` (a Target method name, several separated by commas, or ``"*"``) where the
+    model answers ``model_code`` and the target ``target_code``: an error code, ``None`` (success),
+    :data:`ANY_REFUSAL` or :data:`ANY_OUTCOME`; both ``None``: the same success with another value or bytes.
+    ``param`` limits it to one key parameter, ``blob_type`` to one blob type, ``model_rule`` to one of the
+    model's refusal rules (the text of its Refused). ``condition`` limits it to one situation (:data:`CONDITIONS`):
+
+    - ``dead-handle``: the call names a key or context the model holds dead;
+    - ``empty-input``: the blob or data passed is empty;
+    - ``pub-key-handle``: an import passes an hPubKey that names no key of the program;
+    - ``hmac-only-key``: the key is HMAC-only in the model; ``long-hmac-key``: it is longer than a hash block;
+    - ``kp-salt-set`` / ``no-salt-import``: the key (or the one it duplicates) was given a salt by KP_SALT /
+      imported with CRYPT_NO_SALT;
+    - ``context-released``: the key's context was released;
+    - ``handle-reused``: the target issues a handle it issued before (calls through the stale reference, which
+      would reach the new key, are then not sent);
+    - ``destroykey-ignored``: an export with CRYPT_DESTROYKEY leaves the key alive (checked by destroying it);
+    - ``crashes``: the call crashes the CSP (declared with the model's outcome and rule; it is not sent, since a
+      crash ends the run).
+
+    ``retire``: the two sides' states may part after it (one acted, one refused, or both acted differently):
+    the key concerned is then detached (the model goes on with it alone; see ``KeyRef.detached``).
+    """
 
     id: str
     operation: str
@@ -65,15 +78,23 @@ class Deviation:
     target_code: int | None  # or ANY_REFUSAL, ANY_OUTCOME
     description: str
     param: int | None = None
+    blob_type: int | None = None
     model_rule: str | None = None
     condition: str = attrs.field(default="", validator=attrs.validators.in_(CONDITIONS))
     retire: bool = False
 
     def matches(
-        self, operation: str, model_code: int | None, target_code: int | None, param: int | None, rule: str
+        self,
+        operation: str,
+        model_code: int | None,
+        target_code: int | None,
+        param: int | None,
+        rule: str,
+        blob_type: int | None = None,
     ) -> bool:
         return (
-            self.operation in ("*", operation)
+            (self.operation == "*" or operation in self.operation.split(","))
+            and self.blob_type in (None, blob_type)
             and _covers(self.model_code, model_code)
             and _covers(self.target_code, target_code)
             and self.param in (None, param)
@@ -112,12 +133,13 @@ class Capabilities:
         *,
         param: int | None = None,
         rule: str = "",
+        blob_type: int | None = None,
         conditions: frozenset[str] = frozenset(),
     ) -> Deviation | None:
         """The declared deviation covering this difference, if any (``rule``: the model's refusal rule, if it
         refused; ``conditions``: those that hold now)."""
         for dev in self.deviations:
-            if dev.matches(operation, model_code, target_code, param, rule) and (
+            if dev.matches(operation, model_code, target_code, param, rule, blob_type) and (
                 not dev.condition or dev.condition in conditions
             ):
                 return dev
@@ -126,7 +148,9 @@ class Capabilities:
     def crashing(self, operation: str, model_code: int | None, rule: str) -> Deviation | None:
         """The declared crash this call would cause (the model answered ``model_code`` by ``rule``), if any."""
         for dev in self.deviations:
-            if dev.condition == "crashes" and dev.matches(operation, model_code, dev.target_code, dev.param, rule):
+            if dev.condition == "crashes" and dev.matches(
+                operation, model_code, dev.target_code, dev.param, rule, dev.blob_type
+            ):
                 return dev
         return None
 

@@ -340,6 +340,15 @@ static void handle(char *line) {
             if (!CryptSetKeyParam((HCRYPTKEY)key, KP_SALT_EX, (BYTE *)&salt, 0)) goto failed;
             return;
         }
+        if (param == KP_SALT && n != 11) {
+            /* The Microsoft providers read exactly 11 bytes of KP_SALT: another length cannot be passed
+               through the C API, so it is refused as the Target protocol says, for the keys that take a salt
+               (the others go to the CSP, which refuses the parameter itself). */
+            ALG_ID alg = 0;
+            DWORD size = sizeof alg;
+            if (!CryptGetKeyParam((HCRYPTKEY)key, KP_ALGID, (BYTE *)&alg, &size, 0)) goto failed;
+            if (alg == CALG_RC2 || alg == CALG_RC4) { reply_error(ERROR_INVALID_PARAMETER); return; }
+        }
         if (param == KP_IV) {
             /* CryptSetKeyParam reads exactly one block of IV; a value of another length cannot be passed
                through the C API, so it is refused as the Target protocol says (ERROR_INVALID_PARAMETER). */
