@@ -88,27 +88,8 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "decrypt",
         w.NTE_BAD_DATA,
         ANY_OUTCOME,
-        "a non-final CryptDecrypt of a length that is not a whole number of blocks is accepted (documented: "
-        "NTE_BAD_DATA); the key's register then differs",
-        model_rule="non-final length not a multiple of the block length",
-        retire=True,
-    ),
-    Deviation(
-        "wine-decrypt-ragged-final",
-        "decrypt",
-        w.NTE_BAD_DATA,
-        None,
-        "a Final CryptDecrypt of a length that is not a whole number of blocks is accepted (documented: NTE_BAD_DATA)",
-        model_rule="length not a multiple of the block length",
-        retire=True,
-    ),
-    Deviation(
-        "wine-decrypt-ragged-final-refused",
-        "decrypt",
-        w.NTE_BAD_DATA,
-        w.NTE_BAD_DATA,
-        "a Final CryptDecrypt of a ragged length is refused for its padding only after it was decrypted: the "
-        "key's register moved (documented: NTE_BAD_DATA before anything happens)",
+        "CryptDecrypt does not check that the length is a whole number of blocks (documented: NTE_BAD_DATA before "
+        "anything happens): it decrypts, and a Final call may then fail on the padding; the register moved",
         model_rule="length not a multiple of the block length",
         retire=True,
     ),
