@@ -22,7 +22,10 @@ without its own locking, while python-pkcs11 releases the GIL on every call: eve
 goes through one process-wide lock. SoftHSM2 rewrites its token file on every login: each process logs in once
 per (module, token) and keeps that session for its life (closing a Pkcs11Token does not log out). On
 GeneralError, NoSuchToken and the like the library is re-initialised, the session reopened and the call retried
-once; a second failure is CryptError(NTE_FAIL) (never a raw pkcs11 exception once the token is open).
+once; a second failure is CryptError(NTE_FAIL) (never a raw pkcs11 exception once the token is open). While a token
+opens (a process starting while others log in reads the token file half-written), the attempts are retried up to
+six times after a short growing pause (:data:`_OPEN_BACKOFF`, about 0.5 s in all); a token that really is not there
+is then the same Pkcs11ConfigError, and a refused PIN is never retried.
 
 Handles. Object handles are per process. A located object's handle is cached by CKA_ID and trusted without asking
 the token while this process has received no new handle since it was last confirmed (no find, create or
@@ -42,8 +45,10 @@ configuration or login that cannot work. Using a closed token raises ValueError.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Final, Protocol, TypeVar, cast
@@ -119,6 +124,15 @@ _RECOVERABLE: Final = (
     p11e.SessionHandleInvalid,
     p11e.UserNotLoggedIn,
 )
+
+
+# Hazard 2 at open: SoftHSM2 rewrites its token file on every login, and a process that starts while another one
+# logs in reads the file half-written, so the token is missing (NoSuchToken) or unusable (GeneralError) for as long
+# as the write lasts; re-initialising at once only reads the same half-written file again. So while a token opens,
+# each recoverable failure is followed by a pause (these base seconds, jittered by x0.5 to x1.5), a
+# re-initialisation and another attempt: at most 1 + 6 attempts and about 0.5 s in all, after which a token that
+# really is not there gives the same Pkcs11ConfigError as at once.
+_OPEN_BACKOFF: Final = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16)
 
 
 def _recoverable(exc: p11e.PKCS11Error) -> bool:
@@ -312,22 +326,33 @@ class Pkcs11Token:
 
     def _call(self, operation: Callable[[pkcs11.Session], _T]) -> _T:
         """Run one operation under the process-wide lock; on a recoverable failure (hazard 2) re-initialise the
-        library, reopen the session and retry once. Every pkcs11 failure leaves as a CryptError (before the token
-        first answered, a token that is not there or a refused PIN as Pkcs11ConfigError)."""
+        library, reopen the session and retry: once when the token is open, and up to ``len(_OPEN_BACKOFF)`` times
+        with a growing pause before each re-initialisation while it opens (:data:`_OPEN_BACKOFF`). Every pkcs11
+        failure leaves as a CryptError (before the token first answered, a token that is not there or a refused PIN
+        as Pkcs11ConfigError; a refused PIN is never retried)."""
         with _LOCK:
+            pauses = iter(_OPEN_BACKOFF if not self._open else (0.0,))
             retried = False
-            try:
+            while True:
                 try:
-                    return operation(self._session())
+                    try:
+                        return operation(self._session())
+                    except p11e.PKCS11Error as exc:
+                        pause = next(pauses, None)
+                        if pause is None or not _recoverable(exc):
+                            raise
+                    if pause:
+                        time.sleep(pause * (0.5 + random.random()))  # jittered: processes started together spread
+                    retried = True
+                    self._entries.clear()
+                    try:
+                        self._module.reinitialize()
+                    except p11e.PKCS11Error:
+                        if self._open:
+                            raise
+                        # Opening: the next attempt finds the library uninitialised (recoverable) and tries again.
                 except p11e.PKCS11Error as exc:
-                    if not _recoverable(exc):
-                        raise
-                retried = True
-                self._entries.clear()
-                self._module.reinitialize()
-                return operation(self._session())
-            except p11e.PKCS11Error as exc:
-                raise self._failure(exc, retried) from None
+                    raise self._failure(exc, retried) from None
 
     def _failure(self, exc: p11e.PKCS11Error, retried: bool) -> Exception:
         """The CryptError (or, before the token first answered, Pkcs11ConfigError) for a pkcs11 failure."""

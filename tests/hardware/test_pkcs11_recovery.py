@@ -10,10 +10,13 @@ cached object handles: an object deleted by another process is NOT_FOUND, never 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import multiprocessing
 import os
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -371,6 +374,104 @@ def test_library_finalised_behind_the_tokens_back(token: Pkcs11Token) -> None:
         assert dict(token.objects()) == {obj: w.CALG_AES_128}
     finally:
         lib.initialize()  # a no-op once recovered; leaves the module usable for later tests if not
+
+
+# --- opening while another process rewrites the token file (hazard 2 at process start) --------------------------
+#
+# The real fault: SoftHSM2 rewrites token.object on every login, and a process whose C_Initialize reads it half-written
+# has no such token (NoSuchToken) until it re-initialises once the write is over. Here the file is really half-written
+# (its first half) and written back whole by a timer a little later, as the other process's login would; the library
+# is really re-initialised in between. _Module.generation counts the re-initialisations.
+
+
+@contextlib.contextmanager
+def _token_file_half_written(hsm_env: dict[str, str], seconds: float) -> Iterator[None]:
+    """token.object holds its first half until ``seconds`` have passed (then whole again, and at the latest on exit)."""
+    (path,) = Path(hsm_env["SOFTHSM2_CONF"]).parent.glob("tokens/*/token.object")
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    timer = threading.Timer(seconds, path.write_bytes, (whole,))
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+        path.write_bytes(whole)
+
+
+def _open_while_written(env: dict[str, str], obj: int) -> tuple[bytes, int]:
+    """A fresh process starts while the token file is half-written: its ciphertext and re-initialisations."""
+    os.environ.update(env)
+    with _token_file_half_written(env, 0.02):
+        token = Pkcs11Token.from_environment("ns1")
+    try:
+        return token.cipher(obj, "ecb", b"", PLAIN, decrypt=False), pkcs11_token._module(MODULE).generation
+    finally:
+        token.close()
+
+
+def test_a_process_starting_while_the_token_file_is_rewritten_opens_it(
+    token: Pkcs11Token, hsm_env: dict[str, str]
+) -> None:
+    """A spawned process's first C_Initialize reads the half-written file (NoSuchToken): it pauses, re-initialises
+    and retries until the file is whole again (an immediate single retry reads the same half file), then runs the
+    object. Its library was re-initialised at least once and at most len(_OPEN_BACKOFF) times."""
+    obj = token.create(w.CALG_AES_128, KEY)
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        ciphertext, reinitialisations = pool.apply(_open_while_written, (hsm_env, obj))
+    assert ciphertext == _aes("ecb", PLAIN)
+    assert 1 <= reinitialisations <= len(pkcs11_token._OPEN_BACKOFF)
+
+
+def test_opening_retries_until_the_token_file_is_whole(
+    token: Pkcs11Token, config: Pkcs11Config, hsm_env: dict[str, str]
+) -> None:
+    """The same in this process: the library re-initialised (as at a process start) while the file is half-written;
+    a token opened now recovers and runs the object, and so does the first token, whose session went with it."""
+    obj = token.create(w.CALG_AES_128, KEY)
+    module = pkcs11_token._module(config.module)
+    with _token_file_half_written(hsm_env, 0.02):
+        module.reinitialize()
+        before = module.generation
+        other = Pkcs11Token(config, "ns1")
+    assert 1 <= module.generation - before <= len(pkcs11_token._OPEN_BACKOFF)
+    assert other.cipher(obj, "cbc", IV, PLAIN, decrypt=False) == _aes("cbc", PLAIN)
+    assert token.cipher(obj, "ecb", b"", PLAIN, decrypt=False) == _aes("ecb", PLAIN)
+    other.close()
+
+
+def test_a_token_that_is_not_there_is_still_a_clear_error_after_the_bounded_retries(config: Pkcs11Config) -> None:
+    """An unknown label: every attempt is NoSuchToken, so after len(_OPEN_BACKOFF) pauses and re-initialisations
+    (well under two seconds) the same Pkcs11ConfigError as ever, naming the label and never the PIN."""
+    module = pkcs11_token._module(config.module)
+    before = module.generation
+    started = time.monotonic()
+    with pytest.raises(pkcs11_token.Pkcs11ConfigError, match="no PKCS#11 token labelled 'no-such-label'") as caught:
+        Pkcs11Token(Pkcs11Config(config.module, "no-such-label", config.pin), "x")
+    assert time.monotonic() - started < 2.0
+    assert module.generation - before == len(pkcs11_token._OPEN_BACKOFF)
+    assert config.pin not in str(caught.value)
+
+
+def test_a_wrong_pin_is_not_retried(token: Pkcs11Token, config: Pkcs11Config, hsm_env: dict[str, str]) -> None:
+    """A refused PIN at open is a Pkcs11ConfigError at once, without re-initialising; also when the attempt before
+    it found the token missing (file half-written): the retries stop at the refusal."""
+    wrong = Pkcs11Config(config.module, config.label, "0" * 8 if config.pin != "0" * 8 else "1" * 8)
+    module = pkcs11_token._module(config.module)
+    module.reinitialize()  # no session of this process any more: opening logs in
+    before = module.generation
+    with pytest.raises(pkcs11_token.Pkcs11ConfigError, match="refused the PIN") as caught:
+        Pkcs11Token(wrong, "x")
+    assert module.generation == before
+    assert wrong.pin not in str(caught.value)
+    with _token_file_half_written(hsm_env, 0.02):
+        module.reinitialize()
+        before = module.generation
+        with pytest.raises(pkcs11_token.Pkcs11ConfigError, match="refused the PIN"):
+            Pkcs11Token(wrong, "x")
+    assert 1 <= module.generation - before < len(pkcs11_token._OPEN_BACKOFF)
+    assert token.cipher(token.create(w.CALG_AES_128, KEY), "ecb", b"", PLAIN, decrypt=False) == _aes("ecb", PLAIN)
 
 
 # --- the handle cache against deletion elsewhere ----------------------------------------------------------------
