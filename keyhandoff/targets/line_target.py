@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 
+from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.target import Capabilities, Deviation
@@ -275,16 +276,7 @@ def _bytes(reply: list[str]) -> bytes:
 
 
 # --- capabilities, learned by asking ------------------------------------------------------------------------
-_CANDIDATE_ALGORITHMS = (
-    w.CALG_AES_128,
-    w.CALG_AES_192,
-    w.CALG_AES_256,
-    w.CALG_DES,
-    w.CALG_3DES_112,
-    w.CALG_3DES,
-    w.CALG_RC2,
-    w.CALG_RC4,
-)
+_CANDIDATE_ALGORITHMS = tuple(DEFAULT_KEY_BYTES)  # the session-key algorithms the machine draws from
 _CANDIDATE_MODES = (w.CRYPT_MODE_CBC, w.CRYPT_MODE_ECB, w.CRYPT_MODE_CFB, w.CRYPT_MODE_OFB, w.CRYPT_MODE_CTS)
 _CANDIDATE_HASHES = (w.CALG_MD5, w.CALG_SHA1, w.CALG_SHA_256)
 _CANDIDATE_BLOBS = (w.PLAINTEXTKEYBLOB, w.OPAQUEKEYBLOB)

@@ -15,7 +15,7 @@ from keyhandoff.model.errors import CryptError
 from keyhandoff.targets import load
 from keyhandoff.targets.capi_target import CapiTarget
 from keyhandoff.targets.line_target import LineTarget, PeerCrashed
-from keyhandoff.targets.wine import build_bridge
+from keyhandoff.targets.wine import WinePrefix, build_bridge
 
 if shutil.which("wine") is None or shutil.which("x86_64-w64-mingw32-gcc") is None:
     pytest.skip("Wine or x86_64-w64-mingw32-gcc missing (.ci/run installs them)", allow_module_level=True)
@@ -29,8 +29,12 @@ def capi() -> Iterator[CapiTarget]:
     target.close()
 
 
-def fresh() -> Lockstep:
-    return Lockstep(load("capi"))
+@pytest.fixture
+def ls() -> Iterator[Lockstep]:
+    """A lockstep of the model and a fresh bridge, closed even when the test fails."""
+    lockstep = Lockstep(load("capi"))
+    yield lockstep
+    lockstep.target.close()
 
 
 def test_hello_names_wine_and_the_enhanced_provider(capi: CapiTarget) -> None:
@@ -64,8 +68,8 @@ def test_known_answer_through_the_bridge(capi: CapiTarget) -> None:
     capi.release(prov)
 
 
-def test_malformed_requests_are_refused_not_crashing() -> None:
-    target = LineTarget(load("capi").argv)  # a bare line target on the same bridge command
+def test_malformed_requests_are_refused_not_crashing(capi: CapiTarget) -> None:
+    target = LineTarget(capi.argv, env=WinePrefix.default().env())  # a bare line target on the same bridge
     try:
         for line in ("frobnicate", "genkey x y z 0", "encrypt 1 0 zz", "release"):
             with pytest.raises(CryptError) as err:
@@ -83,19 +87,20 @@ def test_the_bridge_is_cached_by_source() -> None:
 def test_empty_final_decrypt_really_crashes_wine(capi: CapiTarget) -> None:
     """The finding behind wine-decrypt-empty-final-crash (runs do not send this call)."""
     target = load("capi")
-    prov = target.acquire()
-    key = target.import_key(prov, plaintext_blob(w.CALG_DES, test_key(0, 8)))
-    with pytest.raises(PeerCrashed):
-        target.decrypt(key, b"", True)
-    target.close()
+    try:
+        prov = target.acquire()
+        key = target.import_key(prov, plaintext_blob(w.CALG_DES, test_key(0, 8)))
+        with pytest.raises(PeerCrashed):
+            target.decrypt(key, b"", True)
+    finally:
+        target.close()
 
 
 def _counted(ls: Lockstep, deviation: str) -> None:
     assert ls.deviations[deviation] >= 1, dict(ls.deviations)
 
 
-def test_finding_handle_reuse() -> None:
-    ls = fresh()
+def test_finding_handle_reuse(ls: Lockstep) -> None:
     prov = ls.acquire("secure")
     first = ls.import_plaintext(prov, w.CALG_DES, 0, 8)
     assert isinstance(first, int)
@@ -103,11 +108,9 @@ def test_finding_handle_reuse() -> None:
     ls.import_plaintext(prov, w.CALG_DES, 1, 8)
     ls.encrypt(first, bytes(8), False)  # would reach the new key: not sent
     _counted(ls, "wine-handle-reuse")
-    ls.target.close()
 
 
-def test_finding_destroykey_ignored_and_dead_handle() -> None:
-    ls = fresh()
+def test_finding_destroykey_ignored_and_dead_handle(ls: Lockstep) -> None:
     prov = ls.acquire("secure")
     key = ls.import_plaintext(prov, w.CALG_DES, 0, 8, w.CRYPT_EXPORTABLE)
     assert isinstance(key, int)
@@ -115,7 +118,6 @@ def test_finding_destroykey_ignored_and_dead_handle() -> None:
     _counted(ls, "wine-destroykey-ignored")
     ls.encrypt(key, bytes(8), False)
     _counted(ls, "advapi32-dead-handle")
-    ls.target.close()
 
 
 @pytest.mark.parametrize(
@@ -126,15 +128,12 @@ def test_finding_destroykey_ignored_and_dead_handle() -> None:
         (b"", 0, "advapi32-empty-blob"),
     ],
 )
-def test_findings_on_import(blob: bytes, flags: int, deviation: str) -> None:
-    ls = fresh()
+def test_findings_on_import(ls: Lockstep, blob: bytes, flags: int, deviation: str) -> None:
     ls.import_bytes(ls.acquire("app"), blob, flags)
     _counted(ls, deviation)
-    ls.target.close()
 
 
-def test_findings_on_use() -> None:
-    ls = fresh()
+def test_findings_on_use(ls: Lockstep) -> None:
     prov = ls.acquire("app")
     des = ls.import_plaintext(prov, w.CALG_DES, 0, 8)
     assert isinstance(des, int)
@@ -152,11 +151,9 @@ def test_findings_on_use() -> None:
     _counted(ls, "wine-decrypt-ragged")
     ls.gen_key(prov, w.CALG_DES, 0x20)
     _counted(ls, "wine-genkey-unknown-flags")
-    ls.target.close()
 
 
-def test_finding_hmac_long_key_use_after_free() -> None:
-    ls = fresh()
+def test_finding_hmac_long_key_use_after_free(ls: Lockstep) -> None:
     prov = ls.acquire("app")
     key = ls.import_plaintext(prov, w.CALG_RC2, 0, 65, w.CRYPT_IPSEC_HMAC_KEY)
     assert isinstance(key, int)
@@ -165,12 +162,10 @@ def test_finding_hmac_long_key_use_after_free() -> None:
     ls.destroy_key(twin)
     ls.hmac(key, w.CALG_MD5, b"")
     _counted(ls, "wine-hmac-long-key")
-    ls.target.close()
 
 
-def test_an_undeclared_difference_still_fails() -> None:
+def test_an_undeclared_difference_still_fails(ls: Lockstep) -> None:
     """Declared deviations are narrow: the same call on a key that is not HMAC-only must agree."""
-    ls = fresh()
     prov = ls.acquire("app")
     key = ls.import_plaintext(prov, w.CALG_AES_128, 3, 16)
     assert isinstance(key, int)
@@ -179,4 +174,3 @@ def test_an_undeclared_difference_still_fails() -> None:
     )
     with pytest.raises(Divergence):
         ls.get_key_param(key, w.KP_MODE_BITS)
-    ls.target.close()
