@@ -1,6 +1,7 @@
 """Steps per second of the lockstep machine, against targets and against a hollow machine, in the same run.
 
-Run: python bench/bench_machine.py   (figures recorded in docs/benchmarks.md)
+Run: python bench/bench_machine.py [examples] [--targets model,builtin,builtin-processes,capi]
+(figures recorded in docs/benchmarks.md; capi is included where Wine is installed)
 
 The hollow machine has the same rules and strategies, but its model and target answer every call at once
 (no crypto, no state): what is left is Hypothesis's generation and the harness's bookkeeping. Goal: against
@@ -9,8 +10,10 @@ The hollow machine has the same rules and strategies, but its model and target a
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -92,7 +95,15 @@ def rate(spec: str, factory: Callable[[], Target], examples: int) -> tuple[float
 def main() -> None:
     import keyhandoff.lockstep as lockstep_module
 
-    examples = int(sys.argv[1]) if len(sys.argv) > 1 else 100
+    parser = argparse.ArgumentParser()
+    parser.add_argument("examples", nargs="?", type=int, default=100)
+    parser.add_argument(
+        "--targets",
+        default="model,builtin,builtin-processes" + (",capi" if shutil.which("wine") else ""),
+        help="comma-separated target specs (default: the built-in ones, and capi where Wine is installed)",
+    )
+    args = parser.parse_args()
+    examples = args.examples
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; {examples} test cases x 50 rules, seed 1")
     real_model = lockstep_module.ModelTarget
     lockstep_module.ModelTarget = Hollow  # type: ignore[misc]  # the hollow machine's model answers at once too
@@ -101,9 +112,9 @@ def main() -> None:
     finally:
         lockstep_module.ModelTarget = real_model  # type: ignore[misc]
     print(f"{'hollow machine (baseline)':<34} {hollow:9.0f} steps/s  ({steps} steps, {secs:.1f} s)   1.00x")
-    for spec in ("model", "builtin", "builtin-processes"):
+    for spec in args.targets.split(","):
         factory = ModelTarget if spec == "model" else fresh_factory(spec)
-        value, steps, secs = rate(spec, factory, examples if spec != "builtin-processes" else examples // 2)
+        value, steps, secs = rate(spec, factory, examples if spec in ("model", "builtin") else examples // 2)
         print(
             f"{'machine against ' + spec:<34} {value:9.0f} steps/s  ({steps} steps, {secs:.1f} s)   "
             f"{value / hollow:.2f}x"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import sys
+import textwrap
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -30,6 +31,8 @@ __all__ = ["PROFILES", "CheckResult", "ConformanceFailure", "Row", "required_cov
 _run_machine: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 _PHASES_NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
+
+_OPAQUE_ROWS = frozenset(row.label for row in TRANSITIONS if row.condition == "OPAQUEKEYBLOB")
 
 PROFILES: dict[str, tuple[int, int]] = {"quick": (30, 30), "default": (150, 50), "thorough": (600, 80)}
 
@@ -57,6 +60,7 @@ PROPERTIES = {
     "state": "same key state (inspect)",
     "token": "hardware objects survive destroy",
     "twins": "unknown material: twins agree",
+    "opaque": "opaque handoff (OPAQUEKEYBLOB)",
 }
 
 
@@ -148,10 +152,16 @@ class CheckResult:
                 int(failed_prop == "twins"),
                 unsupported=not caps.duplicate,
             ),
+            Row(
+                PROPERTIES["opaque"],
+                sum(n for label, n in self.coverage.transitions.items() if label in _OPAQUE_ROWS),
+                0,
+                unsupported=not caps.opaque,
+            ),
         ]
         for dev in caps.deviations:
             seen = self.coverage.deviations.get(dev.id, 0)
-            out.append(Row(f"deviation {dev.id}: {dev.description}", seen, 0, deviations=seen))
+            out.append(Row(f"deviation {dev.id}", seen, 0, deviations=seen))
         ops = sorted(set(self.coverage.operations) | {"hmac", "duplicate_key", "import_blob"})
         for op in ops:
             unsupported = (
@@ -180,6 +190,10 @@ class CheckResult:
             "seconds": round(self.seconds, 2),
             "rows": [
                 {"name": r.name, "verdict": r.verdict, "passed": r.passed, "failed": r.failed} for r in self.rows()
+            ],
+            "deviations": [
+                {"id": d.id, "description": d.description, "met": self.coverage.deviations.get(d.id, 0)}
+                for d in self.capabilities.deviations
             ],
             "coverage": self.coverage.to_json(),
             "missing_transitions": self.missing_transitions,
@@ -264,13 +278,26 @@ def run_check(
         _run_machine(machine, settings=config)
     except Exception as exc:  # every failure, Divergence or another, is reported with its trace
         last = machine.last
-        trace = list(last.trace) if last is not None else []
-        try:
-            failure, _ = replay(trace, factory)
-        except ValueError:
-            failure = None
-        if failure is None:  # not reproducible by replay (e.g. flaky target): report what Hypothesis said
-            failure = Failure(len(trace) - 1, str(trace[-1]["op"]) if trace else "?", str(exc), "not replayable")
+        candidates = [list(last.trace) if last is not None else []]
+        if machine.first_failure is not None:  # what failed first, before Hypothesis replayed and shrank it
+            candidates.append(machine.first_failure[0])
+        failure, trace = None, candidates[-1]
+        for candidate in candidates:
+            try:
+                failure, _ = replay(candidate, factory)
+            except ValueError:
+                failure = None
+            if failure is not None:
+                trace = candidate
+                break
+        if failure is None:  # the target does not answer the same program the same way twice: say what failed
+            first = machine.first_failure[1] if machine.first_failure is not None else str(exc)
+            failure = Failure(
+                len(trace) - 1,
+                str(trace[-1]["op"]) if trace else "?",
+                f"{first} (on replay the same program did not fail: the target's answers are not reproducible)",
+                "not replayable",
+            )
             result.steps = trace
         else:
             result.steps, failure = minimize(trace, factory, failure)
@@ -294,6 +321,14 @@ def render_summary(result: CheckResult, out: TextIO | None = None) -> None:
     out.write(f"{'property / operation':<{width}} {'verdict':<16} {'passed':>8} {'failed':>7}\n")
     for row in result.rows():
         out.write(f"{row.name:<{width}} {row.verdict:<16} {row.passed:>8} {row.failed:>7}\n")
+    if not result.capabilities.opaque:
+        out.write("\nOPAQUEKEYBLOB is not supported by this target (refused as a blob type): no opaque handoff ran\n")
+    met = [d for d in result.capabilities.deviations if result.coverage.deviations.get(d.id)]
+    if met:
+        out.write("\nknown deviations met (declared by the target; docs/findings.md):\n")
+        for dev in met:
+            out.write(textwrap.fill(f"{dev.id}: {dev.description}", 110, initial_indent="  ", subsequent_indent="    "))
+            out.write("\n")
     rows, outcomes = required_coverage(result.capabilities)
     fired = len(rows) - len(result.missing_transitions)
     out.write(f"\nlifecycle transitions fired: {fired}/{len(rows)}")

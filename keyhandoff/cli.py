@@ -91,6 +91,27 @@ def _replay(args: argparse.Namespace) -> int:
     return 1
 
 
+def _findings(args: argparse.Namespace) -> int:
+    from keyhandoff.findings import check_findings
+    from keyhandoff.targets.fresh import fresh_factory
+
+    try:
+        checks = check_findings(fresh_factory(args.target), args.only or ())
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not checks:
+        print(f"{args.target} declares no deviation with a reproducer")
+        return 0
+    width = max(len(c.id) for c in checks)
+    print(f"{'deviation':<{width}}  {'verdict':<10}  what happened")
+    for check in checks:
+        print(f"{check.id:<{width}}  {check.verdict:<10}  {check.detail}", flush=True)
+    bad = [c for c in checks if not c.ok]
+    print(f"\n{len(checks) - len(bad)}/{len(checks)} declared deviations confirmed against {args.target}")
+    return 1 if bad else 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from keyhandoff.demo import main_demo
 
@@ -152,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fail when a supported lifecycle transition or error outcome never fired",
     )
     chk.set_defaults(func=_check)
+
+    fnd = sub.add_parser(
+        "findings", help="replay each declared deviation's reproducer: still there, and its declaration needed?"
+    )
+    fnd.add_argument("--target", default="capi", help="target spec (default: capi)")
+    fnd.add_argument("--only", action="append", metavar="ID", help="only this deviation (repeatable)")
+    fnd.set_defaults(func=_findings)
 
     dem = sub.add_parser("demo", help="the Schannel handoff across two real processes, proved byte-identical")
     dem.add_argument("--home", default=None, help="installation directory (default: a temporary one)")

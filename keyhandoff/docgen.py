@@ -1,7 +1,8 @@
-"""Generated parts of ``docs/model.md``: the lifecycle diagram and table, and each operation's rules.
+"""Generated parts of the docs: in ``docs/model.md`` the lifecycle diagram and table and each operation's rules;
+in ``docs/findings.md`` each declared deviation of the capi target with its reproducer.
 
 ``python -m keyhandoff.docgen docs/model.md`` rewrites the blocks between ``<!-- BEGIN name -->`` and
-``<!-- END name -->``; ``--check`` exits 1 when the checked-in file is stale (a test runs it).
+``<!-- END name -->`` that the file has; ``--check`` exits 1 when the checked-in file is stale (a test runs it).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from keyhandoff import model
 from keyhandoff.model.lifecycle import TRANSITIONS, mermaid
+from keyhandoff.target import Deviation
 
 __all__ = ["OPERATIONS", "main", "render"]
 
@@ -60,18 +62,56 @@ def _operations() -> str:
     return "\n\n".join(parts)
 
 
-BLOCKS: dict[str, Callable[[], str]] = {"diagram": _diagram, "table": _table, "operations": _operations}
+def _findings() -> str:
+    from keyhandoff.targets.wine_findings import ADVAPI32_DEVIATIONS, WINE_DEVIATIONS
+
+    return "\n\n".join(_finding(dev) for dev in ADVAPI32_DEVIATIONS + WINE_DEVIATIONS)
+
+
+def _finding(dev: Deviation) -> str:
+    from keyhandoff.targets.model_target import ModelTarget
+    from keyhandoff.traces import reproducer
+
+    scope = [f"Operation `{dev.operation}`"]
+    if dev.param is not None:
+        scope.append(f"parameter {dev.param}")
+    if dev.blob_type is not None:
+        scope.append(f"blob type {dev.blob_type:#x}")
+    if dev.condition:
+        scope.append(f"condition `{dev.condition}`")
+    if dev.model_rule:
+        scope.append(f'model rule "{dev.model_rule}"')
+    how = " (not sent in runs)" if dev.not_sent else ""
+    how += " (retired: the key is detached and the model goes on alone)" if dev.retire else ""
+    text = f"### {dev.id}\n{dev.description[0].upper()}{dev.description[1:]}.  \n{', '.join(scope)}{how}."
+    if dev.reproducer:
+        script = reproducer([dict(step) for step in dev.reproducer], "capi", ModelTarget, None).splitlines()
+        body = script[script.index("csp = targets.load('capi')") + 1 : -1]  # between the preamble and close()
+        text += "\n\n```python\n" + "\n".join(body) + "\n```"
+    return text
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "diagram": _diagram,
+    "table": _table,
+    "operations": _operations,
+    "findings": _findings,
+}
 
 
 def render(text: str) -> str:
-    """``text`` with every generated block replaced by its current content."""
+    """``text`` with each generated block it has replaced by its current content (it must have one)."""
+    found_any = False
     for name, make in BLOCKS.items():
         begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
         pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
         found = pattern.search(text)
         if found is None:
-            raise ValueError(f"no generated block {name!r} in the document")
+            continue
+        found_any = True
         text = text[: found.start()] + begin + "\n" + make() + "\n" + end + text[found.end() :]
+    if not found_any:
+        raise ValueError("no generated block in the document")
     return text
 
 

@@ -123,9 +123,13 @@ class KeyRef:
     # model only, so the program, and Hypothesis's generation, go on exactly as they would have.
     detached: str = ""
     # Deviation conditions that follow the key and its duplicates: "kp-salt-set" (given a salt by KP_SALT),
-    # "no-salt-import" (imported with CRYPT_NO_SALT).
+    # "no-salt-import" / "ipsec-import" (imported with CRYPT_NO_SALT / CRYPT_IPSEC_HMAC_KEY),
+    # "long-hmac-duplicate" (made by duplicating a key longer than a hash block).
     marks: frozenset[str] = frozenset()
     prov: int = -1  # the provider reference it was made in (a deviation condition: its context released)
+    # The hash algorithm of the first HMAC the target computed with this key while it is longer than a hash
+    # block (copied by duplicate_key): the "long-hmac-key-rehashed" condition.
+    hmac_hash: int = 0
 
 
 @attrs.define
@@ -142,6 +146,16 @@ def _int(value: object) -> int:
     if not isinstance(value, int):
         raise TypeError(f"a handle must be an int, got {type(value).__name__}")
     return value
+
+
+def _call_facts(step: dict[str, object]) -> tuple[str, int | None, int | None]:
+    """The Target operation a step calls, and the key parameter and blob type it names (deviations match them)."""
+    param, blob_type = step.get("param"), step.get("blob_type")
+    return (
+        _TARGET_OPERATION.get(str(step["op"]), str(step["op"])),
+        param if isinstance(param, int) else None,
+        blob_type if isinstance(blob_type, int) else None,
+    )
 
 
 def _observe(call: Callable[[], object], who: str, step: str) -> Observed:
@@ -220,13 +234,22 @@ class Lockstep:
             if str(step["op"]) in _CREATING and expected.ok:
                 self._detach_next = detached  # what it makes is detached too
             return expected, expected
-        crash = self.capabilities.crashing(
-            _TARGET_OPERATION.get(str(step["op"]), str(step["op"])),
+        operation, param, blob_type = _call_facts(step)
+        unsent = self.capabilities.unsent(
+            operation,
             expected.code,
-            self.model.last_rule if expected.code is not None else "",
+            param=param,
+            rule=self.model.last_rule if expected.code is not None else "",
+            blob_type=blob_type,
+            conditions=self._conditions(step, dead),
         )
-        if crash is not None:  # a call known to crash the CSP is not sent: it would end the run
-            self.deviations[crash.id] += 1
+        if unsent is not None:  # a call known to crash or corrupt the CSP is not sent (see Deviation.not_sent)
+            self.deviations[unsent.id] += 1
+            if unsent.retire:
+                for name in ("key", "sender", "receiver"):
+                    key = step.get(name)
+                    if isinstance(key, int):
+                        self.keys[key].detached = self.keys[key].detached or unsent.id
             self.last_actual = expected
             self._done(expected)
             return expected, expected
@@ -254,13 +277,12 @@ class Lockstep:
         for name in ("key", "sender", "receiver"):
             key = step.get(name)
             if isinstance(key, int):
-                if self.model.inspect(self.keys[key].model).hmac_only:
-                    held.add("hmac-only-key")
                 held |= self.keys[key].marks
                 if self.keys[key].prov in self._released:
                     held.add("context-released")
-                if len(self.model.inspect(self.keys[key].model).key) > _HMAC_BLOCK_BYTES:
-                    held.add("long-hmac-key")
+                hashed, alg = self.keys[key].hmac_hash, step.get("hash_alg")
+                if step["op"] == "hmac" and hashed and hashed != alg:
+                    held.add("long-hmac-key-rehashed")
         return frozenset(held)
 
     def _detached(self, step: dict[str, object]) -> str:
@@ -295,15 +317,14 @@ class Lockstep:
     def _declared(
         self, step: dict[str, object], model_code: int | None, target_code: int | None, dead: bool = False
     ) -> Deviation | None:
-        operation = _TARGET_OPERATION.get(str(step["op"]), str(step["op"]))
-        param, blob_type = step.get("param"), step.get("blob_type")
+        operation, param, blob_type = _call_facts(step)
         return self.capabilities.deviation(
             operation,
             model_code,
             target_code,
-            param=param if isinstance(param, int) else None,
+            param=param,
             rule=self.model.last_rule if model_code is not None else "",
-            blob_type=blob_type if isinstance(blob_type, int) else None,
+            blob_type=blob_type,
             conditions=self._conditions(step, dead),
         )
 
@@ -331,7 +352,14 @@ class Lockstep:
             key = step.get(name)
             if isinstance(key, int) and not self.keys[key].detached:
                 self.keys[key].detached = reason
-                _quietly(self.target.destroy_key, self.keys[key].target)
+                if self._may_destroy(key):
+                    _quietly(self.target.destroy_key, self.keys[key].target)
+
+    def _may_destroy(self, key: int) -> bool:
+        """Whether the harness may destroy the target's copy of a key behind the program's back (no declared
+        not_sent deviation covers destroying it)."""
+        step: dict[str, object] = {"op": "destroy_key", "key": key}
+        return self.capabilities.unsent("destroy_key", None, conditions=self._conditions(step, False)) is None
 
     def _same_bytes(
         self, line: str, expected: Observed, actual: Observed, known: bool, step: dict[str, object] | None = None
@@ -505,8 +533,8 @@ class Lockstep:
             lambda: self.target.import_key(t, blob, flags=flags, hardware=hardware),
         )
         made = self._key_result(exp, act, True)
-        if isinstance(made, int) and flags & w.CRYPT_NO_SALT:
-            self.keys[made].marks = frozenset({"no-salt-import"})
+        if isinstance(made, int):
+            self.keys[made].marks = frozenset(mark for flag, mark in _MARKING_FLAGS if flags & flag)
         return made
 
     def import_bytes(
@@ -607,17 +635,22 @@ class Lockstep:
         if not isinstance(exp.value, bytes) or not isinstance(act.value, bytes):
             raise Divergence(line, exp, act, "export must return bytes")
         if flags & w.CRYPT_DESTROYKEY:
-            self._destroykey_honoured(ref)
+            self._destroykey_honoured(key)
         if blob_type == w.PLAINTEXTKEYBLOB:
             self._same_bytes(line, exp, act, ref.known)
         self.blobs.append(BlobRef(exp.value, act.value, blob_type, ref.known, name, ref.fixed))
         return len(self.blobs) - 1
 
-    def _destroykey_honoured(self, ref: KeyRef) -> None:
+    def _destroykey_honoured(self, key: int) -> None:
         """A target declaring that CRYPT_DESTROYKEY may be ignored is checked at once: destroying the key
         succeeds if the export left it alive (the deviation, counted; now dead on both sides)."""
+        ref = self.keys[key]
         ignored = self.capabilities.declares("destroykey-ignored")
-        if ignored is None or self.model.inspect(ref.model).lifecycle.alive:
+        if ignored is None or ref.detached or self.model.inspect(ref.model).lifecycle.alive:
+            return  # (a detached reference's handle may belong to another key by now: never destroyed)
+        if not self._may_destroy(key):  # it stays alive in the target; only the model goes on with it
+            ref.detached = ref.detached or ignored.id
+            self.deviations[ignored.id] += 1
             return
         try:
             self.target.destroy_key(ref.target)
@@ -645,7 +678,9 @@ class Lockstep:
         )
         made = self._key_result(exp, act, ref.known, ref.fixed)
         if isinstance(made, int):
-            self.keys[made].marks = ref.marks
+            self.keys[made].marks, self.keys[made].hmac_hash = ref.marks, ref.hmac_hash
+            if len(self.model.inspect(ref.model).key) > _HMAC_BLOCK_BYTES:
+                self.keys[made].marks |= {"long-hmac-duplicate"}
         return made
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> Observed:
@@ -781,7 +816,9 @@ class Lockstep:
             lambda: self.model.hmac(ref.model, hash_alg, data),
             lambda: self.target.hmac(ref.target, hash_alg, data),
         )
-        self._same_bytes(line, exp, act, ref.known, {"op": "hmac", "key": key})
+        if act.ok and not ref.hmac_hash and len(self.model.inspect(ref.model).key) > _HMAC_BLOCK_BYTES:
+            ref.hmac_hash = hash_alg
+        self._same_bytes(line, exp, act, ref.known, {"op": "hmac", "key": key, "hash_alg": hash_alg})
         return exp
 
 
@@ -794,6 +831,8 @@ def _unsent() -> object:
     raise AssertionError("a call through a detached reference is never sent to the target")
 
 
+# Import flags that mark the key for deviation conditions (KeyRef.marks).
+_MARKING_FLAGS = ((w.CRYPT_NO_SALT, "no-salt-import"), (w.CRYPT_IPSEC_HMAC_KEY, "ipsec-import"))
 _HMAC_BLOCK_BYTES = 64  # MD5, SHA-1, SHA-256: a longer HMAC key is hashed first (RFC 2104)
 
 # Steps that make a key: a deviation retired on one of them destroys the key only one side made.

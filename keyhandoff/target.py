@@ -34,12 +34,12 @@ CONDITIONS = (
     "handle-reused",
     "empty-input",
     "destroykey-ignored",
-    "crashes",
     "pub-key-handle",
-    "hmac-only-key",
+    "ipsec-import",
     "kp-salt-set",
     "context-released",
-    "long-hmac-key",
+    "long-hmac-key-rehashed",
+    "long-hmac-duplicate",
     "no-salt-import",
 )
 
@@ -58,18 +58,24 @@ class Deviation:
     - ``dead-handle``: the call names a key or context the model holds dead;
     - ``empty-input``: the blob or data passed is empty;
     - ``pub-key-handle``: an import passes an hPubKey that names no key of the program;
-    - ``hmac-only-key``: the key is HMAC-only in the model; ``long-hmac-key``: it is longer than a hash block;
+    - ``ipsec-import``: the key (or the one it duplicates) was imported with CRYPT_IPSEC_HMAC_KEY;
+    - ``long-hmac-key-rehashed``: an HMAC with a key longer than a hash block, whose first HMAC (by the target,
+      on it or on the key it duplicates) used another hash algorithm;
+    - ``long-hmac-duplicate``: the key was made by duplicating a key longer than a hash block;
     - ``kp-salt-set`` / ``no-salt-import``: the key (or the one it duplicates) was given a salt by KP_SALT /
       imported with CRYPT_NO_SALT;
     - ``context-released``: the key's context was released;
     - ``handle-reused``: the target issues a handle it issued before (calls through the stale reference, which
       would reach the new key, are then not sent);
-    - ``destroykey-ignored``: an export with CRYPT_DESTROYKEY leaves the key alive (checked by destroying it);
-    - ``crashes``: the call crashes the CSP (declared with the model's outcome and rule; it is not sent, since a
-      crash ends the run).
+    - ``destroykey-ignored``: an export with CRYPT_DESTROYKEY leaves the key alive (checked by destroying it).
 
     ``retire``: the two sides' states may part after it (one acted, one refused, or both acted differently):
     the key concerned is then detached (the model goes on with it alone; see ``KeyRef.detached``).
+
+    ``not_sent``: the call would crash the CSP or corrupt its memory, so runs do not send it (a crash ends the
+    run; after a corruption no later answer means anything). It is matched on the model's outcome alone
+    (``target_code`` is not consulted) and the model's outcome stands; with ``retire``, the keys the call names
+    are detached without touching the target's copies.
     """
 
     id: str
@@ -82,6 +88,10 @@ class Deviation:
     model_rule: str | None = None
     condition: str = attrs.field(default="", validator=attrs.validators.in_(CONDITIONS))
     retire: bool = False
+    not_sent: bool = False
+    # A minimal program that meets it, as trace steps (keyhandoff.traces): the difference shows at the last
+    # step. `keyhandoff findings` replays it to tell a deviation still there from one the target has fixed.
+    reproducer: tuple[Mapping[str, object], ...] = attrs.field(default=(), eq=False, repr=False)
 
     def matches(
         self,
@@ -92,11 +102,18 @@ class Deviation:
         rule: str,
         blob_type: int | None = None,
     ) -> bool:
+        return self.matches_call(operation, model_code, param, rule, blob_type) and _covers(
+            self.target_code, target_code
+        )
+
+    def matches_call(
+        self, operation: str, model_code: int | None, param: int | None, rule: str, blob_type: int | None
+    ) -> bool:
+        """Whether it covers this call and the model's answer (whatever the target answers)."""
         return (
             (self.operation == "*" or operation in self.operation.split(","))
             and self.blob_type in (None, blob_type)
             and _covers(self.model_code, model_code)
-            and _covers(self.target_code, target_code)
             and self.param in (None, param)
             and self.model_rule in (None, rule)
         )
@@ -139,17 +156,30 @@ class Capabilities:
         """The declared deviation covering this difference, if any (``rule``: the model's refusal rule, if it
         refused; ``conditions``: those that hold now)."""
         for dev in self.deviations:
-            if dev.matches(operation, model_code, target_code, param, rule, blob_type) and (
-                not dev.condition or dev.condition in conditions
+            if (
+                not dev.not_sent
+                and dev.matches(operation, model_code, target_code, param, rule, blob_type)
+                and (not dev.condition or dev.condition in conditions)
             ):
                 return dev
         return None
 
-    def crashing(self, operation: str, model_code: int | None, rule: str) -> Deviation | None:
-        """The declared crash this call would cause (the model answered ``model_code`` by ``rule``), if any."""
+    def unsent(
+        self,
+        operation: str,
+        model_code: int | None,
+        *,
+        param: int | None = None,
+        rule: str = "",
+        blob_type: int | None = None,
+        conditions: frozenset[str] = frozenset(),
+    ) -> Deviation | None:
+        """The declared ``not_sent`` deviation covering this call (the model answered ``model_code``), if any."""
         for dev in self.deviations:
-            if dev.condition == "crashes" and dev.matches(
-                operation, model_code, dev.target_code, dev.param, rule, dev.blob_type
+            if (
+                dev.not_sent
+                and dev.matches_call(operation, model_code, param, rule, blob_type)
+                and (not dev.condition or dev.condition in conditions)
             ):
                 return dev
         return None

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
+from typing import IO
 
 import platformdirs
 
@@ -109,6 +110,7 @@ class WinePrefix:
         self.path = path
         self._holders = 0
         self._lock = threading.Lock()
+        self._hold_file: IO[str] | None = None  # a shared lock on it while this process holds the prefix
 
     @classmethod
     def default(cls) -> WinePrefix:
@@ -133,6 +135,10 @@ class WinePrefix:
         with self._lock:
             if self._holders == 0:
                 self._create()
+                # Other processes (another run, a test) may hold the same prefix: each holder keeps a shared
+                # lock, and only the last one out of all of them stops the server (-k ends every client).
+                self._hold_file = open(self.path.parent / f"{self.path.name}.holders", "a")  # noqa: SIM115
+                fcntl.flock(self._hold_file, fcntl.LOCK_SH)
                 self._server("-p")  # persistent until -k: bridges start in ~0.03 s
             self._holders += 1
 
@@ -141,8 +147,15 @@ class WinePrefix:
             if self._holders == 0:
                 return
             self._holders -= 1
-            if self._holders == 0:
-                self._server("-k")
+            if self._holders == 0 and self._hold_file is not None:
+                handle, self._hold_file = self._hold_file, None
+                with handle:
+                    try:  # last holder of all processes: stop the server and wait until it is gone
+                        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        return  # another process still holds the prefix: its bridges keep running
+                    self._server("-k")
+                    self._server("-w")
 
     def _create(self) -> None:
         wine = _wine()

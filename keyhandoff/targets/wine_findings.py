@@ -11,6 +11,36 @@ from keyhandoff.target import ANY_OUTCOME, ANY_REFUSAL, Deviation
 
 __all__ = ["ADVAPI32_DEVIATIONS", "WINE_DEVIATIONS"]
 
+# Reproducers (Deviation.reproducer) are trace steps; these build them. Keys are the lockstep's test keys.
+Step = dict[str, object]
+
+
+def _app() -> Step:
+    return {"op": "acquire", "side": "app"}
+
+
+def _imp(alg: int, size: int, flags: int = 0, seed: int = 0) -> Step:
+    return {"op": "import_plaintext", "prov": 0, "alg": alg, "seed": seed, "size": size, "flags": flags}
+
+
+def _des(flags: int = 0) -> tuple[Step, Step]:
+    """A context and a DES key in it (k0)."""
+    return _app(), _imp(w.CALG_DES, 8, flags)
+
+
+def _raw(blob: bytes, flags: int = 0, pub_key: int = 0) -> Step:
+    return {"op": "import_bytes", "prov": 0, "blob_hex": blob.hex(), "flags": flags, "pub_key": pub_key}
+
+
+def _key(op: str, key: int = 0, **args: object) -> Step:
+    """A call on key ``key`` (bytes arguments as hex)."""
+    return {"op": op, "key": key, **{k: v.hex() if isinstance(v, bytes) else v for k, v in args.items()}}
+
+
+def _plaintext(alg: int, key: bytes, version: int = 2) -> bytes:
+    return bytes([w.PLAINTEXTKEYBLOB, version, 0, 0]) + alg.to_bytes(4, "little") + len(key).to_bytes(4, "little") + key
+
+
 # advapi32 in front of any CSP (native Windows too): the model speaks at the CSP level (docs/model.md).
 ADVAPI32_DEVIATIONS: tuple[Deviation, ...] = (
     Deviation(
@@ -20,6 +50,7 @@ ADVAPI32_DEVIATIONS: tuple[Deviation, ...] = (
         w.ERROR_INVALID_PARAMETER,
         "a destroyed key's handle is refused by advapi32 (ERROR_INVALID_PARAMETER) before the CSP (NTE_BAD_KEY)",
         condition="dead-handle",
+        reproducer=(*_des(), _key("destroy_key"), _key("encrypt", data_hex=bytes(8), final=False)),
     ),
     Deviation(
         "advapi32-dead-context",
@@ -28,6 +59,7 @@ ADVAPI32_DEVIATIONS: tuple[Deviation, ...] = (
         w.ERROR_INVALID_PARAMETER,
         "a released context's handle is refused by advapi32 (ERROR_INVALID_PARAMETER) before the CSP (NTE_BAD_UID)",
         condition="dead-handle",
+        reproducer=(_app(), {"op": "release", "prov": 0}, {"op": "gen_key", "prov": 0, "alg": w.CALG_DES, "flags": 0}),
     ),
     Deviation(
         "advapi32-empty-blob",
@@ -36,6 +68,7 @@ ADVAPI32_DEVIATIONS: tuple[Deviation, ...] = (
         w.ERROR_INVALID_PARAMETER,
         "an empty blob is refused by advapi32 (ERROR_INVALID_PARAMETER) before the CSP (NTE_BAD_DATA)",
         condition="empty-input",
+        reproducer=(_app(), _raw(b"")),
     ),
     Deviation(
         "advapi32-pub-key-handle",
@@ -45,6 +78,7 @@ ADVAPI32_DEVIATIONS: tuple[Deviation, ...] = (
         "an hPubKey that is no key handle is refused by advapi32 (ERROR_INVALID_PARAMETER) before the CSP looks "
         "at the blob",
         condition="pub-key-handle",
+        reproducer=(_app(), _raw(b"\x08\x02", pub_key=0x1234)),
     ),
     Deviation(
         "provider-simpleblob",
@@ -54,6 +88,7 @@ ADVAPI32_DEVIATIONS: tuple[Deviation, ...] = (
         "the provider exports SIMPLEBLOBs (outside the model: they need an RSA key-exchange key, so hExpKey=0 is "
         "NTE_BAD_PUBLIC_KEY, checked before the flags)",
         blob_type=w.SIMPLEBLOB,
+        reproducer=(*_des(w.CRYPT_EXPORTABLE), _key("export_key", blob_type=w.SIMPLEBLOB, flags=0)),
     ),
 )
 
@@ -65,6 +100,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         None,
         "a destroyed key's handle is issued again to a new key, so a stale handle reaches the new key",
         condition="handle-reused",
+        reproducer=(*_des(), _key("destroy_key"), _imp(w.CALG_DES, 8, seed=1)),
     ),
     Deviation(
         "wine-destroykey-ignored",
@@ -73,6 +109,11 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         None,
         "CryptExportKey ignores CRYPT_DESTROYKEY: the exported key stays alive",
         condition="destroykey-ignored",
+        reproducer=(
+            *_des(w.CRYPT_EXPORTABLE),
+            _key("export_key", blob_type=w.PLAINTEXTKEYBLOB, flags=w.CRYPT_DESTROYKEY),
+            _key("encrypt", data_hex=bytes(8), final=False),
+        ),
     ),
     Deviation(
         "wine-plaintext-trailing-bytes",
@@ -82,6 +123,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "a PLAINTEXTKEYBLOB with bytes after the key is imported (the model refuses it: our decision)",
         model_rule="PLAINTEXTKEYBLOB body longer than its length field",
         retire=True,
+        reproducer=(_app(), _raw(_plaintext(w.CALG_DES, bytes(range(8))) + b"\0")),
     ),
     Deviation(
         "wine-decrypt-ragged",
@@ -92,15 +134,18 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "anything happens): it decrypts, and a Final call may then fail on the padding; the register moved",
         model_rule="length not a multiple of the block length",
         retire=True,
+        reproducer=(*_des(), _key("decrypt", data_hex=bytes(13), final=False)),
     ),
     Deviation(
         "wine-ipsec-hmac-key",
         "get_key_param,set_key_param,encrypt,decrypt,export_key,round_trip",
         ANY_OUTCOME,
         ANY_OUTCOME,
-        "a key imported with CRYPT_IPSEC_HMAC_KEY becomes a CALG_HMAC key: KP_ALGID 0x8009, no IV, mode, block "
-        "or salt; encrypt NTE_BAD_TYPE; PLAINTEXTKEYBLOB export allowed without CRYPT_EXPORT (HMAC agrees)",
-        condition="hmac-only-key",
+        "a key imported with CRYPT_IPSEC_HMAC_KEY becomes a CALG_HMAC key, whatever its length: KP_ALGID 0x8009, "
+        "no IV, mode, block or salt; encrypt NTE_BAD_TYPE; PLAINTEXTKEYBLOB export allowed without CRYPT_EXPORT "
+        "(HMAC agrees). The model keeps a key of a cipher's length a cipher key: the flag lifts the length limit",
+        condition="ipsec-import",
+        reproducer=(_app(), _imp(w.CALG_RC2, 16, w.CRYPT_IPSEC_HMAC_KEY), _key("get_key_param", param=w.KP_ALGID)),
     ),
     Deviation(
         "wine-kp-salt",
@@ -111,6 +156,13 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "the ciphertext then differs",
         condition="kp-salt-set",
         retire=True,
+        reproducer=(
+            _app(),
+            _imp(w.CALG_RC2, 5),
+            _key("set_key_param", param=w.KP_SALT, value_hex=bytes(range(11))),
+            _key("encrypt", data_hex=bytes(8), final=True),
+            _key("encrypt", data_hex=bytes(8), final=True),
+        ),
     ),
     Deviation(
         "wine-kp-salt-block-cipher",
@@ -119,6 +171,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         w.NTE_BAD_KEY,
         "KP_SALT of a block-cipher key is refused with NTE_BAD_KEY (native: an empty salt)",
         param=w.KP_SALT,
+        reproducer=(*_des(), _key("get_key_param", param=w.KP_SALT)),
     ),
     Deviation(
         "wine-plaintext-export-unchecked",
@@ -127,6 +180,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         None,
         "PLAINTEXTKEYBLOB export of a key without CRYPT_EXPORT succeeds (documented: NTE_BAD_KEY_STATE)",
         model_rule="key lacks CRYPT_EXPORT",
+        reproducer=(*_des(), _key("export_key", blob_type=w.PLAINTEXTKEYBLOB, flags=0)),
     ),
     Deviation(
         "wine-export-unknown-flags",
@@ -135,6 +189,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         ANY_OUTCOME,
         "CryptExportKey ignores flag bits it does not know (documented: NTE_BAD_FLAGS)",
         model_rule="unknown CryptExportKey flag",
+        reproducer=(*_des(w.CRYPT_EXPORTABLE), _key("export_key", blob_type=w.PLAINTEXTKEYBLOB, flags=0x100)),
     ),
     Deviation(
         "wine-hmac-calg-mac",
@@ -142,6 +197,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         w.NTE_BAD_ALGID,
         ANY_OUTCOME,
         "HMAC with CALG_MAC as its hash is accepted and gives an empty value (no hash algorithm: NTE_BAD_ALGID)",
+        reproducer=(*_des(), _key("hmac", hash_alg=w.CALG_MAC, data_hex=b"")),
     ),
     Deviation(
         "wine-salt-ex-block-cipher",
@@ -152,6 +208,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         param=w.KP_SALT_EX,
         model_rule="only RC2 and RC4 keys take a salt",
         retire=True,
+        reproducer=(*_des(), _key("set_key_param", param=w.KP_SALT_EX, value_hex=bytes(range(11)))),
     ),
     Deviation(
         "wine-mode-bits-default",
@@ -160,24 +217,44 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         None,
         "a new key reports KP_MODE_BITS 0 (documented default: 8)",
         param=w.KP_MODE_BITS,
+        reproducer=(*_des(), _key("get_key_param", param=w.KP_MODE_BITS)),
     ),
     Deviation(
         "wine-hmac-long-key",
         "hmac",
         None,
         None,
-        "HMAC with a key longer than 64 bytes: SHA-1 and SHA-256 values are not RFC 2104's (MD5 is), and destroying "
-        "a duplicate of such a key frees the original's key buffer (use after free: its HMAC changes)",
-        condition="long-hmac-key",
+        "the first HMAC with a key longer than 64 bytes replaces the key by its hash under that HMAC's algorithm; "
+        "a later HMAC with another hash algorithm keys on that digest (RFC 2104: the original key, hashed by the "
+        "HMAC's own algorithm each time)",
+        condition="long-hmac-key-rehashed",
+        reproducer=(
+            _app(),
+            _imp(w.CALG_RC2, 65, w.CRYPT_IPSEC_HMAC_KEY),
+            _key("hmac", hash_alg=w.CALG_SHA1, data_hex=b"abc"),
+            _key("hmac", hash_alg=w.CALG_MD5, data_hex=b"abc"),
+        ),
     ),
     Deviation(
-        "wine-release-keeps-keys",
-        "*",
-        w.NTE_BAD_KEY,
-        ANY_OUTCOME,
-        "the keys of a released context stay usable (the model's decision: they die with it)",
-        condition="context-released",
+        "wine-hmac-long-key-duplicate",
+        "destroy_key",
+        None,
+        None,
+        "destroying a duplicate of an HMAC key longer than 64 bytes frees memory the original still uses: "
+        "destroying the original later destroys whichever key was allocated there since (use after free). "
+        "Not sent in runs",
+        condition="long-hmac-duplicate",
+        not_sent=True,
         retire=True,
+        reproducer=(
+            _app(),
+            _imp(w.CALG_RC2, 65, w.CRYPT_IPSEC_HMAC_KEY),
+            _key("duplicate_key"),
+            _key("destroy_key", 1),
+            _imp(w.CALG_RC2, 16, w.CRYPT_IPSEC_HMAC_KEY, seed=1),
+            _key("destroy_key"),
+            _key("hmac", 2, hash_alg=w.CALG_MD5, data_hex=b""),
+        ),
     ),
     Deviation(
         "wine-empty-data-unusable-mode",
@@ -188,6 +265,11 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "there is a block to process",
         model_rule="mode accepted by KP_MODE but not usable (OFB/CTS/unknown)",
         condition="empty-input",
+        reproducer=(
+            *_des(),
+            _key("set_key_param", param=w.KP_MODE, value=w.CRYPT_MODE_OFB),
+            _key("encrypt", data_hex=b"", final=False),
+        ),
     ),
     Deviation(
         "wine-no-salt-ignored",
@@ -197,6 +279,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "CryptImportKey ignores CRYPT_NO_SALT: a 40-bit RC2/RC4 key gets 11 zero bytes of salt (documented: none)",
         condition="no-salt-import",
         retire=True,
+        reproducer=(_app(), _imp(w.CALG_RC2, 5, w.CRYPT_NO_SALT), _key("encrypt", data_hex=bytes(8), final=False)),
     ),
     Deviation(
         "provider-other-blob-types",
@@ -206,6 +289,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "the provider parses blob types outside the model (SIMPLEBLOB, PUBLICKEYBLOB, PRIVATEKEYBLOB) and refuses "
         "these for their content (the model refuses the type: NTE_BAD_TYPE)",
         model_rule="blob type not supported for session keys",
+        reproducer=(_app(), _raw(bytes([w.SIMPLEBLOB, 2, 0, 0]) + w.CALG_DES.to_bytes(4, "little") + bytes(16))),
     ),
     Deviation(
         "wine-bad-ver",
@@ -213,6 +297,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         w.NTE_BAD_VER,
         w.NTE_BAD_DATA,
         "a blob whose bVersion is not 2 is refused with NTE_BAD_DATA (documented: NTE_BAD_VER)",
+        reproducer=(_app(), _raw(_plaintext(w.CALG_DES, bytes(range(8)), version=1))),
     ),
     Deviation(
         "wine-genkey-unknown-flags",
@@ -222,6 +307,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "CryptGenKey ignores flag bits it does not know (documented: NTE_BAD_FLAGS)",
         model_rule="unknown CryptGenKey flag",
         retire=True,
+        reproducer=(_app(), {"op": "gen_key", "prov": 0, "alg": w.CALG_DES, "flags": 0x20}),
     ),
     Deviation(
         "wine-decrypt-empty-final-crash",
@@ -231,6 +317,7 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "a Final CryptDecrypt of zero bytes crashes the process (page fault reading before the buffer); "
         "documented: NTE_BAD_LEN. Not sent in runs",
         model_rule="final decrypt of zero bytes",
-        condition="crashes",
+        not_sent=True,
+        reproducer=(*_des(), _key("decrypt", data_hex=b"", final=True)),
     ),
 )

@@ -1,24 +1,38 @@
 """The CAPI bridge against Wine's rsaenh: the line protocol, probed capabilities, and each finding of
-docs/findings.md reproduced as a fixed program (the deviation is met and counted, nothing undeclared differs).
+docs/findings.md confirmed by its reproducer (met with the declarations, a divergence without its own).
 Needs Wine and the mingw compiler; under CI=true a missing one fails (tests/conftest.py)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterator
 
 import pytest
 
+from keyhandoff.check import render_summary, run_check
+from keyhandoff.findings import check_findings
 from keyhandoff.lockstep import Divergence, Lockstep, plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.targets import load
 from keyhandoff.targets.capi_target import CapiTarget
+from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.line_target import LineTarget, PeerCrashed
 from keyhandoff.targets.wine import WinePrefix, build_bridge
+from keyhandoff.targets.wine_findings import ADVAPI32_DEVIATIONS, WINE_DEVIATIONS
 
 if shutil.which("wine") is None or shutil.which("x86_64-w64-mingw32-gcc") is None:
     pytest.skip("Wine or x86_64-w64-mingw32-gcc missing (.ci/run installs them)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _server_up() -> Iterator[None]:
+    """Keep Wine's server up for the module, as a check run does: a bridge then starts in ~0.03 s."""
+    prefix = WinePrefix.default()
+    prefix.hold()
+    yield
+    prefix.release()
 
 
 @pytest.fixture(scope="module")
@@ -96,72 +110,18 @@ def test_empty_final_decrypt_really_crashes_wine(capi: CapiTarget) -> None:
         target.close()
 
 
-def _counted(ls: Lockstep, deviation: str) -> None:
-    assert ls.deviations[deviation] >= 1, dict(ls.deviations)
+_DECLARED = ADVAPI32_DEVIATIONS + WINE_DEVIATIONS
 
 
-def test_finding_handle_reuse(ls: Lockstep) -> None:
-    prov = ls.acquire("secure")
-    first = ls.import_plaintext(prov, w.CALG_DES, 0, 8)
-    assert isinstance(first, int)
-    ls.destroy_key(first)
-    ls.import_plaintext(prov, w.CALG_DES, 1, 8)
-    ls.encrypt(first, bytes(8), False)  # would reach the new key: not sent
-    _counted(ls, "wine-handle-reuse")
+def test_every_finding_has_a_reproducer() -> None:
+    assert [d.id for d in _DECLARED if not d.reproducer] == []
 
 
-def test_finding_destroykey_ignored_and_dead_handle(ls: Lockstep) -> None:
-    prov = ls.acquire("secure")
-    key = ls.import_plaintext(prov, w.CALG_DES, 0, 8, w.CRYPT_EXPORTABLE)
-    assert isinstance(key, int)
-    ls.export_key(key, w.PLAINTEXTKEYBLOB, w.CRYPT_DESTROYKEY)
-    _counted(ls, "wine-destroykey-ignored")
-    ls.encrypt(key, bytes(8), False)
-    _counted(ls, "advapi32-dead-handle")
-
-
-@pytest.mark.parametrize(
-    ("blob", "flags", "deviation"),
-    [
-        (bytes.fromhex("000000000166000000000000"), 0, "wine-bad-ver"),
-        (plaintext_blob(w.CALG_DES, test_key(0, 8)) + b"\0", 0, "wine-plaintext-trailing-bytes"),
-        (b"", 0, "advapi32-empty-blob"),
-    ],
-)
-def test_findings_on_import(ls: Lockstep, blob: bytes, flags: int, deviation: str) -> None:
-    ls.import_bytes(ls.acquire("app"), blob, flags)
-    _counted(ls, deviation)
-
-
-def test_findings_on_use(ls: Lockstep) -> None:
-    prov = ls.acquire("app")
-    des = ls.import_plaintext(prov, w.CALG_DES, 0, 8)
-    assert isinstance(des, int)
-    ls.get_key_param(des, w.KP_MODE_BITS)
-    _counted(ls, "wine-mode-bits-default")
-    ls.get_key_param(des, w.KP_SALT)
-    _counted(ls, "wine-kp-salt-block-cipher")
-    ls.export_key(des, w.PLAINTEXTKEYBLOB)
-    _counted(ls, "wine-plaintext-export-unchecked")
-    ls.hmac(des, w.CALG_MAC, b"")
-    _counted(ls, "wine-hmac-calg-mac")
-    ls.decrypt(des, b"", True)  # not sent: it crashes Wine
-    _counted(ls, "wine-decrypt-empty-final-crash")
-    ls.decrypt(des, bytes(13), False)
-    _counted(ls, "wine-decrypt-ragged")
-    ls.gen_key(prov, w.CALG_DES, 0x20)
-    _counted(ls, "wine-genkey-unknown-flags")
-
-
-def test_finding_hmac_long_key_use_after_free(ls: Lockstep) -> None:
-    prov = ls.acquire("app")
-    key = ls.import_plaintext(prov, w.CALG_RC2, 0, 65, w.CRYPT_IPSEC_HMAC_KEY)
-    assert isinstance(key, int)
-    twin = ls.duplicate_key(key)
-    assert isinstance(twin, int)
-    ls.destroy_key(twin)
-    ls.hmac(key, w.CALG_MD5, b"")
-    _counted(ls, "wine-hmac-long-key")
+@pytest.mark.parametrize("finding", [d.id for d in _DECLARED])
+def test_finding_is_confirmed(finding: str) -> None:
+    """Its reproducer meets it on Wine, and diverges without its declaration (keyhandoff findings)."""
+    (check,) = check_findings(lambda: load("capi"), [finding])
+    assert check.verdict == "confirmed", check.detail
 
 
 def test_an_undeclared_difference_still_fails(ls: Lockstep) -> None:
@@ -174,3 +134,33 @@ def test_an_undeclared_difference_still_fails(ls: Lockstep) -> None:
     )
     with pytest.raises(Divergence):
         ls.get_key_param(key, w.KP_MODE_BITS)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_random_run_passes_with_its_findings_listed(seed: int) -> None:
+    """What CI runs against Wine: a random lockstep run (quick profile) passes, its differences all declared
+    and reported as known deviations; any undeclared difference fails it."""
+    result = run_check("capi", fresh_factory("capi"), profile="quick", seed=seed)
+    out = io.StringIO()
+    render_summary(result, out)
+    assert result.ok, f"{result.failure}\n{result.script}"
+    known = [row for row in result.rows() if row.verdict == "known deviation"]
+    assert len(known) >= 8, out.getvalue()
+    assert "OPAQUEKEYBLOB" in out.getvalue() or "not supported" in out.getvalue()
+
+
+def test_detached_reference_never_destroys_the_key_now_behind_its_handle(ls: Lockstep) -> None:
+    """Regression (seed 26): an export with CRYPT_DESTROYKEY through a detached reference whose handle Wine had
+    issued again must not destroy the new key (the check that CRYPT_DESTROYKEY was ignored skips it)."""
+    prov = ls.acquire("app")
+    key = ls.import_plaintext(prov, w.CALG_DES, 0, 8, w.CRYPT_EXPORTABLE)
+    assert isinstance(key, int)
+    twin = ls.duplicate_key(key)
+    assert isinstance(twin, int)
+    ls.decrypt(twin, bytes(13), False)  # wine-decrypt-ragged: retired, the target's twin destroyed
+    assert ls.keys[twin].detached
+    newer = ls.import_plaintext(prov, w.CALG_DES, 1, 8)  # Wine issues the twin's handle again
+    assert isinstance(newer, int)
+    ls.export_key(twin, w.PLAINTEXTKEYBLOB, w.CRYPT_DESTROYKEY)  # model only: must not touch `newer`
+    ls.gen_key(prov, w.CALG_DES)  # a new handle, not `newer`'s
+    assert ls.encrypt(newer, bytes(8), False).ok

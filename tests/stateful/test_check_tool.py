@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -178,7 +179,38 @@ def test_undeclared_deviation_fails_and_declared_one_is_reported() -> None:
     declared = run_check("model", DeclaredWineVersionCode, profile="default", seed=21, shrink=False)
     assert declared.ok, declared.failure
     rows = {row.name: row for row in declared.rows()}
-    row = rows["deviation wine-bad-ver: bVersion mismatch answers NTE_BAD_DATA (documented: NTE_BAD_VER)"]
+    row = rows["deviation wine-bad-ver"]
     assert row.verdict == "known deviation"
     assert row.passed > 0
+    out = io.StringIO()
+    render_summary(declared, out)
+    assert "wine-bad-ver: bVersion mismatch answers NTE_BAD_DATA (documented: NTE_BAD_VER)" in out.getvalue()
+    assert max(len(line) for line in out.getvalue().splitlines()) <= 120
     assert declared.to_json()["coverage"]["known_deviations"]["wine-bad-ver"] == row.passed  # type: ignore[index]
+
+
+class FailsOnce(ModelTarget):
+    """A target whose answers are not reproducible: the first duplicate of a run's life answers NTE_FAIL, and
+    every later one (in a replay too) succeeds."""
+
+    failed = False
+
+    def duplicate_key(self, key: int) -> int:
+        if not FailsOnce.failed:
+            FailsOnce.failed = True
+            raise model.CryptError(w.NTE_FAIL)
+        return super().duplicate_key(key)
+
+
+def test_a_failure_that_does_not_replay_is_reported_as_first_seen() -> None:
+    """Hypothesis's own replay of a non-reproducible failure passes or stops early; the verdict reports the
+    divergence that happened first, with its program, and says it did not repeat."""
+    FailsOnce.failed = False
+    result = run_check("model", FailsOnce, profile="quick", seed=3)
+    assert not result.ok
+    assert result.failure is not None
+    assert result.failure.detail == "not replayable"
+    assert "duplicate_key" in result.failure.message
+    assert "NTE_FAIL" in result.failure.message
+    assert "not reproducible" in result.failure.message
+    assert str(result.steps[-1]["op"]) == "duplicate_key"
