@@ -194,7 +194,6 @@ class Lockstep:
         self._released: set[int] = set()  # provider indexes the model has released
         self._detached_providers: dict[int, str] = {}  # released, and the target issued their handle again
         self._detach_next = ""  # the next key reference is made detached (a key only the model made)
-        self._empty_blob = False  # the blob an import_blob step passes is empty (after its edit)
         self.keys: list[KeyRef] = []
         self.blobs: list[BlobRef] = []
         self.program: list[str] = []
@@ -270,7 +269,7 @@ class Lockstep:
     def _conditions(self, step: dict[str, object], dead: bool) -> frozenset[str]:
         """The deviation conditions (see Deviation) that hold for this step."""
         held = {"dead-handle"} if dead else set()
-        if step.get("blob_hex") == "" or step.get("data_hex") == "" or self._empty_blob:
+        if step.get("blob_hex") == "" or step.get("data_hex") == "" or self._imports_empty_blob(step):
             held.add("empty-input")
         if step.get("pub_key"):
             held.add("pub-key-handle")
@@ -284,6 +283,14 @@ class Lockstep:
                 if step["op"] == "hmac" and hashed and hashed != alg:
                     held.add("long-hmac-key-rehashed")
         return frozenset(held)
+
+    def _imports_empty_blob(self, step: dict[str, object]) -> bool:
+        """An import_blob step whose blob, after its edit, is empty on the target's side."""
+        blob, edit = step.get("blob"), step.get("edit")
+        if step["op"] != "import_blob" or not isinstance(blob, int):
+            return False
+        target_blob = self.blobs[blob].target
+        return not (edit_blob(target_blob, tuple(edit)) if isinstance(edit, list) and edit else target_blob)
 
     def _detached(self, step: dict[str, object]) -> str:
         """The id of the deviation that detached a key or context the step names ("" if none did)."""
@@ -579,16 +586,12 @@ class Lockstep:
             "hardware": hardware,
             "edit": list(edit) if edit else None,
         }
-        self._empty_blob = not tb
-        try:
-            exp, act = self._both(
-                step,
-                line,
-                lambda: self.model.import_key(m, mb, flags=flags, hardware=hardware),
-                lambda: self.target.import_key(t, tb, flags=flags, hardware=hardware),
-            )
-        finally:
-            self._empty_blob = False
+        exp, act = self._both(
+            step,
+            line,
+            lambda: self.model.import_key(m, mb, flags=flags, hardware=hardware),
+            lambda: self.target.import_key(t, tb, flags=flags, hardware=hardware),
+        )
         return self._key_result(exp, act, ref.known, ref.fixed)
 
     def import_foreign(self, prov: int, alg: int, seed: int, size: int) -> int | Observed:

@@ -1,0 +1,122 @@
+"""Declared deviations cover exactly their situation (conditions, not_sent), against planted targets built on
+the model: the declared run passes and counts it; without the declaration the same program diverges."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+import attrs
+import pytest
+
+from keyhandoff.lockstep import Divergence, Lockstep
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
+from keyhandoff.target import Capabilities, Deviation
+from keyhandoff.targets.model_target import ModelTarget
+
+_HASHES = {w.CALG_MD5: "md5", w.CALG_SHA1: "sha1", w.CALG_SHA_256: "sha256"}
+
+
+class Declaring(ModelTarget):
+    declared: tuple[Deviation, ...] = ()
+
+    def capabilities(self) -> Capabilities:
+        return attrs.evolve(super().capabilities(), deviations=self.declared)
+
+
+class EmptyIsInvalid(Declaring):
+    """advapi32-like: an empty blob is refused before the CSP sees it."""
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        if not blob:
+            raise CryptError(w.ERROR_INVALID_PARAMETER)
+        return super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+
+
+class RehashesLongKeys(Declaring):
+    """Wine-like: the first HMAC of a long key replaces the key by its digest under that HMAC's hash."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._digest: dict[int, bytes] = {}
+
+    def duplicate_key(self, key: int) -> int:
+        twin = super().duplicate_key(key)
+        if key in self._digest:
+            self._digest[twin] = self._digest[key]
+        return twin
+
+    def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
+        material = self.inspect(key).key
+        if len(material) > 64 and key not in self._digest:
+            self._digest[key] = hashlib.new(_HASHES[hash_alg], material).digest()
+            return super().hmac(key, hash_alg, data)
+        if key in self._digest:
+            return hmac.new(self._digest[key], data, _HASHES[hash_alg]).digest()
+        return super().hmac(key, hash_alg, data)
+
+
+class CrashesOnEmptyFinal(Declaring):
+    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        if final and not data:
+            raise RuntimeError("page fault")  # what a crashed peer looks like to the lockstep
+        return super().decrypt(key, data, final)
+
+
+_EMPTY = Deviation("empty", "import_key", w.NTE_BAD_DATA, w.ERROR_INVALID_PARAMETER, "empty", condition="empty-input")
+_REHASH = Deviation("rehash", "hmac", None, None, "rehash", condition="long-hmac-key-rehashed")
+_CRASH = Deviation("crash", "decrypt", w.NTE_BAD_LEN, None, "crash", not_sent=True)
+
+
+def _lockstep(target: type[Declaring], declared: tuple[Deviation, ...]) -> Lockstep:
+    return Lockstep(type(target.__name__, (target,), {"declared": declared})())
+
+
+@pytest.mark.parametrize("declared", [(_EMPTY,), ()])
+def test_empty_input_covers_a_blob_edited_to_nothing(declared: tuple[Deviation, ...]) -> None:
+    ls = _lockstep(EmptyIsInvalid, declared)
+    prov = ls.acquire("secure")
+    key = ls.import_plaintext(prov, w.CALG_AES_128, 1, 16, w.CRYPT_EXPORTABLE)
+    assert isinstance(key, int)
+    blob = ls.export_key(key, w.OPAQUEKEYBLOB)
+    assert isinstance(blob, int)
+    if not declared:
+        with pytest.raises(Divergence, match="ERROR_INVALID_PARAMETER"):
+            ls.import_blob(prov, blob, edit=("truncate", 0))
+        return
+    ls.import_blob(prov, blob, edit=("truncate", 0))
+    assert ls.deviations["empty"] == 1
+
+
+@pytest.mark.parametrize("declared", [(_REHASH,), ()])
+def test_rehash_covers_only_an_hmac_after_one_with_another_hash(declared: tuple[Deviation, ...]) -> None:
+    ls = _lockstep(RehashesLongKeys, declared)
+    prov = ls.acquire("app")
+    key = ls.import_plaintext(prov, w.CALG_RC2, 3, 65, w.CRYPT_IPSEC_HMAC_KEY)
+    assert isinstance(key, int)
+    ls.hmac(key, w.CALG_SHA1, b"abc")  # first: the RFC value on both sides
+    twin = ls.duplicate_key(key)  # made after the first HMAC: it inherits the digest
+    assert isinstance(twin, int)
+    assert ls.deviations["rehash"] == 0
+    if not declared:
+        with pytest.raises(Divergence, match="different bytes"):
+            ls.hmac(twin, w.CALG_MD5, b"abc")
+        return
+    ls.hmac(twin, w.CALG_MD5, b"abc")
+    assert ls.deviations["rehash"] == 1
+
+
+@pytest.mark.parametrize("declared", [(_CRASH,), ()])
+def test_not_sent_call_never_reaches_the_target(declared: tuple[Deviation, ...]) -> None:
+    ls = _lockstep(CrashesOnEmptyFinal, declared)
+    prov = ls.acquire("app")
+    key = ls.import_plaintext(prov, w.CALG_DES, 0, 8)
+    assert isinstance(key, int)
+    if not declared:
+        with pytest.raises(Divergence, match="the target crashed"):
+            ls.decrypt(key, b"", True)
+        return
+    assert ls.decrypt(key, b"", True).code == w.NTE_BAD_LEN  # the model's answer stands
+    assert ls.deviations["crash"] == 1
+    assert ls.encrypt(key, bytes(8), False).ok  # the key goes on, on both sides
