@@ -126,6 +126,27 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         reproducer=(_app(), _raw(_plaintext(w.CALG_DES, bytes(range(8))) + b"\0")),
     ),
     Deviation(
+        "wine-plaintext-key-length",
+        "import_key",
+        w.NTE_BAD_DATA,
+        None,
+        "a PLAINTEXTKEYBLOB whose key length the algorithm does not have is imported when the length is 0 (an "
+        "all-zero key of the default length, for every algorithm) or 7 bytes for DES (documented: NTE_BAD_DATA)",
+        model_rule="key length not valid for the algorithm",
+        retire=True,
+        reproducer=(_app(), _raw(_plaintext(w.CALG_DES, b""))),
+    ),
+    Deviation(
+        "wine-plaintext-des-length-code",
+        "import_key",
+        w.NTE_BAD_DATA,
+        w.NTE_BAD_FLAGS,
+        "a DES or 3DES PLAINTEXTKEYBLOB of another wrong key length is refused with NTE_BAD_FLAGS, the code "
+        "CryptGenKey uses (documented for import: NTE_BAD_DATA)",
+        model_rule="key length not valid for the algorithm",
+        reproducer=(_app(), _raw(_plaintext(w.CALG_DES, bytes(range(4))))),
+    ),
+    Deviation(
         "wine-decrypt-ragged",
         "decrypt",
         w.NTE_BAD_DATA,
