@@ -123,8 +123,8 @@ class KeyRef:
     # model only, so the program, and Hypothesis's generation, go on exactly as they would have.
     detached: str = ""
     # Deviation conditions that follow the key and its duplicates: "kp-salt-set" (given a salt by KP_SALT),
-    # "no-salt-import" / "ipsec-import" (imported with CRYPT_NO_SALT / CRYPT_IPSEC_HMAC_KEY),
-    # "long-hmac-duplicate" (made by duplicating a key longer than a hash block).
+    # "no-salt-import" / "ipsec-import" (imported with CRYPT_NO_SALT / CRYPT_IPSEC_HMAC_KEY), "generated-key"
+    # (made by CryptGenKey), "long-hmac-duplicate" (made by duplicating a key longer than a hash block).
     marks: frozenset[str] = frozenset()
     prov: int = -1  # the provider reference it was made in (a deviation condition: its context released)
     # The hash algorithm of the first HMAC the target computed with this key while it is longer than a hash
@@ -498,8 +498,8 @@ class Lockstep:
         line = f"k{len(self.keys)} = csp.gen_key({name}, {alg:#x}, {flags:#x}, hardware={hardware})"
         step: dict[str, object] = {"op": "gen_key", "prov": prov, "alg": alg, "flags": flags, "hardware": hardware}
         if self._detached(step):
-            made = self._both(step, line, lambda: self.model.gen_key(m, alg, flags, hardware=hardware), _unsent)
-            return self._key_result(made[0], made[1], False, fixed=False)
+            both = self._both(step, line, lambda: self.model.gen_key(m, alg, flags, hardware=hardware), _unsent)
+            return self._key_result(both[0], both[1], False, fixed=False)
         self._record(step, line)
         dead = self._names_dead(step)
         actual = _observe(lambda: self.target.gen_key(t, alg, flags, hardware=hardware), "target", line)
@@ -512,7 +512,10 @@ class Lockstep:
         expected = _observe(lambda: self.model.gen_key(m, alg, flags, hardware=hardware), "model", line)
         self._done(expected)
         expected = self._settle(step, line, expected, actual, dead)
-        return self._key_result(expected, actual, known, fixed=False)
+        made = self._key_result(expected, actual, known, fixed=False)
+        if isinstance(made, int):
+            self.keys[made].marks = frozenset({"generated-key"})
+        return made
 
     def import_plaintext(
         self, prov: int, alg: int, seed: int, size: int, flags: int = 0, hardware: bool = False

@@ -126,6 +126,21 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         reproducer=(_app(), _raw(_plaintext(w.CALG_DES, bytes(range(8))) + b"\0")),
     ),
     Deviation(
+        "wine-genkey-random-salt",
+        "get_key_param",
+        None,
+        None,
+        "CryptGenKey gives a 40-bit RC2/RC4 key 11 random salt bytes, with or without CRYPT_CREATE_SALT "
+        "(documented: a zero salt without the flag; native Enhanced provider: no salt with it)",
+        param=w.KP_SALT,
+        condition="generated-key",
+        reproducer=(
+            _app(),
+            {"op": "gen_key", "prov": 0, "alg": w.CALG_RC2, "flags": 40 << 16},
+            _key("get_key_param", param=w.KP_SALT),
+        ),
+    ),
+    Deviation(
         "wine-plaintext-key-length",
         "import_key",
         w.NTE_BAD_DATA,
