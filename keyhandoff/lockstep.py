@@ -124,7 +124,7 @@ class KeyRef:
     detached: str = ""
     # Deviation conditions that follow the key and its duplicates: "kp-salt-set" (given a salt by KP_SALT),
     # "no-salt-import" / "ipsec-import" (imported with CRYPT_NO_SALT / CRYPT_IPSEC_HMAC_KEY), "generated-key"
-    # (made by CryptGenKey), "long-hmac-duplicate" (made by duplicating a key longer than a hash block).
+    # (made by CryptGenKey), "long-hmac-shared" (duplicated, or made by duplicating, while longer than a hash block).
     marks: frozenset[str] = frozenset()
     prov: int = -1  # the provider reference it was made in (a deviation condition: its context released)
     # The hash algorithm of the first HMAC the target computed with this key while it is longer than a hash
@@ -686,7 +686,8 @@ class Lockstep:
         if isinstance(made, int):
             self.keys[made].marks, self.keys[made].hmac_hash = ref.marks, ref.hmac_hash
             if len(self.model.inspect(ref.model).key) > _HMAC_BLOCK_BYTES:
-                self.keys[made].marks |= {"long-hmac-duplicate"}
+                ref.marks |= {"long-hmac-shared"}
+                self.keys[made].marks |= {"long-hmac-shared"}
         return made
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> Observed:

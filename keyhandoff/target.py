@@ -40,7 +40,7 @@ CONDITIONS = (
     "kp-salt-set",
     "context-released",
     "long-hmac-key-rehashed",
-    "long-hmac-duplicate",
+    "long-hmac-shared",
     "no-salt-import",
 )
 
@@ -63,7 +63,7 @@ class Deviation:
     - ``generated-key``: the key (or the one it duplicates) was made by CryptGenKey;
     - ``long-hmac-key-rehashed``: an HMAC with a key longer than a hash block, whose first HMAC (by the target,
       on it or on the key it duplicates) used another hash algorithm;
-    - ``long-hmac-duplicate``: the key was made by duplicating a key longer than a hash block;
+    - ``long-hmac-shared``: the key was duplicated, or made by duplicating, while longer than a hash block;
     - ``kp-salt-set`` / ``no-salt-import``: the key (or the one it duplicates) was given a salt by KP_SALT /
       imported with CRYPT_NO_SALT;
     - ``context-released``: the key's context was released;

@@ -272,14 +272,14 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         ),
     ),
     Deviation(
-        "wine-hmac-long-key-duplicate",
+        "wine-hmac-long-key-shared",
         "destroy_key",
         None,
         None,
-        "destroying a duplicate of an HMAC key longer than 64 bytes frees memory the original still uses: "
-        "destroying the original later destroys whichever key was allocated there since (use after free). "
-        "Not sent in runs",
-        condition="long-hmac-duplicate",
+        "a key longer than 64 bytes and its duplicate share one key buffer: destroying either frees it while "
+        "the other still uses it (its HMAC changes), and destroying the second frees it again, killing whichever "
+        "key was allocated there since (use after free, double free). Not sent in runs",
+        condition="long-hmac-shared",
         not_sent=True,
         retire=True,
         reproducer=(

@@ -164,3 +164,16 @@ def test_detached_reference_never_destroys_the_key_now_behind_its_handle(ls: Loc
     ls.export_key(twin, w.PLAINTEXTKEYBLOB, w.CRYPT_DESTROYKEY)  # model only: must not touch `newer`
     ls.gen_key(prov, w.CALG_DES)  # a new handle, not `newer`'s
     assert ls.encrypt(newer, bytes(8), False).ok
+
+
+def test_long_hmac_key_original_destroy_is_not_sent_either(ls: Lockstep) -> None:
+    """Regression (seed 10 of the default profile): destroying the original of a duplicated long HMAC key also
+    frees the buffer the duplicate uses; the call is not sent and the duplicate's HMAC stays right."""
+    prov = ls.acquire("app")
+    key = ls.import_plaintext(prov, w.CALG_RC2, 0, 65, w.CRYPT_IPSEC_HMAC_KEY)
+    assert isinstance(key, int)
+    twin = ls.duplicate_key(key)
+    assert isinstance(twin, int)
+    ls.destroy_key(key)
+    assert ls.deviations["wine-hmac-long-key-shared"] == 1
+    assert ls.hmac(twin, w.CALG_MD5, b"").ok  # compared byte for byte with the model's RFC 2104 value
