@@ -1,8 +1,12 @@
 """Targets by name: ``load("model")``, ``load("builtin", home=...)`` and ``load("builtin-processes", home=...)``
 (the reference CSP, in one process or with the app side in a child process; ``token="pkcs11"`` puts its hardware
-keys on a PKCS#11 token, see docs/hardware.md); Wine's CSP later.
+keys on a PKCS#11 token, see docs/hardware.md).
 
-``python:package.module:factory`` calls ``factory()`` from an importable module and returns its Target.
+``capi`` is a real CryptoAPI provider through the CAPI bridge (under Wine off Windows; docs/targets.md):
+``load("capi", provider=..., provider_type=...)``, or as a spec ``capi:<provider name>[:<provider type>]``
+(``capi:Microsoft Enhanced Cryptographic Provider v1.0:1``). ``line:<command>`` runs any program speaking the
+line protocol. ``python:package.module:factory`` calls ``factory()`` from an importable module and returns its
+Target.
 """
 
 from __future__ import annotations
@@ -15,7 +19,15 @@ from keyhandoff.target import Target
 
 __all__ = ["SPECS", "load"]
 
-SPECS = ("model", "builtin", "builtin-processes", "capi", "line:<command>", "python:package.module:factory")
+SPECS = (
+    "model",
+    "builtin",
+    "builtin-processes",
+    "capi",
+    "capi:<provider>[:<type>]",
+    "line:<command>",
+    "python:package.module:factory",
+)
 
 
 def load(spec: str, **options: object) -> Target:
@@ -35,10 +47,15 @@ def load(spec: str, **options: object) -> Target:
         if token is not None and not isinstance(token, str):
             raise TypeError("the builtin target's token is 'sqlite' or 'pkcs11'")
         return BuiltinTarget(home, processes=spec == "builtin-processes", token=token)
-    if spec == "capi":
+    if spec == "capi" or spec.startswith("capi:"):
         from keyhandoff.targets.capi_target import CapiTarget
 
         provider, provider_type = options.get("provider"), options.get("provider_type")
+        if spec != "capi":
+            name, _, kind = spec.removeprefix("capi:").rpartition(":")
+            provider, provider_type = (name, int(kind)) if name and kind.isdigit() else (spec[5:], provider_type)
+            if not provider:
+                raise ValueError("a capi target is written capi:<provider name>[:<provider type>]")
         if provider is not None and not isinstance(provider, str):
             raise TypeError("the capi target's provider is a provider name")
         if provider_type is not None and not isinstance(provider_type, int):

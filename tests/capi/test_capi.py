@@ -177,3 +177,16 @@ def test_long_hmac_key_original_destroy_is_not_sent_either(ls: Lockstep) -> None
     ls.destroy_key(key)
     assert ls.deviations["wine-hmac-long-key-shared"] == 1
     assert ls.hmac(twin, w.CALG_MD5, b"").ok  # compared byte for byte with the model's RFC 2104 value
+
+
+def test_another_provider_by_spec() -> None:
+    """capi:<provider>:<type> selects the provider: the type-1 Enhanced provider has DES, 3DES, RC2, RC4 and
+    no AES, as probed."""
+    target = load("capi:Microsoft Enhanced Cryptographic Provider v1.0:1")
+    try:
+        assert target.info.description.startswith("Microsoft Enhanced Cryptographic Provider v1.0")
+        algorithms = target.capabilities().algorithms
+        assert {w.CALG_DES, w.CALG_3DES, w.CALG_RC2, w.CALG_RC4} <= algorithms
+        assert w.CALG_AES_128 not in algorithms
+    finally:
+        target.close()
