@@ -81,14 +81,27 @@ def _finding(dev: Deviation) -> str:
         scope.append(f"condition `{dev.condition}`")
     if dev.model_rule:
         scope.append(f'model rule "{dev.model_rule}"')
+    answers = f"Model: {_answer(dev.model_code)}; target: {_answer(dev.target_code)}."
+    if dev.model_code is None and dev.target_code is None:
+        answers = "Model and target: success, with a different value or different bytes."
     how = " (not sent in runs)" if dev.not_sent else ""
     how += " (retired: the key is detached and the model goes on alone)" if dev.retire else ""
-    text = f"### {dev.id}\n{dev.description[0].upper()}{dev.description[1:]}.  \n{', '.join(scope)}{how}."
+    text = f"### {dev.id}\n{dev.description[0].upper()}{dev.description[1:]}.  \n{', '.join(scope)}{how}.  \n"
+    text += answers
     if dev.reproducer:
         script = reproducer([dict(step) for step in dev.reproducer], "capi", ModelTarget, None).splitlines()
         body = script[script.index("csp = targets.load('capi')") + 1 : -1]  # between the preamble and close()
         text += "\n\n```python\n" + "\n".join(body) + "\n```"
     return text
+
+
+def _answer(code: int | None) -> str:
+    from keyhandoff.model.wincrypt import describe_code
+    from keyhandoff.target import ANY_OUTCOME, ANY_REFUSAL
+
+    if code is None:
+        return "success"
+    return {ANY_REFUSAL: "any refusal", ANY_OUTCOME: "any outcome"}.get(code) or describe_code(code)
 
 
 BLOCKS: dict[str, Callable[[], str]] = {
