@@ -120,3 +120,34 @@ def test_not_sent_call_never_reaches_the_target(declared: tuple[Deviation, ...])
     assert ls.decrypt(key, b"", True).code == w.NTE_BAD_LEN  # the model's answer stands
     assert ls.deviations["crash"] == 1
     assert ls.encrypt(key, bytes(8), False).ok  # the key goes on, on both sides
+
+
+class NoOpaque(Declaring):
+    """A CSP without OPAQUEKEYBLOB (like Wine's rsaenh): it refuses the type itself."""
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        if blob[:1] == bytes([w.OPAQUEKEYBLOB]):
+            raise CryptError(w.NTE_BAD_TYPE)
+        return super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+
+    def capabilities(self) -> Capabilities:
+        caps = super().capabilities()
+        return attrs.evolve(caps, blob_types=caps.blob_types - {w.OPAQUEKEYBLOB})
+
+
+def test_an_unsupported_blob_type_may_be_refused_as_such() -> None:
+    """A forged OPAQUEKEYBLOB header: the model refuses its body (NTE_BAD_DATA), a target without the type
+    refuses the type (NTE_BAD_TYPE); both are right. A target that supports the type gets no such pass."""
+    forged = bytes([w.OPAQUEKEYBLOB, 2, 0, 0]) + w.CALG_DES.to_bytes(4, "little") + bytes(4)
+    ls = Lockstep(NoOpaque())
+    prov = ls.acquire("app")
+    assert ls.import_bytes(prov, forged).code == w.NTE_BAD_DATA  # the model's answer; the target's tolerated
+
+    class ClaimsOpaque(NoOpaque):
+        def capabilities(self) -> Capabilities:
+            return ModelTarget.capabilities(self)
+
+    ls = Lockstep(ClaimsOpaque())
+    prov = ls.acquire("app")
+    with pytest.raises(Divergence, match="NTE_BAD_TYPE"):
+        ls.import_bytes(prov, forged)
