@@ -491,6 +491,9 @@ class Lockstep:
             if target_handle == act.value:
                 reuse = self._reissued(old, index not in self._released)
                 self._detached_providers.setdefault(index, reuse)
+                for ref in self.keys:  # the released context's keys would now reach the new one (Wine: they work)
+                    if ref.prov == index and not ref.detached:
+                        ref.detached = reuse
         self.providers.append((_int(exp.value), _int(act.value), name))
         return len(self.providers) - 1
 

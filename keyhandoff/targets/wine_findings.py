@@ -98,7 +98,8 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "*",
         None,
         None,
-        "a destroyed key's handle is issued again to a new key, so a stale handle reaches the new key",
+        "a destroyed key's handle is issued again to a new key, so a stale handle reaches the new key; a released "
+        "context's handle is issued again too, and the released context's keys then work again",
         condition="handle-reused",
         reproducer=(*_des(), _key("destroy_key"), _imp(w.CALG_DES, 8, seed=1)),
     ),
