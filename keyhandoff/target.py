@@ -9,7 +9,7 @@ a freed provider NTE_BAD_UID, where advapi32 in front of a CSP answers ERROR_INV
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
 import attrs
@@ -157,14 +157,9 @@ class Capabilities:
     ) -> Deviation | None:
         """The declared deviation covering this difference, if any (``rule``: the model's refusal rule, if it
         refused; ``conditions``: those that hold now)."""
-        for dev in self.deviations:
-            if (
-                not dev.not_sent
-                and dev.matches(operation, model_code, target_code, param, rule, blob_type)
-                and (not dev.condition or dev.condition in conditions)
-            ):
-                return dev
-        return None
+        return self._first(
+            False, lambda dev: dev.matches(operation, model_code, target_code, param, rule, blob_type), conditions
+        )
 
     def unsent(
         self,
@@ -177,14 +172,22 @@ class Capabilities:
         conditions: frozenset[str] = frozenset(),
     ) -> Deviation | None:
         """The declared ``not_sent`` deviation covering this call (the model answered ``model_code``), if any."""
-        for dev in self.deviations:
-            if (
-                dev.not_sent
-                and dev.matches_call(operation, model_code, param, rule, blob_type)
-                and (not dev.condition or dev.condition in conditions)
-            ):
-                return dev
-        return None
+        return self._first(
+            True, lambda dev: dev.matches_call(operation, model_code, param, rule, blob_type), conditions
+        )
+
+    def _first(
+        self, not_sent: bool, covers: Callable[[Deviation], bool], conditions: frozenset[str]
+    ) -> Deviation | None:
+        """The first declaration of that kind that covers the call and whose condition holds."""
+        return next(
+            (
+                dev
+                for dev in self.deviations
+                if dev.not_sent == not_sent and covers(dev) and (not dev.condition or dev.condition in conditions)
+            ),
+            None,
+        )
 
     def declares(self, condition: str) -> Deviation | None:
         """The deviation declared for a structural ``condition`` ("handle-reused"), if any."""

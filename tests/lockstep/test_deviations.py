@@ -151,3 +151,44 @@ def test_an_unsupported_blob_type_may_be_refused_as_such() -> None:
     prov = ls.acquire("app")
     with pytest.raises(Divergence, match="NTE_BAD_TYPE"):
         ls.import_bytes(prov, forged)
+
+
+class ReissuesContexts(Declaring):
+    """Wine-like: a released context's handle is issued to the next context, and its keys work again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._freed: list[int] = []
+        self._alias: dict[int, int] = {}  # reissued handle -> the model's new context
+
+    def release(self, prov: int) -> None:
+        super().release(self._alias.get(prov, prov))
+        self._freed.append(prov)
+
+    def acquire(self, side: str = "secure") -> int:
+        made = super().acquire(side)
+        if not self._freed:
+            return made
+        reused = self._freed.pop()
+        self._alias[reused] = made
+        return reused
+
+    def destroy_key(self, key: int) -> None:
+        if self.inspect(key).lifecycle.alive:
+            super().destroy_key(key)  # the model's own rule would refuse a dead context's key; Wine does not
+
+
+_REUSE = Deviation("reuse", "*", None, None, "handles reissued", condition="handle-reused")
+
+
+def test_a_reissued_context_detaches_the_released_contexts_keys() -> None:
+    ls = _lockstep(ReissuesContexts, (_REUSE,))
+    ls.acquire("secure")
+    prov = ls.acquire("secure")
+    key = ls.import_plaintext(prov, w.CALG_DES, 0, 8)
+    assert isinstance(key, int)
+    ls.release(prov)
+    again = ls.acquire("secure")
+    assert ls.providers[again][1] == ls.providers[prov][1]
+    assert ls.keys[key].detached == "reuse"
+    assert ls.destroy_key(key).code == w.NTE_BAD_KEY  # the model's answer; not sent to the target
