@@ -223,32 +223,20 @@ class Lockstep:
         self._record(step, line)
         dead = self._names_dead(step)
         expected = _observe(on_model, "model", line)
-        detached = self._detached(step)
-        if detached:
-            # A detached reference (see KeyRef.detached): a call through it would reach another key, or one whose
-            # state parted from the model's. Not sent; the deviation that detached it is counted again.
-            self.deviations[detached] += 1
-            self.last_actual = expected
-            self._done(expected)
+        # Not sent: a call through a detached reference (see KeyRef.detached), which would reach another key or
+        # one whose state parted from the model's; or a call a declared not_sent deviation says crashes or
+        # corrupts the CSP. The model's outcome stands and the deviation is counted.
+        unsent = None
+        reason = self._detached(step)
+        if not reason:
+            unsent = self._unsent(step, expected, dead)
+            reason = unsent.id if unsent is not None else ""
+        if reason:
+            self.deviations[reason] += 1
             if str(step["op"]) in _CREATING and expected.ok:
-                self._detach_next = detached  # what it makes is detached too
-            return expected, expected
-        operation, param, blob_type = _call_facts(step)
-        unsent = self.capabilities.unsent(
-            operation,
-            expected.code,
-            param=param,
-            rule=self.model.last_rule if expected.code is not None else "",
-            blob_type=blob_type,
-            conditions=self._conditions(step, dead),
-        )
-        if unsent is not None:  # a call known to crash or corrupt the CSP is not sent (see Deviation.not_sent)
-            self.deviations[unsent.id] += 1
-            if unsent.retire:
-                for name in ("key", "sender", "receiver"):
-                    key = step.get(name)
-                    if isinstance(key, int):
-                        self.keys[key].detached = self.keys[key].detached or unsent.id
+                self._detach_next = reason  # the target made nothing: what the model made is detached
+            elif unsent is not None and unsent.retire:
+                self._detach_named(step, reason, destroy=False)  # the target's copies are left untouched
             self.last_actual = expected
             self._done(expected)
             return expected, expected
@@ -258,6 +246,21 @@ class Lockstep:
         if expected.code != actual.code and {expected.code, actual.code} <= unpredictable:
             return expected, actual  # an outcome the model cannot know (see _crypt); both sides reset alike
         return self._settle(step, line, expected, actual, dead), actual
+
+    def _unsent(self, step: dict[str, object], expected: Observed, dead: bool) -> Deviation | None:
+        """The declared not_sent deviation covering this call, if any (conditions computed only when the target
+        declares one: they are not free, and this is on every call)."""
+        if not any(dev.not_sent for dev in self.capabilities.deviations):
+            return None
+        operation, param, blob_type = _call_facts(step)
+        return self.capabilities.unsent(
+            operation,
+            expected.code,
+            param=param,
+            rule=self.model.last_rule if expected.code is not None else "",
+            blob_type=blob_type,
+            conditions=self._conditions(step, dead),
+        )
 
     def _names_dead(self, step: dict[str, object]) -> bool:
         """Whether the step names a key or context the model holds dead (before the call)."""
@@ -337,6 +340,8 @@ class Lockstep:
     def _declared(
         self, step: dict[str, object], model_code: int | None, target_code: int | None, dead: bool = False
     ) -> Deviation | None:
+        if not self.capabilities.deviations:  # nothing declared: spare the conditions
+            return None
         operation, param, blob_type = _call_facts(step)
         return self.capabilities.deviation(
             operation,
@@ -368,11 +373,16 @@ class Lockstep:
             if expected.ok:
                 self._detach_next = reason
             return
+        self._detach_named(step, reason, destroy=True)
+
+    def _detach_named(self, step: dict[str, object], reason: str, *, destroy: bool) -> None:
+        """Detach the keys the step names (not already detached); with ``destroy``, also destroy the target's
+        copies where no declared not_sent deviation forbids it."""
         for name in ("key", "sender", "receiver"):
             key = step.get(name)
             if isinstance(key, int) and not self.keys[key].detached:
                 self.keys[key].detached = reason
-                if self._may_destroy(key):
+                if destroy and self._may_destroy(key):
                     _quietly(self.target.destroy_key, self.keys[key].target)
 
     def _may_destroy(self, key: int) -> bool:
@@ -383,16 +393,19 @@ class Lockstep:
 
     def _same_bytes(
         self, line: str, expected: Observed, actual: Observed, known: bool, step: dict[str, object] | None = None
-    ) -> None:
+    ) -> bool:
+        """Known material: the same bytes, unless a declared deviation covers ``step`` (then True); unknown
+        material: the same length."""
         if not expected.ok:
-            return
+            return False
         if known and expected.value != actual.value:
             if step is not None and self._tolerated(step, None, None):
-                return
+                return True
             raise Divergence(line, expected, actual, "different bytes")
         exp_v, act_v = expected.value, actual.value
         if isinstance(exp_v, bytes) and isinstance(act_v, bytes) and len(exp_v) != len(act_v):
             raise Divergence(line, expected, actual, "different lengths")
+        return False
 
     def check_states(self) -> None:
         """Every key reference's full state agrees (white-box targets); key bytes only where known."""
@@ -777,10 +790,9 @@ class Lockstep:
             if self._tolerated(step, sent_m.code, sent_t.code):
                 return
             raise Divergence(line, sent_m, sent_t, "encrypt")
-        if sent_m.ok and a.known and sent_m.value != sent_t.value and self._tolerated(step, None, None):
+        if self._same_bytes(line, sent_m, sent_t, a.known, step):
             self._done(sent_m)
             return
-        self._same_bytes(line, sent_m, sent_t, a.known)
         if not sent_m.ok or not isinstance(sent_m.value, bytes) or not isinstance(sent_t.value, bytes):
             self._done(sent_m)
             return
