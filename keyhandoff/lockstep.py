@@ -526,25 +526,44 @@ class Lockstep:
         m, t, name = self.providers[prov]
         line = f"k{len(self.keys)} = csp.gen_key({name}, {alg:#x}, {flags:#x}, hardware={hardware})"
         step: dict[str, object] = {"op": "gen_key", "prov": prov, "alg": alg, "flags": flags, "hardware": hardware}
-        if self._detached(step):
-            both = self._both(step, line, lambda: self.model.gen_key(m, alg, flags, hardware=hardware), _unsent)
-            return self._key_result(both[0], both[1], False, fixed=False)
+        model_call = lambda: self.model.gen_key(m, alg, flags, hardware=hardware)  # noqa: E731
+        target_call = lambda: self.target.gen_key(t, alg, flags, hardware=hardware)  # noqa: E731
+        if self._detached(step) or any(
+            d.not_sent and d.covers_operation("gen_key") for d in self.capabilities.deviations
+        ):
+            # The model answers first (it decides whether the call is sent at all), so a white-box target's
+            # material cannot be handed to it: the key is unknown material.
+            both = self._both(step, line, model_call, target_call)
+            made = self._key_result(both[0], both[1], False, fixed=False)
+        else:
+            made = self._gen_key_white_box(step, line, model_call, target_call, hardware)
+        if isinstance(made, int):
+            self.keys[made].marks = frozenset({"generated-key"})
+        return made
+
+    def _gen_key_white_box(
+        self,
+        step: dict[str, object],
+        line: str,
+        model_call: Callable[[], object],
+        target_call: Callable[[], object],
+        hardware: bool,
+    ) -> int | Observed:
+        """The target generates first; a white-box target's material is then queued for the model, so both
+        sides hold the same key and every byte is compared."""
         self._record(step, line)
         dead = self._names_dead(step)
-        actual = _observe(lambda: self.target.gen_key(t, alg, flags, hardware=hardware), "target", line)
+        actual = _observe(target_call, "target", line)
         known = False
         if actual.ok and self.inspectable and not hardware and isinstance(self.target, Inspectable):
             material = self.target.inspect(_int(actual.value)).key
             if material:  # a white-box target: the model generates the same material
                 self.model.queue_material(material)
                 known = True
-        expected = _observe(lambda: self.model.gen_key(m, alg, flags, hardware=hardware), "model", line)
+        expected = _observe(model_call, "model", line)
         self._done(expected)
         expected = self._settle(step, line, expected, actual, dead)
-        made = self._key_result(expected, actual, known, fixed=False)
-        if isinstance(made, int):
-            self.keys[made].marks = frozenset({"generated-key"})
-        return made
+        return self._key_result(expected, actual, known, fixed=False)
 
     def import_plaintext(
         self, prov: int, alg: int, seed: int, size: int, flags: int = 0, hardware: bool = False
@@ -860,10 +879,6 @@ class Lockstep:
 def _quietly(destroy: Callable[[int], object], handle: int) -> None:
     with contextlib.suppress(CryptError):  # already dead on that side: nothing to retire
         destroy(handle)
-
-
-def _unsent() -> object:
-    raise AssertionError("a call through a detached reference is never sent to the target")
 
 
 # Import flags that mark the key for deviation conditions (KeyRef.marks).

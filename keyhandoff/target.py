@@ -108,12 +108,15 @@ class Deviation:
             self.target_code, target_code
         )
 
+    def covers_operation(self, operation: str) -> bool:
+        return self.operation == "*" or operation in self.operation.split(",")
+
     def matches_call(
         self, operation: str, model_code: int | None, param: int | None, rule: str, blob_type: int | None
     ) -> bool:
         """Whether it covers this call and the model's answer (whatever the target answers)."""
         return (
-            (self.operation == "*" or operation in self.operation.split(","))
+            self.covers_operation(operation)
             and self.blob_type in (None, blob_type)
             and _covers(self.model_code, model_code)
             and self.param in (None, param)

@@ -192,3 +192,22 @@ def test_a_reissued_context_detaches_the_released_contexts_keys() -> None:
     assert ls.providers[again][1] == ls.providers[prov][1]
     assert ls.keys[key].detached == "reuse"
     assert ls.destroy_key(key).code == w.NTE_BAD_KEY  # the model's answer; not sent to the target
+
+
+class CrashesOnGenKey(Declaring):
+    def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
+        raise RuntimeError("page fault")
+
+
+def test_a_not_sent_call_that_makes_a_key_leaves_it_to_the_model() -> None:
+    """The model made a key the target never did: its reference is detached (a placeholder handle), and calls
+    through it go to the model only, never to the target with the model's handle."""
+    declared = (Deviation("genkey-crash", "gen_key", None, None, "crash", not_sent=True),)
+    ls = _lockstep(CrashesOnGenKey, declared)
+    prov = ls.acquire("app")
+    key = ls.gen_key(prov, w.CALG_DES)
+    assert isinstance(key, int)
+    assert ls.keys[key].detached == "genkey-crash"
+    assert ls.keys[key].target < 0
+    assert ls.encrypt(key, bytes(8), False).ok  # the model's answer; not sent
+    assert ls.deviations["genkey-crash"] == 2
