@@ -30,7 +30,7 @@ from typing import IO
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 
-__all__ = ["MAX_FRAME", "BoundaryTimeout", "ChildProcess", "read_frame", "write_frame"]
+__all__ = ["MAX_FRAME", "BoundaryTimeout", "ChildProcess", "FrameReader", "FrameTooLarge", "encode_frame", "write_all"]
 
 MAX_FRAME = 64 << 20  # refuse absurd lengths instead of allocating them
 _LEN = struct.Struct(">I")
@@ -40,27 +40,60 @@ class BoundaryTimeout(TimeoutError):
     """The child did not answer in time; it has been killed."""
 
 
-def write_frame(stream: IO[bytes], value: object) -> None:
-    """Raises ValueError for a value marshal cannot encode (not a plain value)."""
+def encode_frame(value: object) -> bytes:
+    """The frame of a plain value; ValueError for a value marshal cannot encode."""
     payload = marshal.dumps(value)  # type: ignore[arg-type]  # ValueError for anything not plain
-    stream.write(_LEN.pack(len(payload)) + payload)
-    stream.flush()
+    return _LEN.pack(len(payload)) + payload
 
 
-def read_frame(stream: IO[bytes]) -> object:
-    """One frame from a blocking stream; EOFError at a clean end of input."""
-    header = stream.read(_LEN.size)
-    if not header:
-        raise EOFError
-    if len(header) < _LEN.size:
-        raise EOFError("truncated frame header")
-    (size,) = _LEN.unpack(header)
-    if size > MAX_FRAME:
-        raise ValueError("frame too large")
-    payload = stream.read(size)
-    if len(payload) < size:
-        raise EOFError("truncated frame")
-    return marshal.loads(payload)
+def write_all(fd: int, data: bytes) -> None:
+    """One ``write(2)`` in the usual case; a blocking pipe may still take a large frame in parts."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+class FrameTooLarge(ValueError):
+    """A frame header announced more than :data:`MAX_FRAME` bytes."""
+
+
+class FrameReader:
+    """Frames from a file descriptor, read straight with ``os.read`` (no buffered stream in between): one read
+    may hold part of a frame or several. The usual reply fits one read and is parsed without a copy."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._data: bytes | bytearray = b""
+
+    def next_payload(self) -> bytes | bytearray | None:
+        """The next complete frame's payload, or None until more bytes are read; FrameTooLarge for an absurd
+        length."""
+        data = self._data
+        if len(data) < _LEN.size:
+            return None
+        (size,) = _LEN.unpack_from(data)
+        if size > MAX_FRAME:
+            raise FrameTooLarge("frame too large")
+        end = _LEN.size + size
+        if len(data) < end:
+            return None
+        self._data = data[end:]
+        return data[_LEN.size : end]
+
+    def fill(self) -> bool:
+        """Read what the pipe holds (blocking if it is empty); False at end of input."""
+        chunk = os.read(self.fd, 1 << 16)
+        if not chunk:
+            return False
+        if not self._data:
+            self._data = chunk
+        else:  # part of a frame is waiting: accumulate in place (amortised, so a large frame stays linear)
+            if not isinstance(self._data, bytearray):
+                self._data = bytearray(self._data)
+            self._data += chunk
+        return True
 
 
 class ChildProcess:
@@ -80,18 +113,18 @@ class ChildProcess:
         assert self._proc.stdin is not None and self._proc.stdout is not None  # noqa: PT018 - Popen with PIPE
         self._stdin: IO[bytes] = self._proc.stdin
         self._stdout: IO[bytes] = self._proc.stdout
-        self._stdout_fd = self._stdout.fileno()
-        self._buffer = bytearray()
-        self._wait_readable: Callable[[float], bool]
+        self._stdin_fd = self._stdin.fileno()
+        self._reader = FrameReader(self._stdout.fileno())
+        self._wait_readable: Callable[[int], object]  # milliseconds -> truthy once the reply pipe is readable
         if hasattr(select, "poll"):  # one poll(2) per wait, straight from C
             poller = select.poll()
-            poller.register(self._stdout_fd, select.POLLIN)
-            self._wait_readable = lambda seconds: bool(poller.poll(math.ceil(seconds * 1000)))
+            poller.register(self._reader.fd, select.POLLIN)
+            self._wait_readable = poller.poll
             self._selector: selectors.BaseSelector | None = None
         else:  # Windows: the selectors module
             selector = selectors.DefaultSelector()
             selector.register(self._stdout, selectors.EVENT_READ)
-            self._wait_readable = lambda seconds: bool(selector.select(seconds))
+            self._wait_readable = lambda ms: selector.select(ms / 1000)
             self._selector = selector
 
     @property
@@ -103,12 +136,13 @@ class ChildProcess:
 
     def call(self, method: str, *args: object, timeout: float | None = None, **kwargs: object) -> object:
         """Run ``method`` in the child; its refusals come back as CryptError."""
+        frame = encode_frame((method, args, kwargs))
         with self._lock:
             if self._proc.returncode is not None:  # reaped by an earlier call (no system call per call)
                 raise CryptError(w.NTE_FAIL, f"{method}: the app process has exited ({self._proc.returncode})")
             try:
-                write_frame(self._stdin, (method, args, kwargs))
-            except (BrokenPipeError, OSError):
+                write_all(self._stdin_fd, frame)
+            except OSError:  # BrokenPipeError: the child is gone
                 status = self._proc.poll()
                 raise CryptError(w.NTE_FAIL, f"{method}: the app process is gone (exit status {status})") from None
             reply = self._read(method, self.timeout if timeout is None else timeout)
@@ -121,32 +155,30 @@ class ChildProcess:
         raise CryptError(w.NTE_FAIL, f"{method}: the app process failed ({reply[1] if len(reply) > 1 else '?'})")
 
     def _read(self, method: str, timeout: float) -> object:
-        """One reply frame: wait for the pipe (``poll``, bounded by the deadline), read what is there, repeat."""
+        """One reply: wait for the pipe (``poll``, bounded by the deadline), read what is there, repeat until a
+        whole frame is in. The wait blocks in the kernel: no thread, no busy loop."""
         deadline = time.monotonic() + timeout
-        need = _LEN.size
-        buffer = self._buffer
+        reader = self._reader
         while True:
-            if len(buffer) >= _LEN.size:
-                (size,) = _LEN.unpack_from(buffer)
-                if size > MAX_FRAME:
-                    self.kill()
-                    raise CryptError(w.NTE_FAIL, f"{method}: oversized frame from the app process")
-                need = _LEN.size + size
-                if len(buffer) >= need:
-                    payload = bytes(buffer[_LEN.size : need])
-                    del buffer[:need]
+            try:
+                payload = reader.next_payload()
+            except FrameTooLarge:
+                self.kill()
+                raise CryptError(w.NTE_FAIL, f"{method}: oversized frame from the app process") from None
+            if payload is not None:
+                try:
                     return marshal.loads(payload)
+                except (EOFError, ValueError, TypeError):
+                    return None  # answered as a malformed reply
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
                 raise BoundaryTimeout(f"{method}: the app process did not answer within {timeout:.1f} s")
-            if not self._wait_readable(remaining):
+            if not self._wait_readable(math.ceil(remaining * 1000)):
                 continue
-            chunk = os.read(self._stdout_fd, max(65536, need - len(buffer)))
-            if not chunk:
+            if not reader.fill():
                 status = self._proc.wait()
                 raise CryptError(w.NTE_FAIL, f"{method}: the app process died (exit status {status})")
-            buffer += chunk
 
     def kill(self) -> None:
         if self._proc.poll() is None:

@@ -9,45 +9,77 @@ which could hold data).
 from __future__ import annotations
 
 import importlib
+import marshal
+import os
 import sys
-from typing import IO
+from collections.abc import Callable
 
-from keyhandoff.impl.boundary import read_frame, write_frame
+from keyhandoff.impl.boundary import FrameReader, FrameTooLarge, encode_frame, write_all
 from keyhandoff.model.errors import CryptError
 
 __all__ = ["main", "serve"]
 
-
-def _reply(target: object, request: object) -> tuple[object, ...]:
-    if not (isinstance(request, tuple) and len(request) == 3):
-        return ("crash", "MalformedRequest")
-    method, args, kwargs = request
-    if not isinstance(method, str) or method.startswith("_") or not isinstance(args, tuple):
-        return ("crash", "MalformedRequest")
-    func = getattr(target, method, None)
-    if not callable(func) or not isinstance(kwargs, dict):
-        return ("crash", "NoSuchMethod")
-    try:
-        return ("ok", func(*args, **kwargs))
-    except CryptError as err:
-        return ("err", err.code, err.operation)
-    except Exception as exc:  # reported by type only: a message could carry data
-        return ("crash", type(exc).__name__)
+_UNSERIALISABLE = encode_frame(("crash", "UnserialisableReply"))
 
 
-def serve(target: object, stdin: IO[bytes], stdout: IO[bytes]) -> None:
-    """Answer requests until end of input, then close the served object if it can be closed."""
+class _Dispatcher:
+    """The served object's public methods, each looked up (and checked) once."""
+
+    def __init__(self, target: object) -> None:
+        self._target = target
+        self._methods: dict[str, Callable[..., object]] = {}
+
+    def method(self, name: object) -> Callable[..., object] | None:
+        if type(name) is not str:
+            return None
+        func = self._methods.get(name)
+        if func is None and not name.startswith("_"):
+            found = getattr(self._target, name, None)
+            if callable(found):
+                func = self._methods[name] = found
+        return func
+
+    def reply(self, payload: bytes | bytearray) -> tuple[object, ...]:
+        try:
+            request = marshal.loads(payload)
+        except (EOFError, ValueError, TypeError):
+            return ("crash", "MalformedRequest")
+        if not (type(request) is tuple and len(request) == 3):
+            return ("crash", "MalformedRequest")
+        name, args, kwargs = request
+        if type(args) is not tuple or type(kwargs) is not dict:
+            return ("crash", "MalformedRequest")
+        func = self.method(name)
+        if func is None:
+            return ("crash", "NoSuchMethod")
+        try:
+            return ("ok", func(*args, **kwargs))
+        except CryptError as err:
+            return ("err", err.code, err.operation)
+        except Exception as exc:  # reported by type only: a message could carry data
+            return ("crash", type(exc).__name__)
+
+
+def serve(target: object, in_fd: int, out_fd: int) -> None:
+    """Answer requests from ``in_fd`` on ``out_fd`` until end of input (or a frame header announcing an absurd
+    length), then close the served object if it can be closed."""
+    dispatcher = _Dispatcher(target)
+    reader = FrameReader(in_fd)
     try:
         while True:
             try:
-                request = read_frame(stdin)
-            except EOFError:
+                payload = reader.next_payload()
+            except FrameTooLarge:
                 break
-            reply = _reply(target, request)
+            if payload is None:
+                if not reader.fill():
+                    break
+                continue
             try:
-                write_frame(stdout, reply)
+                frame = encode_frame(dispatcher.reply(payload))
             except ValueError:  # marshal refused the value (not a plain value)
-                write_frame(stdout, ("crash", "UnserialisableReply"))
+                frame = _UNSERIALISABLE
+            write_all(out_fd, frame)
     finally:
         close = getattr(target, "close", None)
         if callable(close):
@@ -59,9 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args or ":" not in args[0]:
         print("usage: python -m keyhandoff.impl.child MODULE:FACTORY [ARG ...]", file=sys.stderr)
         return 2
+    # The protocol gets a private copy of stdout; fd 1 becomes stderr, so a stray print in the served code
+    # (or a library it loads) cannot corrupt a frame.
+    out_fd = os.dup(1)
+    os.dup2(2, 1)
     module_name, _, factory_name = args[0].partition(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
-    serve(factory(*args[1:]), sys.stdin.buffer, sys.stdout.buffer)
+    serve(factory(*args[1:]), 0, out_fd)
     return 0
 
 

@@ -33,6 +33,11 @@ class Echo:
     def not_plain(self) -> object:
         return object()
 
+    def chatty(self, value: object) -> object:
+        print("a stray line on stdout", value)  # must not reach the protocol's pipe
+        os.write(1, b"\x00\x00\x00\x05 and raw bytes on fd 1")
+        return value
+
     def bad_key(self) -> None:
         raise CryptError(w.NTE_BAD_KEY, "encrypt")
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import marshal
 import os
 import time
 
 import pytest
 
-from keyhandoff.impl.boundary import BoundaryTimeout, ChildProcess
+from keyhandoff.impl.boundary import (
+    MAX_FRAME,
+    BoundaryTimeout,
+    ChildProcess,
+    FrameReader,
+    FrameTooLarge,
+    encode_frame,
+    write_all,
+)
+from keyhandoff.impl.child import _Dispatcher
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
+from tests.impl.boundary_fixtures import Echo
 
 SPEC = "tests.impl.boundary_fixtures:make_echo"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -93,3 +104,67 @@ def test_close_ends_the_child() -> None:
     proc.call("echo", 1)
     proc.close()
     assert not proc.alive()
+
+
+def test_stray_output_in_the_child_does_not_corrupt_frames(child: ChildProcess) -> None:
+    """The served code printing to stdout (or writing to fd 1) cannot break a frame: the protocol has its own
+    copy of the pipe and fd 1 is stderr."""
+    assert child.call("chatty", b"value") == b"value"
+    assert child.call("echo", 7) == 7
+
+
+def test_frame_reader_splits_and_joins() -> None:
+    """Whatever one read returns (several frames, a frame in pieces) comes out as whole payloads, in order."""
+    frames = [encode_frame(("a", 1)), encode_frame(b"x" * 300_000), encode_frame(None)]
+    stream = b"".join(frames)
+    read_end, write_end = os.pipe()
+    try:
+        reader = FrameReader(read_end)
+        got: list[object] = []
+        for at in range(0, len(stream), 40_009):  # pieces that cut headers and payloads at odd places
+            write_all(write_end, stream[at : at + 40_009])
+            assert reader.fill()
+            while (payload := reader.next_payload()) is not None:
+                got.append(marshal.loads(payload))
+        assert got == [("a", 1), b"x" * 300_000, None]
+        os.close(write_end)
+        write_end = -1
+        assert not reader.fill()  # end of input
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+
+
+def test_frame_reader_refuses_an_absurd_length() -> None:
+    """A header announcing more than MAX_FRAME bytes is refused before anything is allocated."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, (MAX_FRAME + 1).to_bytes(4, "big"))
+        reader = FrameReader(read_end)
+        assert reader.fill()
+        with pytest.raises(FrameTooLarge):
+            reader.next_payload()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    ("payload", "answer"),
+    [
+        (b"\xff\x00garbage", ("crash", "MalformedRequest")),
+        (marshal.dumps(("echo", (1,))), ("crash", "MalformedRequest")),  # not (method, args, kwargs)
+        (marshal.dumps(("echo", [1], {})), ("crash", "MalformedRequest")),  # args not a tuple
+        (marshal.dumps(("echo", (1,), [])), ("crash", "MalformedRequest")),  # kwargs not a dict
+        (marshal.dumps((5, (), {})), ("crash", "NoSuchMethod")),
+        (marshal.dumps(("__init__", (), {})), ("crash", "NoSuchMethod")),
+        (marshal.dumps(("echo", (b"v",), {})), ("ok", b"v")),
+        (marshal.dumps(("refuse", (w.NTE_BAD_DATA,), {})), ("err", w.NTE_BAD_DATA, "refuse")),
+        (marshal.dumps(("echo", (), {"nope": 1})), ("crash", "TypeError")),
+    ],
+)
+def test_child_answers_every_request_shape(payload: bytes, answer: tuple[object, ...]) -> None:
+    """The child's dispatcher answers malformed frames, unknown and private names, refusals and bad arguments
+    with a reply, never an exception that would end the child."""
+    assert _Dispatcher(Echo()).reply(payload) == answer

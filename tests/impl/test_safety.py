@@ -3,15 +3,15 @@ on one provider see only the expected CryptErrors and consistent results."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections.abc import Callable
 
 import pytest
 
-from keyhandoff.impl import handles as handles_module
 from keyhandoff.impl.builtin import BuiltinCsp
-from keyhandoff.impl.handles import HandleTable
+from keyhandoff.impl.handles import HANDLE_BITS, HandleTable
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle
@@ -59,8 +59,8 @@ def test_handles_never_reused_across_thousands(csp: BuiltinCsp) -> None:
 def test_handle_table_redraws_collisions(monkeypatch: pytest.MonkeyPatch) -> None:
     """A drawn handle that was ever issued (or is 0) is drawn again: the table never hands a number out twice."""
     draws = iter([0, 5, 5, 0, 5, 6])
-    monkeypatch.setattr(handles_module.secrets, "randbits", lambda bits: next(draws))
     table: HandleTable[str] = HandleTable()
+    monkeypatch.setattr(table, "_draw", lambda: next(draws))
     assert table.issue("a") == 5
     table.replace(5, "tombstone of a")
     assert table.issue("b") == 6
@@ -69,6 +69,34 @@ def test_handle_table_redraws_collisions(monkeypatch: pytest.MonkeyPatch) -> Non
     assert (len(table), sorted(table)) == (2, [5, 6])
     with pytest.raises(KeyError):
         table.replace(7, "never issued")
+
+
+def test_handle_draws_span_many_pools() -> None:
+    """Handles come from a pool of OS randomness refilled every 512 draws: across several refills they stay
+    distinct, nonzero and inside 62 bits, and use the high bits too (a pool that stopped refilling, or a shift
+    that dropped bits, would show here)."""
+    table: HandleTable[int] = HandleTable()
+    drawn = [table.issue(i) for i in range(2000)]
+    assert len(set(drawn)) == 2000
+    assert all(0 < h < 1 << HANDLE_BITS for h in drawn)
+    assert max(drawn) >= 1 << (HANDLE_BITS - 4)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+def test_forked_child_draws_other_handles() -> None:
+    """A forked child does not inherit the parent's undrawn randomness: its next handle is not the parent's."""
+    table: HandleTable[str] = HandleTable()
+    table.issue("warm the pool")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next handle and leave without running pytest's teardown
+        os.write(write_end, table.issue("child").to_bytes(8, "big"))
+        os._exit(0)
+    os.close(write_end)
+    child_handle = int.from_bytes(os.read(read_end, 8), "big")
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child_handle != table.issue("parent")
 
 
 def test_threads_hammering_one_provider(csp: BuiltinCsp) -> None:
