@@ -7,8 +7,9 @@ Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1]   (figures recorded in 
 2. OPAQUEKEYBLOB export + import in one process vs a raw AES-GCM seal + open of the same payload size.
 3. Cross-process handoff of one blob vs a raw pipe round trip of the same bytes to a child process (goal <= 2x):
    the handoff is the import round trip (blob in, handle out); the destroy round trip is reported on its own
-   line, and so are the boundary's own floor (the same bytes echoed through it) and the import without a
-   process boundary.
+   line, and so are the boundary's own floor (the same bytes echoed through it), a raw pipe round trip followed
+   by an import in this process (what the handoff costs without framing) and the import back to back. Measured
+   with both processes on one core, on two cores, and as the scheduler places them (see ``placements``).
 4. An RC4 key exported at a large stream position (OpenSSL hides the RC4 table: the imported key's first call
    replays the keystream; the import itself builds nothing).
 
@@ -115,73 +116,106 @@ def per_item(func: Callable[[int], object], make: Callable[[], list[int]], *, re
     return best
 
 
+def placements() -> list[tuple[str, tuple[int, int] | None]]:
+    """Where the two processes run. A pipe round trip between two processes on one core is a pair of context
+    switches; across two cores each direction wakes an idle core, which costs several times more on this VM. The
+    scheduler picks either, so both are measured pinned (this process and its children alike: baseline and
+    handoff always share a placement), and once as the scheduler leaves them."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        return [("as scheduled", None)]
+    first, second = sorted(os.sched_getaffinity(0))[:2]
+    return [("as scheduled", None), ("one core", (first, first)), ("two cores", (first, second))]
+
+
 def bench_handoff(home: str, runs: int) -> None:
-    csp = ProcessCsp(home)
-    echo = subprocess.Popen([sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    # The boundary's floor: a served object that does nothing (bytes().join hands the bytes back), so the same
-    # bytes cross both ways through the framed, timed calls of keyhandoff.impl.boundary.
-    floor = ChildProcess(["builtins:bytes"])
+    for name, cores in placements():
+        csp = ProcessCsp(home)
+        echo = subprocess.Popen([sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+        # The boundary's floor: a served object that does nothing (bytes().join hands the bytes back), so the
+        # same bytes cross both ways through the framed, timed calls of keyhandoff.impl.boundary.
+        floor = ChildProcess(["builtins:bytes"])
+        original = os.sched_getaffinity(0) if cores is not None else None
+        try:
+            if cores is not None:
+                os.sched_setaffinity(0, {cores[0]})
+                for pid in (echo.pid, floor.pid, csp.app_pid):
+                    os.sched_setaffinity(pid, {cores[1]})
+            handoff_rows(csp, echo, floor, runs, name)
+        finally:
+            if original is not None:
+                os.sched_setaffinity(0, original)
+            assert echo.stdin is not None  # Popen with PIPE
+            echo.stdin.close()
+            echo.wait()
+            floor.close()
+            csp.close()
+
+
+def handoff_rows(csp: ProcessCsp, echo: subprocess.Popen[bytes], floor: ChildProcess, runs: int, name: str) -> None:
     assert echo.stdin is not None and echo.stdout is not None  # noqa: PT018 - pipes requested above
-    try:
-        secure, app = csp.acquire("secure"), csp.acquire("app")
-        key = csp.import_key(secure, plaintext_blob(w.CALG_AES_128, test_key(3, 16)))
-        blob = csp.export_key(key, w.OPAQUEKEYBLOB)
-        frame = len(blob).to_bytes(4, "big") + blob
-        local = csp.secure.csp  # the same installation in this process: the import without a boundary
-        local_app = local.acquire("app")
-        batch = 2000
+    pipe_in, pipe_out = echo.stdin, echo.stdout
+    secure, app = csp.acquire("secure"), csp.acquire("app")
+    key = csp.import_key(secure, plaintext_blob(w.CALG_AES_128, test_key(3, 16)))
+    blob = csp.export_key(key, w.OPAQUEKEYBLOB)
+    frame = len(blob).to_bytes(4, "big") + blob
+    local = csp.secure.csp  # the same installation in this process: the import without a boundary
+    local_app = local.acquire("app")
+    batch = 2000
 
-        def raw_pipe() -> bytes:
-            echo.stdin.write(frame)  # type: ignore[union-attr]
-            return echo.stdout.read(len(frame))  # type: ignore[union-attr]
+    def raw_pipe() -> bytes:
+        pipe_in.write(frame)
+        return pipe_out.read(len(frame))
 
-        def import_round_trip() -> float:  # the keys are destroyed afterwards, untimed
-            made: list[int] = []
-            seconds = per_item(lambda _: made.append(csp.import_key(app, blob)), lambda: list(range(batch)))
-            for handle in made:
-                csp.destroy_key(handle)
-            return seconds
+    def import_round_trip() -> float:  # the keys are destroyed afterwards, untimed
+        made: list[int] = []
+        seconds = per_item(lambda _: made.append(csp.import_key(app, blob)), lambda: list(range(batch)))
+        for handle in made:
+            csp.destroy_key(handle)
+        return seconds
 
-        def destroy_round_trip() -> float:  # each batch of keys imported beforehand, untimed
-            return per_item(csp.destroy_key, lambda: [csp.import_key(app, blob) for _ in range(batch)])
+    def destroy_round_trip() -> float:  # each batch of keys imported beforehand, untimed
+        return per_item(csp.destroy_key, lambda: [csp.import_key(app, blob) for _ in range(batch)])
 
-        def import_here() -> float:
-            made: list[int] = []
-            seconds = per_item(lambda _: made.append(local.import_key(local_app, blob)), lambda: list(range(batch)))
-            for handle in made:
-                local.destroy_key(handle)
-            return seconds
+    def import_here(after_pipe: bool) -> float:
+        made: list[int] = []
 
-        def full_cycle() -> None:
-            csp.destroy_key(csp.import_key(app, csp.export_key(key, w.OPAQUEKEYBLOB)))
+        def one(_: int) -> None:
+            if after_pipe:
+                raw_pipe()
+            made.append(local.import_key(local_app, blob))
 
-        figures = measure_runs(
-            runs,
-            [
-                lambda: per_call(raw_pipe),
-                lambda: per_call(lambda: floor.call("join", (blob,))),
-                import_round_trip,
-                destroy_round_trip,
-                lambda: per_call(full_cycle),
-                import_here,
-            ],
-        )
-        print(f"\nCross-process handoff of one {len(blob)}-byte blob (goal <= 2x a raw pipe round trip)")
-        labels = [
-            "raw pipe round trip of the same bytes (baseline)",
-            "the same bytes echoed through the boundary (floor)",
-            "handoff: import in the app process (1 round trip)",
-            "destroy in the app process (1 round trip)",
-            "export here + import there + destroy (2 round trips)",
-            "import in one process (no boundary, for reference)",
-        ]
-        for label, measured in zip(labels, figures, strict=True):
-            print(median_row(label, measured))
-    finally:
-        echo.stdin.close()
-        echo.wait()
-        floor.close()
-        csp.close()
+        seconds = per_item(one, lambda: list(range(batch)))
+        for handle in made:
+            local.destroy_key(handle)
+        return seconds
+
+    def full_cycle() -> None:
+        csp.destroy_key(csp.import_key(app, csp.export_key(key, w.OPAQUEKEYBLOB)))
+
+    figures = measure_runs(
+        runs,
+        [
+            lambda: per_call(raw_pipe),
+            lambda: per_call(lambda: floor.call("join", (blob,))),
+            lambda: import_here(after_pipe=True),
+            import_round_trip,
+            destroy_round_trip,
+            lambda: per_call(full_cycle),
+            lambda: import_here(after_pipe=False),
+        ],
+    )
+    print(f"\nCross-process handoff of one {len(blob)}-byte blob, processes {name} (goal <= 2x a raw pipe round trip)")
+    labels = [
+        "raw pipe round trip of the same bytes (baseline)",
+        "the same bytes echoed through the boundary (floor)",
+        "raw pipe round trip, then an import here (no framing)",
+        "handoff: import in the app process (1 round trip)",
+        "destroy in the app process (1 round trip)",
+        "export here + import there + destroy (2 round trips)",
+        "import in one process, back to back (no boundary)",
+    ]
+    for label, measured in zip(labels, figures, strict=True):
+        print(median_row(label, measured))
 
 
 def bench_rc4_position(csp: BuiltinCsp, gib: float) -> None:

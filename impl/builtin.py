@@ -23,14 +23,17 @@ __all__ = ["BuiltinCsp"]
 
 class BuiltinCsp:
     """An installation (``home``: a directory; None: ``KEYHANDOFF_HOME`` or the user data dir) and one Csp;
-    ``token`` chooses the installation's token (``"sqlite"``, ``"pkcs11"``; None: ``KEYHANDOFF_TOKEN`` or sqlite)."""
+    ``token`` chooses the installation's token (``"sqlite"``, ``"pkcs11"``; None: ``KEYHANDOFF_TOKEN`` or sqlite);
+    ``handle_space`` (0..3) is carried by every handle it issues (see ``keyhandoff.impl.handles``)."""
 
     name = "builtin"
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, token: str | None = None) -> None:
+    def __init__(
+        self, home: str | os.PathLike[str] | None = None, *, token: str | None = None, handle_space: int = 0
+    ) -> None:
         self._installation = Installation(home, token=token)
         try:
-            self._csp = Csp(self._installation)
+            self._csp = Csp(self._installation, handle_space=handle_space)
         except BaseException:
             self._installation.close()
             raise

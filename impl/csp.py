@@ -153,13 +153,13 @@ class Csp:
     material buffer itself, for the test that watches destroy zero it.
     """
 
-    def __init__(self, installation: InstallationLike) -> None:
+    def __init__(self, installation: InstallationLike, *, handle_space: int = 0) -> None:
         self._installation = installation
         self._token = installation.token
         self._token_algorithms = frozenset(self._token.algorithms())
         self._sealer = OpaqueSealer(installation.key(OPAQUE_PURPOSE))
         self._lock = threading.Lock()  # the table lock: provider liveness and membership
-        self._handles: HandleTable[_Provider | LiveKey] = HandleTable()
+        self._handles: HandleTable[_Provider | LiveKey] = HandleTable(handle_space)
         self._lookup = self._handles.lookup
         # The per-call fast path (_fast_crypt) stands for _live + _crypt on calls they would run without refusing;
         # a subclass that overrides either (a planted defect, a wrapper) gets the full path on every call.
@@ -205,6 +205,15 @@ class Csp:
         key.kill()
         raise CryptError(provider_gone, operation)
 
+    def _bury(self, handle: int, entry: LiveKey) -> None:
+        """After a key's death (destroy, export with CRYPT_DESTROYKEY): its context forgets it, and the table
+        keeps it only among the recent dead, so memory follows the live keys, not every key ever made."""
+        with self._lock:
+            owner = self._handles.get(entry.provider)
+            if isinstance(owner, _Provider):
+                owner.keys.discard(handle)
+            self._handles.retire(handle)
+
     # --- contexts -----------------------------------------------------------------------------------------
 
     def acquire(self, side: str | Side = "secure") -> int:
@@ -220,13 +229,16 @@ class Csp:
         answers NTE_BAD_UID afterwards (our decision)."""
         with self._lock:
             provider = self._provider(prov, "release")
-            provider.alive = False
+            provider.alive = False  # from here on no key joins it (_register checks under this lock)
             owned = list(provider.keys)
+            provider.keys.clear()
         for handle in owned:
             entry = self._handles.get(handle)
             if isinstance(entry, LiveKey):
                 with entry.lock:
                     entry.kill()
+            self._handles.retire(handle)
+        self._handles.retire(prov)
 
     def close(self) -> None:
         """Release every live context (this process's view ends; the installation and token stay)."""
@@ -330,6 +342,7 @@ class Csp:
         """CryptDestroyKey: software material wiped; a hardware key loses only its handle."""
         with self._live(key, "destroy_key") as entry:
             entry.kill()
+        self._bury(key, entry)
 
     # --- import -------------------------------------------------------------------------------------------
 
@@ -453,7 +466,9 @@ class Csp:
             entry.lifecycle = Lifecycle.EXPORTED
             if flags & w.CRYPT_DESTROYKEY:
                 entry.kill()
-            return blob
+        if flags & w.CRYPT_DESTROYKEY:
+            self._bury(key, entry)
+        return blob
 
     # --- parameters ---------------------------------------------------------------------------------------
 

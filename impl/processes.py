@@ -3,13 +3,14 @@
 Both processes open the same installation (directory): its secret, hence its opaque-blob sealing key, and its
 hardware token. Handles belong to the process that made them, as in Windows: a call on a key goes to the
 process that owns the handle, and only blobs (bytes) cross the boundary, exactly as in the Schannel handoff.
-A handle this object never issued is answered by the secure side (NTE_BAD_KEY / NTE_BAD_UID).
+The app process issues its handles in its own handle space (the top bits of every handle it makes), so the
+router remembers nothing per handle; any other value, issued or not, is answered by the secure side
+(NTE_BAD_KEY / NTE_BAD_UID).
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,9 +18,12 @@ import attrs
 
 from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.impl.handles import handle_space
 from keyhandoff.model.state import KeyState, Lifecycle, Location
 
-__all__ = ["AppSide", "ProcessCsp", "serve_app_side"]
+__all__ = ["APP_HANDLE_SPACE", "AppSide", "ProcessCsp", "serve_app_side"]
+
+APP_HANDLE_SPACE = 1  # the secure side keeps space 0
 
 
 def _plain_state(state: KeyState) -> dict[str, object]:
@@ -48,7 +52,7 @@ class AppSide(BuiltinCsp):
 def serve_app_side(home: str, token: str | None = None) -> AppSide:
     """The child's factory (``python -m keyhandoff.impl.child keyhandoff.impl.processes:serve_app_side HOME
     [TOKEN]``); a PKCS#11 token's configuration comes from the inherited environment."""
-    return AppSide(home, token=token)
+    return AppSide(home, token=token, handle_space=APP_HANDLE_SPACE)
 
 
 class ProcessCsp:
@@ -68,8 +72,6 @@ class ProcessCsp:
         except BaseException:
             self.secure.close()
             raise
-        self._in_child: dict[int, bool] = {}  # handle -> made by the app process
-        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"ProcessCsp({self.secure.installation!r}, app pid {self._child.pid})"
@@ -78,24 +80,20 @@ class ProcessCsp:
     def app_pid(self) -> int:
         return self._child.pid
 
-    def _remember(self, handle: int, in_child: bool) -> int:
-        with self._lock:
-            self._in_child[handle] = in_child
-        return handle
+    def _child_owns(self, handle: object) -> bool:
+        return handle_space(handle) == APP_HANDLE_SPACE
 
-    def _child_owns(self, handle: int) -> bool:
-        return self._in_child.get(handle, False)  # one dict read, atomic; writes hold the lock
-
-    def _int(self, value: object) -> int:
-        if not isinstance(value, int):
-            raise TypeError("the app process answered a non-integer handle")
+    def _from_child(self, value: object) -> int:
+        if handle_space(value) != APP_HANDLE_SPACE:
+            raise TypeError("the app process answered a value that is not one of its handles")
+        assert isinstance(value, int)  # handle_space checked it
         return value
 
     # --- contexts and keys: routed to the process that owns the handle ------------------------------------
     def acquire(self, side: str = "secure") -> int:
         if side == "app":
-            return self._remember(self._int(self._child.call("acquire", "app")), True)
-        return self._remember(self.secure.acquire(side), False)
+            return self._from_child(self._child.call("acquire", "app"))
+        return self.secure.acquire(side)
 
     def release(self, prov: int) -> None:
         if self._child_owns(prov):
@@ -105,16 +103,14 @@ class ProcessCsp:
 
     def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
         if self._child_owns(prov):
-            return self._remember(self._int(self._child.call("gen_key", prov, alg, flags, hardware=hardware)), True)
-        return self._remember(self.secure.gen_key(prov, alg, flags, hardware=hardware), False)
+            return self._from_child(self._child.call("gen_key", prov, alg, flags, hardware=hardware))
+        return self.secure.gen_key(prov, alg, flags, hardware=hardware)
 
     def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
         if self._child_owns(prov):
             handle = self._child.call("import_key", prov, bytes(blob), pub_key=pub_key, flags=flags, hardware=hardware)
-            return self._remember(self._int(handle), True)
-        return self._remember(
-            self.secure.import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware), False
-        )
+            return self._from_child(handle)
+        return self.secure.import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
 
     def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
         if self._child_owns(key):
@@ -132,8 +128,8 @@ class ProcessCsp:
 
     def duplicate_key(self, key: int) -> int:
         if self._child_owns(key):
-            return self._remember(self._int(self._child.call("duplicate_key", key)), True)
-        return self._remember(self.secure.duplicate_key(key), False)
+            return self._from_child(self._child.call("duplicate_key", key))
+        return self.secure.duplicate_key(key)
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
         if self._child_owns(key):

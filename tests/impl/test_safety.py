@@ -7,11 +7,20 @@ import os
 import random
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from keyhandoff.impl.builtin import BuiltinCsp
-from keyhandoff.impl.handles import HANDLE_BITS, HandleTable
+from keyhandoff.impl.csp import _Provider
+from keyhandoff.impl.handles import (
+    DEAD_KEPT,
+    HANDLE_BITS,
+    PERMUTED_BITS,
+    HandleSequence,
+    HandleTable,
+    handle_space,
+)
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle
@@ -56,37 +65,118 @@ def test_handles_never_reused_across_thousands(csp: BuiltinCsp) -> None:
         assert caught.value.code == w.NTE_BAD_KEY
 
 
-def test_handle_table_redraws_collisions(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A drawn handle that was ever issued (or is 0) is drawn again: the table never hands a number out twice."""
-    draws = iter([0, 5, 5, 0, 5, 6])
+def test_handle_table_keeps_only_recent_dead() -> None:
+    """A retired entry stays findable among the last DEAD_KEPT; older ones are forgotten (unknown, never
+    reissued); replace revives a held handle (only the fault catalog does); len counts every issued handle."""
     table: HandleTable[str] = HandleTable()
-    monkeypatch.setattr(table, "_draw", lambda: next(draws))
-    assert table.issue("a") == 5
-    table.replace(5, "tombstone of a")
-    assert table.issue("b") == 6
-    assert table.get(5) == "tombstone of a"
-    assert [table.get(7), table.get("5"), table.get(True)] == [None, None, None]
-    assert (len(table), sorted(table)) == (2, [5, 6])
+    first = table.issue("a")
+    table.retire(first)
+    table.retire(first)  # retiring twice changes nothing
+    assert table.get(first) == "a"
+    assert table.lookup(first) is None
+    later = [table.issue(f"k{i}") for i in range(DEAD_KEPT)]
+    for handle in later:
+        table.retire(handle)
+    assert table.get(first) is None  # pushed out by DEAD_KEPT younger dead entries
+    assert table.get(later[0]) == "k0"
+    assert table.dead_count() == DEAD_KEPT
+    assert table.live_count() == 0
+    assert [table.get(7), table.get(str(later[0])), table.get(True)] == [None, None, None]
+    table.replace(later[0], "revived")
+    assert table.lookup(later[0]) == "revived"
+    assert list(table) == [later[0]]
     with pytest.raises(KeyError):
-        table.replace(7, "never issued")
+        table.replace(first, "forgotten")
+    assert len(table) == DEAD_KEPT + 1
 
 
-def test_handle_draws_span_many_pools() -> None:
-    """Handles come from a pool of OS randomness refilled every 512 draws: across several refills they stay
-    distinct, nonzero and inside 62 bits, and use the high bits too (a pool that stopped refilling, or a shift
-    that dropped bits, would show here)."""
-    table: HandleTable[int] = HandleTable()
+def test_handle_sequence_is_the_feistel_permutation() -> None:
+    """The batched arithmetic (halves packed in AES blocks, one integer per batch) computes exactly the Feistel
+    network written one handle at a time, which the inverse network maps back to the counters: a permutation,
+    so no handle can come twice, with no memory of the handles issued."""
+    sequence = HandleSequence()
+    rounds = sequence._rounds
+    half = PERMUTED_BITS // 2
+    mask = (1 << half) - 1
+
+    def f(aes: Any, half: int) -> int:
+        return int.from_bytes(aes.update(half.to_bytes(16, "little"))[:4], "little") & mask
+
+    def forward(counter: int) -> int:
+        left, right = counter >> half, counter & mask
+        for aes in rounds:
+            left, right = right, left ^ f(aes, right)
+        return (left << half) | right
+
+    def inverse(handle: int) -> int:
+        left, right = handle >> half, handle & mask
+        for aes in reversed(rounds):
+            left, right = right ^ f(aes, left), left
+        return (left << half) | right
+
+    for start in (1, 1 << 31, (1 << PERMUTED_BITS) - 512):
+        counters = range(start, start + 512)
+        handles = sequence.permute(counters)
+        assert handles == [forward(c) for c in counters]
+        assert [inverse(h) for h in handles] == list(counters)
+        assert all(0 <= h < 1 << PERMUTED_BITS for h in handles)
+
+
+@pytest.mark.parametrize("space", [0, 1, 3])
+def test_handles_are_spread_over_their_space(space: int) -> None:
+    """Across several batches a table's handles are distinct, nonzero, carry its space in their top two bits
+    and use the high bits of the permuted part too."""
+    table: HandleTable[int] = HandleTable(space)
     drawn = [table.issue(i) for i in range(2000)]
     assert len(set(drawn)) == 2000
-    assert all(0 < h < 1 << HANDLE_BITS for h in drawn)
-    assert max(drawn) >= 1 << (HANDLE_BITS - 4)
+    assert all(0 < h < 1 << HANDLE_BITS and handle_space(h) == space for h in drawn)
+    assert max(h & ((1 << PERMUTED_BITS) - 1) for h in drawn) >= 1 << (PERMUTED_BITS - 4)
+    assert [handle_space(v) for v in (0, -1, 1 << HANDLE_BITS, True, "1")] == [None] * 5
+    with pytest.raises(ValueError, match="space"):
+        HandleTable(4)
+
+
+def test_memory_follows_live_keys(csp: BuiltinCsp) -> None:
+    """Making and destroying many keys leaves only DEAD_KEPT dead records and nothing in the context's key set;
+    a recently destroyed key is still inspectable, an older one is unknown, and both answer NTE_BAD_KEY."""
+    prov = csp.acquire("app")
+    blob = plaintext_blob(w.CALG_AES_128, bytes(range(16)))
+    keep = csp.import_key(prov, blob)
+    made = []
+    for i in range(DEAD_KEPT + 600):
+        key = csp.import_key(prov, blob)
+        made.append(key)
+        if i % 2:
+            csp.export_key(key, w.OPAQUEKEYBLOB, flags=w.CRYPT_DESTROYKEY)
+        else:
+            csp.destroy_key(key)
+    table = csp.csp._handles
+    assert table.live_count() == 2
+    assert table.dead_count() == DEAD_KEPT
+    provider = table.get(prov)
+    assert isinstance(provider, _Provider)
+    assert provider.keys == {keep}
+    assert csp.inspect(made[-1]).lifecycle is Lifecycle.DESTROYED
+    for handle in (made[0], made[-1]):
+        with pytest.raises(CryptError) as caught:
+            csp.encrypt(handle, b"x", False)
+        assert caught.value.code == w.NTE_BAD_KEY
+    with pytest.raises(CryptError) as caught:
+        csp.inspect(made[0])
+    assert caught.value.code == w.NTE_BAD_KEY
+    csp.release(prov)
+    assert table.live_count() == 0
+    assert csp.inspect(keep).lifecycle is Lifecycle.DESTROYED
+    with pytest.raises(CryptError) as caught:
+        csp.import_key(prov, blob)
+    assert caught.value.code == w.NTE_BAD_UID
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
 def test_forked_child_draws_other_handles() -> None:
-    """A forked child does not inherit the parent's undrawn randomness: its next handle is not the parent's."""
+    """A forked child gets its own handle sequence: its next handle is not the parent's."""
     table: HandleTable[str] = HandleTable()
-    table.issue("warm the pool")
+    table.issue("before the fork")
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: report its next handle and leave without running pytest's teardown

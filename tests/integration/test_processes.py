@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 
 from keyhandoff.cli import main
 from keyhandoff.demo import _run
-from keyhandoff.impl.processes import ProcessCsp
+from keyhandoff.impl.handles import handle_space
+from keyhandoff.impl.processes import APP_HANDLE_SPACE, ProcessCsp
 from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
+from keyhandoff.model.state import Lifecycle
 from keyhandoff.targets import load
 from keyhandoff.vectors import load_vectors, matches, run_stream
 
@@ -68,6 +70,36 @@ def test_hardware_key_continues_in_the_other_process(csp: ProcessCsp) -> None:
     moved = csp.import_key(app, blob)
     assert csp.encrypt(moved, b"x" * 48, False) == csp.encrypt(twin, b"x" * 48, False)
     assert csp.inspect(moved).key == b""
+
+
+def test_handles_name_their_process(csp: ProcessCsp) -> None:
+    """Every handle the app process makes carries its handle space and every secure one does not, so routing
+    needs no memory per handle: a destroyed or released app handle still reaches the app process (which answers
+    NTE_BAD_KEY / NTE_BAD_UID, and still reports a just-destroyed key's final state)."""
+    secure, app = csp.acquire("secure"), csp.acquire("app")
+    blob = plaintext_blob(w.CALG_AES_128, test_key(2, 16))
+    mine = [csp.import_key(secure, blob) for _ in range(3)]
+    theirs = [csp.import_key(app, blob) for _ in range(3)]
+    theirs.append(csp.duplicate_key(theirs[0]))
+    assert {handle_space(h) for h in [secure, *mine]} == {0}
+    assert {handle_space(h) for h in [app, *theirs]} == {APP_HANDLE_SPACE}
+    assert not hasattr(csp, "_in_child")
+    csp.destroy_key(theirs[1])
+    assert csp.inspect(theirs[1]).lifecycle is Lifecycle.DESTROYED
+    for call, code in (
+        (lambda: csp.encrypt(theirs[1], b"x", False), w.NTE_BAD_KEY),
+        (lambda: csp.release(app), None),
+        (lambda: csp.encrypt(theirs[0], b"x", False), w.NTE_BAD_KEY),
+        (lambda: csp.gen_key(app, w.CALG_RC4), w.NTE_BAD_UID),
+        (lambda: csp.encrypt((APP_HANDLE_SPACE << 60) | 12345, b"x", False), w.NTE_BAD_KEY),  # never issued
+        (lambda: csp.encrypt(mine[0], b"x" * 16, False), None),
+    ):
+        if code is None:
+            call()
+            continue
+        with pytest.raises(CryptError) as caught:
+            call()
+        assert caught.value.code == code
 
 
 def test_dead_app_process_is_a_clear_error(csp: ProcessCsp) -> None:
