@@ -12,6 +12,7 @@ Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1]   (figures recorded in 
    with both processes on one core, on two cores, and as the scheduler places them (see ``placements``).
 4. An RC4 key exported at a large stream position (OpenSSL hides the RC4 table: the imported key's first call
    replays the keystream; the import itself builds nothing).
+5. Memory a process keeps of keys it made and destroyed (no baseline: the figure must not grow with N).
 
 With ``--runs N`` sections 1 and 3 are measured N times, side by side with their baselines; each line shows the
 median over the runs of its best-of-5 time, and the ratio is the median of the per-run ratios.
@@ -26,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tracemalloc
 from collections.abc import Callable, Sequence
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -243,6 +245,26 @@ def bench_rc4_position(csp: BuiltinCsp, gib: float) -> None:
     print(row("its first encrypt (replays the keystream)", first_call, fresh))
 
 
+def bench_memory(home: str) -> None:
+    """What a long-lived process keeps of the keys it made and destroyed: traced allocations still held after
+    N import + destroy cycles, for two N (a bounded figure stays flat; a leak grows with N)."""
+    csp = BuiltinCsp(home)
+    try:
+        prov = csp.acquire("app")
+        blob = csp.export_key(csp.import_key(prov, plaintext_blob(w.CALG_AES_128, test_key(6, 16))), w.OPAQUEKEYBLOB)
+        print("\nMemory kept after N import + destroy cycles (traced allocations still held)")
+        for cycles in (10_000, 50_000):
+            tracemalloc.start()
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(cycles):
+                csp.destroy_key(csp.import_key(prov, blob))
+            held = tracemalloc.get_traced_memory()[0] - before
+            tracemalloc.stop()
+            print(f"{f'N = {cycles:,}':<52} {held / 1e6:10.2f} MB   {held / cycles:7.0f} B per key")
+    finally:
+        csp.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rc4-gib", type=float, default=1.0)
@@ -258,6 +280,7 @@ def main() -> None:
             bench_rc4_position(csp, args.rc4_gib)
         finally:
             csp.close()
+        bench_memory(home)
 
 
 if __name__ == "__main__":
