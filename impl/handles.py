@@ -39,9 +39,9 @@ _HALF: Final = PERMUTED_BITS // 2
 _HALF_MASK: Final = (1 << _HALF) - 1
 _ROUNDS: Final = 8
 _BATCH: Final = 512  # handles computed per refill: one AES call per round for the whole batch
-# Each half-handle sits in the low 4 bytes of its own 16-byte slot (one AES block); a batch of slots is one
-# little-endian integer, so its bytes are the AES input and one integer XOR mixes the whole batch.
-# Counters go in and handles come out as the low 8 bytes of each slot.
+# One 16-byte slot (one AES block) per handle; a batch of slots is one little-endian integer, so its bytes are
+# the AES input and one integer XOR mixes the whole batch. Counters go in and handles come out in the low 8
+# bytes of each slot; during the rounds a slot holds one 30-bit half.
 _SLOTS: Final = struct.Struct("<" + "Q8x" * _BATCH)
 _SLOT_BYTES: Final = _SLOTS.size
 _LOW_BITS: Final = int.from_bytes(_SLOTS.pack(*[_HALF_MASK] * _BATCH), "little")  # each slot's low 30 bits
