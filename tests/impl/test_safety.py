@@ -136,6 +136,36 @@ def test_handles_are_spread_over_their_space(space: int) -> None:
         HandleTable(4)
 
 
+def test_handle_table_under_threads() -> None:
+    """8 threads issuing and retiring at once (past a batch refill and past DEAD_KEPT): every handle is distinct,
+    the live ones are exactly those not retired, and the dead store stays bounded."""
+    table: HandleTable[int] = HandleTable()
+    issued: list[list[int]] = [[] for _ in range(8)]
+    retired: list[set[int]] = [set() for _ in range(8)]
+
+    def work(slot: int) -> None:
+        rng = random.Random(slot)
+        for i in range(1500):
+            handle = table.issue(i)
+            issued[slot].append(handle)
+            if rng.random() < 0.7:
+                table.retire(handle)
+                retired[slot].add(handle)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    every = [h for handles in issued for h in handles]
+    assert len(set(every)) == len(every) == len(table) == 12_000
+    gone = set().union(*retired)
+    assert set(table) == set(every) - gone
+    assert table.live_count() == 12_000 - len(gone)
+    assert all(table.lookup(h) is None for h in gone)
+    assert table.dead_count() == DEAD_KEPT
+
+
 def test_memory_follows_live_keys(csp: BuiltinCsp) -> None:
     """Making and destroying many keys leaves only DEAD_KEPT dead records and nothing in the context's key set;
     a recently destroyed key is still inspectable, an older one is unknown, and both answer NTE_BAD_KEY."""
