@@ -61,7 +61,7 @@ class FrameTooLarge(ValueError):
 
 class FrameReader:
     """Frames from a file descriptor, read straight with ``os.read`` (no buffered stream in between): one read
-    may hold part of a frame or several. The usual reply fits one read and is parsed without a copy."""
+    may hold part of a frame or several. The usual reply takes one read and no buffer of its own."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd

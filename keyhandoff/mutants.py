@@ -185,18 +185,15 @@ class _RecyclesHandles(Csp):
         self._free.append(key)
 
     def _register(self, key: LiveKey, operation: str, *, provider_gone: int) -> int:
+        while self._free and self._free[-1] not in self._handles:  # forgotten by the table: cannot be revived
+            self._free.pop()
         if not self._free:
             return super()._register(key, operation, provider_gone=provider_gone)
         with self._lock:
             provider = self._handles.get(key.provider)
             if isinstance(provider, _Provider) and provider.alive:
                 handle = self._free.pop()
-                old = self._handles.get(handle)
-                if isinstance(old, LiveKey):  # the old key's context no longer owns the number
-                    owner = self._handles.get(old.provider)
-                    if isinstance(owner, _Provider):
-                        owner.keys.discard(handle)
-                self._handles.replace(handle, key)
+                self._handles.replace(handle, key)  # destroy already took the number out of its context
                 provider.keys.add(handle)
                 return handle
         key.kill()
