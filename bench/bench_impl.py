@@ -9,9 +9,13 @@ Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1]   (figures recorded in 
    the handoff is the import round trip (blob in, handle out); the destroy round trip is reported on its own
    line, and so are the boundary's own floor (the same bytes echoed through it), a raw pipe round trip followed
    by an import in this process (what the handoff costs without framing) and the import back to back. Measured
-   with both processes on one core, on two cores, and as the scheduler places them (see ``placements``).
-4. An RC4 key exported at a large stream position (OpenSSL hides the RC4 table: the imported key's first call
-   replays the keystream; the import itself builds nothing).
+   with both processes on one core, on two cores, and as the scheduler places them (see ``placements``). If a C
+   compiler and OpenSSL's headers are at hand, one more line times the same request from the boundary's real
+   parent to a native child (bench/native_import.c: framing and the AES-GCM open only), a lower bound for an
+   app side whose import is native code.
+4. An RC4 key exported at a large stream position: its blob carries the RC4 state, so the import and the first
+   call cost the same at any position (with ``KEYHANDOFF_NATIVE_RC4=0``, the fallback: no state, and the
+   imported key's first call replays the keystream).
 5. Memory a process keeps of keys it made and destroyed (no baseline: the figure must not grow with N).
 
 With ``--runs N`` sections 1 and 3 are measured N times, side by side with their baselines; each line shows the
@@ -37,8 +41,10 @@ from timing import per_call, row
 from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.processes import ProcessCsp
+from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
 
 _ECHO = (
     "import sys\n"
@@ -129,31 +135,77 @@ def placements() -> list[tuple[str, tuple[int, int] | None]]:
     return [("as scheduled", None), ("one core", (first, first)), ("two cores", (first, second))]
 
 
+def build_native(workdir: str) -> str | None:
+    """bench/native_import.c built into ``workdir``; None (and the reason printed) if it cannot be built."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native_import.c")
+    program = os.path.join(workdir, "native_import")
+    command = ["cc", "-O2", "-Wall", "-Wextra", "-o", program, source, "-lcrypto"]
+    try:
+        subprocess.run(command, check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError) as err:
+        print(f"\n(the native app side is not measured: {' '.join(command)} failed: {err})")
+        return None
+    return program
+
+
+def seal_for_native(child: ChildProcess, like: bytes) -> bytes:
+    """Key the native child and seal a blob for it: ``like``'s header and length, AES-256-GCM under a key of the
+    benchmark's own (never an installation's). A tampered blob must come back NTE_BAD_DATA, so the line's
+    figure is known to include the open."""
+    key = AESGCM.generate_key(bit_length=256)
+    child.call("setup", key)
+    header, nonce = like[:8], os.urandom(12)
+    blob = header + nonce + AESGCM(key).encrypt(nonce, os.urandom(len(like) - len(header) - 12 - 16), header)
+    try:
+        child.call("import_key", 1, blob[:-1] + bytes([blob[-1] ^ 1]))
+    except CryptError as err:
+        if err.code != w.NTE_BAD_DATA:
+            raise
+    else:
+        raise AssertionError("the native child accepted a tampered blob")
+    return blob
+
+
 def bench_handoff(home: str, runs: int) -> None:
-    for name, cores in placements():
-        csp = ProcessCsp(home)
-        echo = subprocess.Popen([sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-        # The boundary's floor: a served object that does nothing (bytes().join hands the bytes back), so the
-        # same bytes cross both ways through the framed, timed calls of keyhandoff.impl.boundary.
-        floor = ChildProcess(["builtins:bytes"])
-        original = os.sched_getaffinity(0) if cores is not None else None
-        try:
-            if cores is not None:
-                os.sched_setaffinity(0, {cores[0]})
-                for pid in (echo.pid, floor.pid, csp.app_pid):
-                    os.sched_setaffinity(pid, {cores[1]})
-            handoff_rows(csp, echo, floor, runs, name)
-        finally:
-            if original is not None:
-                os.sched_setaffinity(0, original)
-            assert echo.stdin is not None  # Popen with PIPE
-            echo.stdin.close()
-            echo.wait()
-            floor.close()
-            csp.close()
+    with tempfile.TemporaryDirectory() as workdir:
+        program = build_native(workdir)
+        for name, cores in placements():
+            csp = ProcessCsp(home)
+            echo = subprocess.Popen(
+                [sys.executable, "-c", _ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+            )
+            # The boundary's floor: a served object that does nothing (bytes().join hands the bytes back), so
+            # the same bytes cross both ways through the framed, timed calls of keyhandoff.impl.boundary.
+            floor = ChildProcess(["builtins:bytes"])
+            native = ChildProcess([], program=[program]) if program is not None else None
+            original = os.sched_getaffinity(0) if cores is not None else None
+            try:
+                if cores is not None:
+                    os.sched_setaffinity(0, {cores[0]})
+                    children = [echo.pid, floor.pid, csp.app_pid] + ([native.pid] if native else [])
+                    for pid in children:
+                        os.sched_setaffinity(pid, {cores[1]})
+                handoff_rows(csp, echo, floor, native, runs, name)
+            finally:
+                if original is not None:
+                    os.sched_setaffinity(0, original)
+                assert echo.stdin is not None  # Popen with PIPE
+                echo.stdin.close()
+                echo.wait()
+                floor.close()
+                if native is not None:
+                    native.close()
+                csp.close()
 
 
-def handoff_rows(csp: ProcessCsp, echo: subprocess.Popen[bytes], floor: ChildProcess, runs: int, name: str) -> None:
+def handoff_rows(
+    csp: ProcessCsp,
+    echo: subprocess.Popen[bytes],
+    floor: ChildProcess,
+    native: ChildProcess | None,
+    runs: int,
+    name: str,
+) -> None:
     assert echo.stdin is not None and echo.stdout is not None  # noqa: PT018 - pipes requested above
     pipe_in, pipe_out = echo.stdin, echo.stdout
     secure, app = csp.acquire("secure"), csp.acquire("app")
@@ -194,18 +246,19 @@ def handoff_rows(csp: ProcessCsp, echo: subprocess.Popen[bytes], floor: ChildPro
     def full_cycle() -> None:
         csp.destroy_key(csp.import_key(app, csp.export_key(key, w.OPAQUEKEYBLOB)))
 
-    figures = measure_runs(
-        runs,
-        [
-            lambda: per_call(raw_pipe),
-            lambda: per_call(lambda: floor.call("join", (blob,))),
-            lambda: import_here(after_pipe=True),
-            import_round_trip,
-            destroy_round_trip,
-            lambda: per_call(full_cycle),
-            lambda: import_here(after_pipe=False),
-        ],
-    )
+    measured: list[Callable[[], float]] = [
+        lambda: per_call(raw_pipe),
+        lambda: per_call(lambda: floor.call("join", (blob,))),
+        lambda: import_here(after_pipe=True),
+        import_round_trip,
+        destroy_round_trip,
+        lambda: per_call(full_cycle),
+        lambda: import_here(after_pipe=False),
+    ]
+    if native is not None:
+        native_blob = seal_for_native(native, blob)
+        measured.append(lambda: per_call(lambda: native.call("import_key", app, native_blob)))
+    figures = measure_runs(runs, measured)
     print(f"\nCross-process handoff of one {len(blob)}-byte blob, processes {name} (goal <= 2x a raw pipe round trip)")
     labels = [
         "raw pipe round trip of the same bytes (baseline)",
@@ -215,12 +268,24 @@ def handoff_rows(csp: ProcessCsp, echo: subprocess.Popen[bytes], floor: ChildPro
         "destroy in the app process (1 round trip)",
         "export here + import there + destroy (2 round trips)",
         "import in one process, back to back (no boundary)",
+        "native child: frames + AES-GCM open only (C)",
     ]
-    for label, measured in zip(labels, figures, strict=True):
-        print(median_row(label, measured))
+    for label, figure in zip(labels, figures, strict=False):  # the native line only if it was measured
+        print(median_row(label, figure))
+
+
+def best_of(func: Callable[[], object], repeat: int) -> float:
+    """The best time of ``repeat`` single calls."""
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def bench_rc4_position(csp: BuiltinCsp, gib: float) -> None:
+    native = native_rc4() is not None
     prov = csp.acquire("secure")
     key = csp.import_key(prov, plaintext_blob(w.CALG_RC4, test_key(4, 16)))
     chunk = bytes(1 << 20)
@@ -228,21 +293,27 @@ def bench_rc4_position(csp: BuiltinCsp, gib: float) -> None:
     for _ in range(int(gib * 1024)):
         csp.encrypt(key, chunk, False)
     advance = time.perf_counter() - start
+    # Each single operation timed on its own, best of 5 (of 1 for the fallback, whose first calls take seconds).
+    repeat = 5 if native else 1
+    exported = best_of(lambda: csp.export_key(key, w.OPAQUEKEYBLOB), repeat)
     blob = csp.export_key(key, w.OPAQUEKEYBLOB)
-    start = time.perf_counter()
-    moved = csp.import_key(prov, blob)
-    imported = time.perf_counter() - start
-    start = time.perf_counter()
-    continued = csp.encrypt(moved, bytes(16), False)
-    first_call = time.perf_counter() - start
+    moved: list[int] = []
+    imported = best_of(lambda: moved.append(csp.import_key(prov, blob)), repeat)
+    continued: list[bytes] = []
+    first_call = best_of(lambda: continued.append(csp.encrypt(moved.pop(), bytes(16), False)), repeat)
+    twins: list[bytes] = []
+    duplicated = best_of(lambda: twins.append(csp.encrypt(csp.duplicate_key(key), bytes(16), False)), repeat)
     small = csp.import_key(prov, plaintext_blob(w.CALG_RC4, test_key(5, 16)))
     fresh = per_call(lambda: csp.destroy_key(csp.import_key(prov, csp.export_key(small, w.OPAQUEKEYBLOB))))
-    same = continued == csp.encrypt(csp.duplicate_key(key), bytes(16), False)
-    print(f"\nRC4 key exported at stream position {gib:g} GiB (continuation identical: {same})")
+    same = set(continued) == set(twins) == {csp.encrypt(key, bytes(16), False)}
+    how = "its state in the blob (libcrypto RC4)" if native else "no state, replayed (the fallback)"
+    print(f"\nRC4 key at stream position {gib:g} GiB, {how}; continuations identical: {same}")
     print(row("export + import at position 0 (baseline)", fresh, fresh))
     print(row(f"reaching the position ({gib:g} GiB of keystream)", advance, fresh))
-    print(row(f"import at {gib:g} GiB (builds no context)", imported, fresh))
-    print(row("its first encrypt (replays the keystream)", first_call, fresh))
+    print(row(f"export at {gib:g} GiB ({len(blob)}-byte blob)", exported, fresh))
+    print(row(f"import at {gib:g} GiB", imported, fresh))
+    print(row("its first encrypt (16 bytes)", first_call, fresh))
+    print(row("duplicate + its first encrypt (16 bytes)", duplicated, fresh))
 
 
 def bench_memory(home: str) -> None:

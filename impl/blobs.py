@@ -10,9 +10,10 @@ OPAQUEKEYBLOB (vendor-defined; this CSP's layout) = BLOBHEADER{9, 2, 0, alg} || 
 AES-256-GCM(payload) with its 16-byte tag. The GCM key is the installation's ``key("opaque-blob")`` and the 8-byte
 header is the associated data, so every byte of the blob is authenticated: a changed, truncated or extended blob,
 or one sealed by another installation (another secret, so another key), fails authentication (NTE_BAD_DATA). The
-nonce is random per blob. The payload (see :class:`OpaquePayload`) is the COMPLETE key state; its format version
+nonce is random per blob. The payload (see :class:`OpaqueState`) is the COMPLETE key state; its format version
 is its first byte, inside the seal, so a reader sees it only after authentication: a version newer than this
-code reads is NTE_BAD_VER, an unknown older one NTE_BAD_DATA. A hardware key's payload names the token object
+code reads is NTE_BAD_VER, an unknown older one NTE_BAD_DATA (version 1, this format without the RC4 state, is
+still read). A hardware key's payload names the token object
 (token serial and object id), never its material.
 
 Nothing here raises anything but :class:`CryptError`, and no message carries key bytes.
@@ -28,6 +29,7 @@ import attrs
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from keyhandoff.impl.rc4_state import STATE_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle, Location
@@ -52,14 +54,15 @@ __all__ = [
 HEADER: Final = struct.Struct("<BBHI")  # bType, bVersion, reserved, aiKeyAlg
 _U32: Final = struct.Struct("<I")
 OPAQUE_PURPOSE: Final = "opaque-blob"  # Installation.key purpose of the sealing key
-PAYLOAD_VERSION: Final = 1
+PAYLOAD_VERSION: Final = 2  # version 1: the same without the RC4 state (flags bit 2)
 _NONCE: Final = 12
 _TAG: Final = 16
 
-# --- payload, version 1 -----------------------------------------------------------------------------------
+# --- payload, version 2 -----------------------------------------------------------------------------------
 # fixed part (40 bytes, little-endian):
 _FIXED: Final = struct.Struct("<BBBBIIIIIIIQ")
 # then  iv: u8 length + bytes (0, 8 or 16) | register: u8 length + bytes | salt: u8 length + bytes (0..24)
+# then, if flags bit 2: the RC4 state (258 bytes: i, j, S[0..255])
 # then  software: u32 length + key bytes (1..65536)   or   hardware: u8 length + token serial (UTF-8, 1..255)
 #       followed by the u64 token object id.
 _MAX_BLOCK: Final = 16
@@ -67,15 +70,16 @@ _MAX_SALT: Final = 24
 _MAX_KEY: Final = 64 * 1024
 _MAX_SERIAL: Final = 255
 MAX_PAYLOAD: Final = (
-    _FIXED.size + (1 + _MAX_BLOCK) * 2 + (1 + _MAX_SALT) + max(4 + _MAX_KEY, 1 + _MAX_SERIAL + 8)
-)  # 65,639 bytes
-MAX_OPAQUE_BLOB: Final = HEADER.size + _NONCE + MAX_PAYLOAD + _TAG  # 65,675 bytes
+    _FIXED.size + (1 + _MAX_BLOCK) * 2 + (1 + _MAX_SALT) + STATE_BYTES + max(4 + _MAX_KEY, 1 + _MAX_SERIAL + 8)
+)  # 65,897 bytes
+MAX_OPAQUE_BLOB: Final = HEADER.size + _NONCE + MAX_PAYLOAD + _TAG  # 65,933 bytes
 
 _LOCATIONS: Final = {Location.SOFTWARE: 0, Location.HARDWARE: 1}
 _LIFECYCLES: Final = {Lifecycle.CREATED: 1, Lifecycle.EXPORTED: 2, Lifecycle.IMPORTED: 3}
 _HMAC_ONLY: Final = 0x01
 _SALT_UNREPORTED: Final = 0x02  # set by KP_SALT: CryptGetKeyParam(KP_SALT) reports no salt (clear in older blobs)
-_FLAGS: Final = _HMAC_ONLY | _SALT_UNREPORTED
+_STREAM_STATE: Final = 0x04  # version 2: the RC4 state follows the salt
+_FLAGS: Final = {1: _HMAC_ONLY | _SALT_UNREPORTED, 2: _HMAC_ONLY | _SALT_UNREPORTED | _STREAM_STATE}  # by version
 
 
 @attrs.frozen
@@ -126,17 +130,18 @@ def plaintext_key(blob: bytes, operation: str = "import_key") -> bytes:
 class OpaqueState:
     """Everything an OPAQUEKEYBLOB restores (the payload, decoded). ``key`` is secret: repr shows its length.
 
-    Payload version 1, field by field (little-endian; ``decode_payload`` refuses anything else, including
-    trailing bytes):
+    Payload version 2, field by field (little-endian; ``decode_payload`` refuses anything else, including
+    trailing bytes). Version 1, still read, is the same without flags bit 2 and its field:
 
     ====== ======= ==================================================================
     offset size    field
     ====== ======= ==================================================================
-    0      1       payload format version (1)
+    0      1       payload format version (2)
     1      1       location: 0 software, 1 hardware
     2      1       lifecycle at export: 1 CREATED, 2 EXPORTED, 3 IMPORTED (informative: an import is IMPORTED)
     3      1       flags: bit 0 hmac-only (CRYPT_IPSEC_HMAC_KEY key longer than a cipher key); bit 1 salt not
-                   reported (set by KP_SALT: it keys the cipher, KP_SALT reads back empty); others 0
+                   reported (set by KP_SALT: it keys the cipher, KP_SALT reads back empty); bit 2 the RC4
+                   state follows the salt; others 0
     4      4       ALG_ID (equals the header's aiKeyAlg)
     8      4       KP_KEYLEN in bits
     12     4       KP_EFFECTIVE_KEYLEN
@@ -148,11 +153,12 @@ class OpaqueState:
     40     1+n     IV as last set (n = 0, 8 or 16)
     ..     1+n     live feedback register (n = 0, 8 or 16)
     ..     1+n     salt (n = 0..24)
+    ..     258     if flags bit 2: the RC4 state at the stream position (i, j, S[0..255]; secret)
     ..     4+n     software: key bytes (n = 1..65536)
     ..     1+n+8   hardware: token serial (UTF-8, n = 1..255), then the u64 token object id
     ====== ======= ==================================================================
 
-    Size bound: :data:`MAX_PAYLOAD` = 65,639 bytes, so a blob is at most :data:`MAX_OPAQUE_BLOB` = 65,675 bytes.
+    Size bound: :data:`MAX_PAYLOAD` = 65,897 bytes, so a blob is at most :data:`MAX_OPAQUE_BLOB` = 65,933 bytes.
     """
 
     location: Location
@@ -169,6 +175,7 @@ class OpaqueState:
     register: bytes
     salt: bytes = attrs.field(repr=lambda v: f"<{len(v)} bytes>")
     key: bytes = attrs.field(repr=lambda v: f"<{len(v)} bytes>")  # software; b"" for hardware
+    stream_state: bytes = attrs.field(default=b"", repr=lambda v: f"<{len(v)} bytes>")  # RC4 past position 0
     token_serial: str = ""  # hardware
     token_object: int = 0  # hardware
     hmac_only: bool = False
@@ -188,7 +195,9 @@ def encode_payload(state: OpaqueState) -> bytes:
             PAYLOAD_VERSION,
             _LOCATIONS[state.location],
             _LIFECYCLES[state.origin],
-            (_HMAC_ONLY if state.hmac_only else 0) | (0 if state.salt_reported else _SALT_UNREPORTED),
+            (_HMAC_ONLY if state.hmac_only else 0)
+            | (0 if state.salt_reported else _SALT_UNREPORTED)
+            | (_STREAM_STATE if state.stream_state else 0),
             state.alg,
             state.key_bits,
             state.effective_keylen,
@@ -202,6 +211,10 @@ def encode_payload(state: OpaqueState) -> bytes:
         _short(state.register, _MAX_BLOCK),
         _short(state.salt, _MAX_SALT),
     ]
+    if state.stream_state:
+        if len(state.stream_state) != STATE_BYTES:
+            raise ValueError(f"an RC4 state is {STATE_BYTES} bytes")
+        parts.append(state.stream_state)
     if state.location is Location.SOFTWARE:
         if not 1 <= len(state.key) <= _MAX_KEY:
             raise ValueError("a software key's payload carries 1..65536 key bytes")
@@ -228,8 +241,10 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
     size = len(payload)
     if not size:
         raise CryptError(w.NTE_BAD_DATA, operation)
-    if payload[0] != PAYLOAD_VERSION:
-        raise CryptError(w.NTE_BAD_VER if payload[0] > PAYLOAD_VERSION else w.NTE_BAD_DATA, operation)
+    version = payload[0]
+    known_flags = _FLAGS.get(version)
+    if known_flags is None:
+        raise CryptError(w.NTE_BAD_VER if version > PAYLOAD_VERSION else w.NTE_BAD_DATA, operation)
     if size < _FIXED.size:
         raise CryptError(w.NTE_BAD_DATA, operation)
     (_, location_code, origin_code, flags, alg, key_bits, effective, mode, mode_bits, padding, permissions, pos) = (
@@ -237,7 +252,7 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
     )
     location = _LOCATION_OF.get(location_code)
     origin = _LIFECYCLE_OF.get(origin_code)
-    if location is None or origin is None or flags & ~_FLAGS:
+    if location is None or origin is None or flags & ~known_flags:
         raise CryptError(w.NTE_BAD_DATA, operation)
     # The u8-length fields, then the tail. A field running past the end makes the next read fail (IndexError,
     # struct.error) and the tail must end exactly at the end: every malformation is NTE_BAD_DATA.
@@ -254,6 +269,10 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
         at += 1 + salt_len
         if iv_len > _MAX_BLOCK or register_len > _MAX_BLOCK or salt_len > _MAX_SALT:
             raise CryptError(w.NTE_BAD_DATA, operation)
+        stream_state = b""
+        if flags & _STREAM_STATE:
+            stream_state = payload[at : at + STATE_BYTES]
+            at += STATE_BYTES
         key, serial, obj = b"", "", 0
         if location is Location.SOFTWARE:
             (length,) = _U32.unpack_from(payload, at)
@@ -284,6 +303,7 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
         register=register,
         salt=salt,
         key=key,
+        stream_state=stream_state,
         token_serial=serial,
         token_object=obj,
         hmac_only=bool(flags & _HMAC_ONLY),

@@ -99,11 +99,20 @@ class FrameReader:
 class ChildProcess:
     """A spawned child serving one object's methods. Thread-safe: one call at a time crosses the pipe."""
 
-    def __init__(self, args: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+        program: Sequence[str] | None = None,
+    ) -> None:
+        """Spawn ``program`` (default: this interpreter running :mod:`keyhandoff.impl.child`) with ``args``.
+        Any program that speaks the protocol can be served this way (the benchmarks time a native one)."""
         self.timeout = timeout
         self._lock = threading.Lock()
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "keyhandoff.impl.child", *args],
+            [*(program or [sys.executable, "-m", "keyhandoff.impl.child"]), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -420,7 +420,13 @@ class Csp:
                 None
                 if state.hmac_only
                 else software_engine(
-                    info.alg, state.key, state.salt, state.effective_keylen, state.register, state.stream_pos
+                    info.alg,
+                    state.key,
+                    state.salt,
+                    state.effective_keylen,
+                    state.register,
+                    state.stream_pos,
+                    state.stream_state,
                 )
             )
         return LiveKey(
@@ -721,6 +727,7 @@ def _opaque_state(entry: LiveKey, serial: str) -> OpaqueState:
         register=entry.register,
         salt=entry.salt,
         key=b"" if hardware else bytes(entry.material),
+        stream_state=entry.stream_state,
         token_serial=serial if hardware else "",
         token_object=entry.token_object,
         hmac_only=entry.hmac_only,
@@ -735,12 +742,28 @@ def _check_opaque(state: OpaqueState, info: AlgInfo, operation: str) -> None:
         raise CryptError(w.NTE_BAD_DATA, operation)
 
 
+def _stream_state_fits(state: OpaqueState, info: AlgInfo) -> bool:
+    """An RC4 state belongs to a software RC4 key past position 0: a permutation for its table, and i is the
+    position modulo 256 (RC4's i steps once per byte)."""
+    table = state.stream_state[2:]
+    return (
+        info.stream
+        and state.location is Location.SOFTWARE
+        and not state.hmac_only
+        and state.stream_pos > 0
+        and state.stream_state[0] == state.stream_pos & 0xFF
+        and len(set(table)) == len(table) == 256
+    )
+
+
 def _consistent(state: OpaqueState, info: AlgInfo) -> bool:
     block = info.block
     if len(state.iv) != block or len(state.register) != block or len(state.salt) > _MAX_SALT:
         return False
     if not state.salt_reported and len(state.salt) != _KP_SALT_LEN:
         return False  # only KP_SALT leaves a salt unreported, and its salt is 11 bytes
+    if state.stream_state and not _stream_state_fits(state, info):
+        return False
     if state.location is Location.HARDWARE:
         return (
             not (state.salt or state.hmac_only or state.key or not state.token_object)

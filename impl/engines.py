@@ -10,7 +10,7 @@ produced or consumed; CFB-8: the last block-length ciphertext bytes; ECB leaves 
 (``inspect``, OPAQUEKEYBLOB export) and restored (import, duplicate) at any point.
 
 Engines are cheap to create: whatever costs (a ``cryptography`` context, the RC2 key expansion, the RC4 key
-schedule and replay) is built on first use, so importing or duplicating a key that is handed on unused costs O(1).
+schedule or state) is built on first use, so importing or duplicating a key that is handed on unused costs O(1).
 
 * :class:`CryptographyBlockEngine` (AES, the DES family) keeps one ``cryptography`` context for the current
   (mode, direction); a change of mode or direction, or a reset, rebuilds the context from the register.
@@ -18,11 +18,14 @@ schedule and replay) is built on first use, so importing or duplicating a key th
   of its own: ``cryptography``'s RC2 has neither ECB nor an effective-bits parameter.
 * :class:`TokenBlockEngine` asks the hardware token to run whole blocks (ECB, or CBC with the register as IV);
   CFB-8 is built on the token's ECB. The key material never enters this process.
-* :class:`RC4Engine` keeps a ``cryptography`` ARC4 context and the stream position. OpenSSL does not expose the
-  RC4 table, so a key restored at position p (import, duplicate) replays p keystream bytes at its first call:
-  O(p), in 64 KiB chunks through OpenSSL. Key lengths ``cryptography`` refuses are mapped to an equivalent longer
-  key (the RC4 key schedule reads ``K[i mod n]``, so K repeated to a length that is a multiple of n schedules
-  identically), or, when no such length exists (e.g. 11 or 13..15 bytes), run by a small pure-Python RC4.
+* :class:`RC4Engine` keeps the keystream and the stream position. The keystream is libcrypto's RC4 on a state
+  this process owns (:mod:`keyhandoff.impl.rc4_state`), so the state exports with the key and a key restored
+  at position p (import, duplicate) continues in O(1). Where that library is missing, a ``cryptography`` ARC4
+  context, which hides its table: a restored key then replays p keystream bytes at its first call, O(p) in
+  64 KiB chunks through OpenSSL. For that fallback, key lengths ``cryptography`` refuses are mapped to an
+  equivalent longer key (the RC4 key schedule reads ``K[i mod n]``, so K repeated to a length that is a
+  multiple of n schedules identically), or, when no such length exists (e.g. 11 or 13..15 bytes), run by a
+  small pure-Python RC4.
 
 Key bytes handed to an engine end up inside ``cryptography`` algorithm objects or the RC2 subkey schedule:
 immutable copies this module cannot wipe. The CSP drops the engine when the key dies, so they become garbage;
@@ -39,6 +42,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4, TripleDES
 from cryptography.hazmat.decrepit.ciphers.modes import CFB8
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, CipherContext, algorithms, modes
 
+from keyhandoff.impl.rc4_state import STATE_BYTES, NativeRC4, native_rc4
 from keyhandoff.impl.token import Token
 from keyhandoff.model import rc2
 from keyhandoff.model import wincrypt as w
@@ -69,6 +73,12 @@ class Engine(Protocol):
     @property
     def stream_pos(self) -> int:
         """Keystream bytes used since the last reset (RC4); 0 for block ciphers."""
+        ...
+
+    @property
+    def stream_state(self) -> bytes:
+        """RC4's state at ``stream_pos`` (i, j and the table: 258 secret bytes) when it can be exported and is
+        worth it (past position 0); b"" otherwise and for block ciphers."""
         ...
 
     def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
@@ -103,6 +113,10 @@ class _BlockEngine(abc.ABC):
     @property
     def stream_pos(self) -> int:
         return 0
+
+    @property
+    def stream_state(self) -> bytes:
+        return b""
 
     def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
         if len(data) % self._block:
@@ -397,40 +411,46 @@ def _arc4_equivalent(key: bytes) -> bytes | None:
 
 
 class RC4Engine:
-    """RC4 through a persistent ARC4 context plus the stream position (shared by encrypt and decrypt).
+    """RC4: the keystream and its position (shared by encrypt and decrypt), built on first use.
 
-    The context is built on first use (and again after a reset): building it costs an OpenSSL context, and a key
-    restored at position p (import, duplicate) replays p keystream bytes, so an import or duplicate that is
-    never used costs O(1) and the first call pays the replay.
+    With libcrypto's RC4 at hand (:func:`keyhandoff.impl.rc4_state.native_rc4`) the keystream is a state this
+    process owns: it exports as ``stream_state`` and a key restored with it (import, duplicate) continues in
+    O(1) at any position. Otherwise the keystream is a ``cryptography`` ARC4 context, which hides its table: a key
+    restored at position p replays p keystream bytes at its first call (:func:`_replay`), and exports no state.
     """
 
-    def __init__(self, cipher_key: bytes, stream_pos: int = 0) -> None:
+    def __init__(self, cipher_key: bytes, stream_pos: int = 0, stream_state: bytes = b"") -> None:
+        """``stream_state``: the state at ``stream_pos`` as exported (b"": rebuilt from the key schedule)."""
         if not 1 <= len(cipher_key) <= 256:
             raise ValueError(f"an RC4 key is 1..256 bytes, got {len(cipher_key)}")
         if stream_pos < 0:
             raise ValueError("a stream position is not negative")
+        if stream_state and len(stream_state) != STATE_BYTES:
+            raise ValueError(f"an RC4 state is {STATE_BYTES} bytes")
         self._key = bytes(cipher_key)
         self._keystream: _Keystream | None = None  # at self._pos once built
         self._pos = stream_pos
-
-    def _start(self) -> _Keystream:
-        equivalent = _arc4_equivalent(self._key)
-        if equivalent is None:
-            return _PythonRC4(self._key)
-        return Cipher(ARC4(equivalent), mode=None).encryptor()
+        self._state = bytes(stream_state)  # only until the keystream is built; then the keystream holds it
 
     def _live(self) -> _Keystream:
-        """The keystream at the current position: built from the key schedule and fast-forwarded if needed."""
+        """The keystream at the current position, built on first use."""
         keystream = self._keystream
         if keystream is None:
-            keystream = self._start()
-            # Discard self._pos keystream bytes: O(position), the price of OpenSSL not exposing the RC4 table.
-            remaining = self._pos
-            while remaining:
-                step = min(remaining, _FAST_FORWARD_CHUNK)
-                keystream.update(_ZEROS[:step])
-                remaining -= step
-            self._keystream = keystream
+            keystream = self._keystream = self._start()
+            self._state = b""
+        return keystream
+
+    def _start(self) -> _Keystream:
+        lib = native_rc4()
+        if lib is not None and self._state:
+            return NativeRC4.restored(lib, self._state)  # O(1) at any position
+        keystream: _Keystream
+        if lib is not None:
+            keystream = NativeRC4.keyed(lib, self._key)
+        else:
+            equivalent = _arc4_equivalent(self._key)
+            keystream = _PythonRC4(self._key) if equivalent is None else Cipher(ARC4(equivalent), None).encryptor()
+        _replay(keystream, self._pos)
         return keystream
 
     @property
@@ -441,6 +461,13 @@ class RC4Engine:
     def stream_pos(self) -> int:
         return self._pos
 
+    @property
+    def stream_state(self) -> bytes:
+        keystream = self._keystream
+        if keystream is None:
+            return self._state
+        return keystream.export() if self._pos and isinstance(keystream, NativeRC4) else b""
+
     def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
         if not data:
             return b""
@@ -449,11 +476,21 @@ class RC4Engine:
         return out
 
     def reset(self, iv: bytes) -> None:
-        self._keystream = None
+        self._keystream = None  # a NativeRC4 zeroes its state when it goes
         self._pos = 0
+        self._state = b""
 
     def clone(self) -> Engine:
-        return RC4Engine(self._key, self._pos)
+        return RC4Engine(self._key, self._pos, self.stream_state)
+
+
+def _replay(keystream: _Keystream, count: int) -> None:
+    """Discard ``count`` keystream bytes: O(count), only where no exported state could be used."""
+    remaining = count
+    while remaining:
+        step = min(remaining, _FAST_FORWARD_CHUNK)
+        keystream.update(_ZEROS[:step])
+        remaining -= step
 
 
 # --- construction ------------------------------------------------------------------------------------------
@@ -469,7 +506,13 @@ _BLOCK_ALGORITHMS: Final[dict[int, tuple[Callable[[bytes], BlockCipherAlgorithm]
 
 
 def software_engine(
-    alg: int, key: bytes, salt: bytes, effective_bits: int, register: bytes, stream_pos: int = 0
+    alg: int,
+    key: bytes,
+    salt: bytes,
+    effective_bits: int,
+    register: bytes,
+    stream_pos: int = 0,
+    stream_state: bytes = b"",
 ) -> Engine:
     """The engine of a software key in the given running state (the CSP has validated every argument).
 
@@ -477,7 +520,7 @@ def software_engine(
     costly happens here: cipher objects, contexts and key schedules are made on first use.
     """
     if alg == w.CALG_RC4:
-        return RC4Engine(key + salt, stream_pos)
+        return RC4Engine(key + salt, stream_pos, stream_state)
     if alg == w.CALG_RC2:
         return RC2Engine.keyed(key + salt, effective_bits, register)
     spec = _BLOCK_ALGORITHMS.get(alg)

@@ -62,6 +62,11 @@ class LiveKey:
     def stream_pos(self) -> int:
         return self.engine.stream_pos if self.engine is not None else 0
 
+    @property
+    def stream_state(self) -> bytes:
+        """RC4's exportable state (secret), or b"" (see ``Engine.stream_state``)."""
+        return self.engine.stream_state if self.engine is not None else b""
+
     def state(self) -> KeyState:
         """The full state record (``inspect``): key bytes for a live software key, b"" for a hardware one."""
         if self.tombstone is not None:

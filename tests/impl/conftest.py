@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
+from keyhandoff.impl import engines
 from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.targets import load
@@ -28,6 +30,18 @@ def csp(home: Path) -> Iterator[BuiltinCsp]:
     provider = BuiltinCsp(home)
     yield provider
     provider.close()
+
+
+@pytest.fixture(params=["native", "fallback"])
+def rc4_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """RC4 engines on libcrypto's RC4 with a state of our own ("native": exported and restored in O(1)), or on
+    cryptography's ARC4 ("fallback": restored by replaying). Native must be there under CI=true."""
+    if request.param == "native":
+        if native_rc4() is None:
+            pytest.skip("libcrypto's RC4 is not usable here (keyhandoff.impl.rc4_state)")
+    else:
+        monkeypatch.setattr(engines, "native_rc4", lambda: None)
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")

@@ -13,14 +13,18 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from keyhandoff.impl import engines
 from keyhandoff.impl.blobs import MAX_OPAQUE_BLOB, MAX_PAYLOAD
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.installation import Installation
+from keyhandoff.impl.rc4_state import STATE_BYTES, native_rc4
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from tests.impl.conftest import plaintext_blob
+from tests.impl.conftest import plaintext_blob, rc4_keystream
+from tests.impl.test_rc4_state import rc4_state_after
 
 SECRET_KEY = bytes.fromhex("8f1e2d3c4b5a69788796a5b4c3d2e1f0")
+RC4_POSITION = 1000
 SUPPORTED = {
     w.CALG_DES,
     w.CALG_3DES_112,
@@ -48,6 +52,10 @@ class World:
         self.blob = self.csp.export_key(key, w.OPAQUEKEYBLOB)
         hard = self.csp.gen_key(self.prov, w.CALG_3DES, hardware=True)
         self.hardware_blob = self.csp.export_key(hard, w.OPAQUEKEYBLOB)
+        rc4 = self.csp.import_key(self.prov, plaintext_blob(w.CALG_RC4, SECRET_KEY), flags=w.CRYPT_EXPORTABLE)
+        self.csp.encrypt(rc4, bytes(RC4_POSITION), False)
+        self.rc4 = rc4
+        self.rc4_blob = self.csp.export_key(rc4, w.OPAQUEKEYBLOB)  # with its RC4 state where the library is
         self.sealing_key = Installation(home).key("opaque-blob")
 
     def refused(self, blob: bytes, **kwargs: int) -> int:
@@ -65,6 +73,9 @@ class World:
         header = header or self.blob[:8]
         nonce = os.urandom(12)
         return header + nonce + AESGCM(self.sealing_key).encrypt(nonce, payload, header)
+
+    def pick(self, which: str) -> bytes:
+        return {"software": self.blob, "hardware": self.hardware_blob, "rc4": self.rc4_blob}[which]
 
     def payload(self, blob: bytes | None = None) -> bytes:
         blob = blob or self.blob
@@ -119,19 +130,19 @@ def test_random_opaque_bodies(world: World, alg: int, body: bytes) -> None:
     assert world.refused(struct.pack("<BBHI", w.OPAQUEKEYBLOB, 2, 0, alg) + body) == w.NTE_BAD_DATA
 
 
-@pytest.mark.parametrize("which", ["software", "hardware"])
+@pytest.mark.parametrize("which", ["software", "hardware", "rc4"])
 def test_truncation_at_every_length(world: World, which: str) -> None:
     """Every proper prefix of a real opaque blob is NTE_BAD_DATA; so is the blob with a byte appended."""
-    blob = world.blob if which == "software" else world.hardware_blob
+    blob = world.pick(which)
     for length in range(len(blob)):
         assert world.refused(blob[:length]) == w.NTE_BAD_DATA, length
     assert world.refused(blob + b"\x00") == w.NTE_BAD_DATA
 
 
-@pytest.mark.parametrize("which", ["software", "hardware"])
+@pytest.mark.parametrize("which", ["software", "hardware", "rc4"])
 def test_every_single_bit_flip(world: World, which: str) -> None:
     """Each of the blob's bits flipped: the header's code where the header breaks, NTE_BAD_DATA elsewhere."""
-    blob = world.blob if which == "software" else world.hardware_blob
+    blob = world.pick(which)
     for bit in range(len(blob) * 8):
         flipped = bytearray(blob)
         flipped[bit // 8] ^= 1 << (bit % 8)
@@ -172,9 +183,10 @@ def test_payload_versions(world: World) -> None:
     """A payload sealed with the right key but claiming a newer format is NTE_BAD_VER; version 0 and a
     malformed or trailing-byte payload are NTE_BAD_DATA; the re-sealed original imports."""
     payload = world.payload()
-    assert payload[0] == 1
+    assert payload[0] == 2
     world.csp.import_key(world.app, world.reseal(payload))
-    for newer in (2, 7, 255):
+    world.csp.import_key(world.app, world.reseal(b"\x01" + payload[1:]))  # version 1: the same, no RC4 state
+    for newer in (3, 7, 255):
         assert world.refused(world.reseal(bytes([newer]) + payload[1:])) == w.NTE_BAD_VER
     assert world.refused(world.reseal(bytes([0]) + payload[1:])) == w.NTE_BAD_DATA
     assert world.refused(world.reseal(payload + b"\x00")) == w.NTE_BAD_DATA
@@ -203,8 +215,73 @@ def test_payload_flag_salt_not_reported(world: World) -> None:
     aes = world.payload()
     assert aes[3] == 0
     assert world.refused(world.reseal(aes[:3] + b"\x02" + aes[4:])) == w.NTE_BAD_DATA  # no salt, yet unreported
-    for bit in (0x04, 0x80):
+    for bit in (0x08, 0x80):
         assert world.refused(world.reseal(payload[:3] + bytes([0x02 | bit]) + payload[4:], blob[:8])) == w.NTE_BAD_DATA
+
+
+def rc4_parts(payload: bytes) -> tuple[bytes, bytes, bytes]:
+    """The RC4 payload around its state: (before, state, after). RC4 has no IV, register or salt here, so the
+    salt's length byte is at 42 and the state follows it."""
+    assert payload[40:43] == bytes(3)
+    return payload[:43], payload[43 : 43 + STATE_BYTES], payload[43 + STATE_BYTES :]
+
+
+def with_position(payload: bytes, position: int) -> bytes:
+    return payload[:32] + struct.pack("<Q", position) + payload[40:]
+
+
+def test_rc4_state_in_the_payload(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An RC4 key past position 0 carries its state (flags bit 2); the import continues from it without
+    replaying, at any position; the same payload without the state imports too (it replays)."""
+    if native_rc4() is None:
+        pytest.skip("libcrypto's RC4 is not usable here")
+    payload = world.payload(world.rc4_blob)
+    header = world.rc4_blob[:8]
+    before, state, after = rc4_parts(payload)
+    assert payload[3] == 0x04
+    assert struct.unpack_from("<Q", payload, 32)[0] == RC4_POSITION
+    assert state == rc4_state_after(SECRET_KEY, RC4_POSITION)
+    assert after == struct.pack("<I", 16) + SECRET_KEY
+    expected = rc4_keystream(SECRET_KEY, RC4_POSITION + 32)[RC4_POSITION:]
+    stateless = world.reseal(before[:3] + b"\x00" + before[4:] + after, header)
+    assert world.csp.encrypt(world.csp.import_key(world.app, stateless), bytes(32), False) == expected
+
+    def refuse(keystream: object, count: int) -> None:
+        if count:
+            raise AssertionError(f"replayed {count} keystream bytes")
+
+    monkeypatch.setattr(engines, "_replay", refuse)
+    assert world.csp.encrypt(world.csp.import_key(world.app, world.rc4_blob), bytes(32), False) == expected
+    # A position no replay could reach: the state decides the keystream, the position is carried and reported.
+    far = (1 << 40) + (RC4_POSITION & 0xFF)
+    moved = world.csp.import_key(world.app, world.reseal(with_position(payload, far), header))
+    assert world.csp.encrypt(moved, bytes(32), False) == expected
+    assert world.csp.inspect(moved).stream_pos == far + 32
+
+
+def test_rc4_state_must_fit_its_key(world: World) -> None:
+    """A state that is not a permutation, whose i is not the position modulo 256, at position 0, in a version 1
+    payload, or on a key that is not software RC4 is NTE_BAD_DATA."""
+    if native_rc4() is None:
+        pytest.skip("libcrypto's RC4 is not usable here")
+    payload = world.payload(world.rc4_blob)
+    header = world.rc4_blob[:8]
+    before, state, after = rc4_parts(payload)
+
+    def refused(changed: bytes, on: bytes = header) -> int:
+        return world.refused(world.reseal(changed, on))
+
+    assert refused(before + state[:3] + state[2:3] + state[4:] + after) == w.NTE_BAD_DATA  # an entry twice
+    assert refused(before + bytes([state[0] ^ 1]) + state[1:] + after) == w.NTE_BAD_DATA  # i off the position
+    at_zero = with_position(before, 0) + bytes([0]) + state[1:] + after
+    assert refused(at_zero) == w.NTE_BAD_DATA
+    assert refused(b"\x01" + payload[1:]) == w.NTE_BAD_DATA  # version 1 has no bit 2
+    assert refused(before + state[:-1] + after) == w.NTE_BAD_DATA  # one byte short
+    aes = world.payload()
+    salt_end = 40 + 17 + 17 + 1  # AES: IV and register of 16 bytes, no salt
+    assert (aes[40], aes[57], aes[74]) == (16, 16, 0)
+    aes_with_state = aes[:3] + b"\x04" + aes[4:salt_end] + state + aes[salt_end:]
+    assert refused(with_position(aes_with_state, RC4_POSITION), world.blob[:8]) == w.NTE_BAD_DATA
 
 
 @settings(max_examples=200, deadline=None)
@@ -212,7 +289,7 @@ def test_payload_flag_salt_not_reported(world: World) -> None:
 def test_resealed_payload_mutations(world: World, data: st.DataObject) -> None:
     """Authentic seals over mutated payloads: accepted only as a state the CSP can run, else NTE_BAD_DATA or
     NTE_BAD_VER; never another exception."""
-    payload = bytearray(world.payload(data.draw(st.sampled_from([world.blob, world.hardware_blob]))))
+    payload = bytearray(world.payload(data.draw(st.sampled_from([world.blob, world.hardware_blob, world.rc4_blob]))))
     for _ in range(data.draw(st.integers(1, 4))):
         index = data.draw(st.integers(0, len(payload) - 1))
         payload[index] = data.draw(st.integers(0, 255))

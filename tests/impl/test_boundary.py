@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import sys
 import time
 
 import pytest
@@ -168,3 +169,23 @@ def test_child_answers_every_request_shape(payload: bytes, answer: tuple[object,
     """The child's dispatcher answers malformed frames, unknown and private names, refusals and bad arguments
     with a reply, never an exception that would end the child."""
     assert _Dispatcher(Echo()).reply(payload) == answer
+
+
+def test_any_program_speaking_the_protocol_can_serve() -> None:
+    """``program`` replaces the default command: here a one-line server of its own answers every request with
+    the same frame, and the parent decodes it like any reply."""
+    reply = encode_frame(("ok", "served by the program")).hex()
+    server = (
+        "import os\n"
+        "from keyhandoff.impl.boundary import FrameReader\n"
+        "reader = FrameReader(0)\n"
+        "while reader.fill():\n"
+        "    while reader.next_payload() is not None:\n"
+        f"        os.write(1, bytes.fromhex('{reply}'))\n"
+    )
+    proc = ChildProcess([], program=[sys.executable, "-c", server], timeout=10)
+    try:
+        assert proc.call("anything", 1, b"2") == "served by the program"
+        assert proc.call("else") == "served by the program"
+    finally:
+        proc.close()

@@ -88,8 +88,8 @@ def test_rc2_modes_written_out(mode: int) -> None:
     assert back.run(mode, out, decrypt=True) == data
 
 
-@pytest.mark.parametrize("length", [1, 3, 4, 5, 6, 7, 9, 11, 13, 16, 21, 27, 40])
-def test_rc4_every_key_length(length: int) -> None:
+@pytest.mark.parametrize("length", [1, 3, 4, 5, 6, 7, 9, 11, 13, 16, 21, 27, 40, 256])
+def test_rc4_every_key_length(length: int, rc4_backend: str) -> None:
     """RC4 for lengths cryptography takes, takes as a repetition, or not at all equals the written-out RC4."""
     key = os.urandom(length)
     engine = RC4Engine(key)
@@ -98,8 +98,9 @@ def test_rc4_every_key_length(length: int) -> None:
     assert engine.stream_pos == 150
 
 
-def test_rc4_fast_forward_and_reset() -> None:
-    """Restoring at a position (several fast-forward chunks) continues the keystream; reset restarts it."""
+def test_rc4_fast_forward_and_reset(rc4_backend: str) -> None:
+    """Restoring at a position from the key alone (several fast-forward chunks) continues the keystream; reset
+    restarts it."""
     key = os.urandom(16)
     position = 3 * 64 * 1024 + 17
     reference = RC4Engine(key)
