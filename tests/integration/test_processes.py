@@ -14,12 +14,14 @@ from keyhandoff.cli import main
 from keyhandoff.demo import _run
 from keyhandoff.impl.handles import handle_space
 from keyhandoff.impl.processes import APP_HANDLE_SPACE, ProcessCsp
+from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle
 from keyhandoff.targets import load
 from keyhandoff.vectors import load_vectors, matches, run_stream
+from tests.impl.conftest import rc4_keystream
 
 VECTORS = [v for v in load_vectors() if len(v.plaintext) >= 2 * max(v.block, 1)]
 
@@ -139,3 +141,31 @@ def test_demo_notices_a_broken_handoff(tmp_path: Path) -> None:
         assert _run(broken, lambda _line: None) is False
     finally:
         broken.close()
+
+
+def test_rc4_state_crosses_between_processes_with_and_without_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The secure side runs RC4 on libcrypto with its state exported; the app process is started without it
+    (KEYHANDOFF_NATIVE_RC4=0), so it ignores the carried state, replays, and exports none. Both ways, the
+    continuation is the keystream's, byte for byte."""
+    if native_rc4() is None:
+        pytest.skip("libcrypto's RC4 is not usable here")
+    monkeypatch.setenv("KEYHANDOFF_NATIVE_RC4", "0")  # read by the child at its first RC4 call; ours is cached
+    csp = ProcessCsp(tmp_path / "home")
+    try:
+        secure, app = csp.acquire("secure"), csp.acquire("app")
+        key_bytes = test_key(7, 16)
+        stream = rc4_keystream(key_bytes, 5000)
+        key = csp.import_key(secure, plaintext_blob(w.CALG_RC4, key_bytes), flags=w.CRYPT_EXPORTABLE)
+        assert csp.encrypt(key, bytes(1000), False) == stream[:1000]
+        with_state = csp.export_key(key, w.OPAQUEKEYBLOB, flags=w.CRYPT_DESTROYKEY)
+        there = csp.import_key(app, with_state)
+        assert csp.encrypt(there, bytes(1000), False) == stream[1000:2000]
+        without_state = csp.export_key(there, w.OPAQUEKEYBLOB)
+        assert len(without_state) == len(with_state) - 258
+        back = csp.import_key(secure, without_state)
+        assert csp.encrypt(back, bytes(1000), False) == stream[2000:3000]
+        assert csp.inspect(back).stream_pos == 3000
+    finally:
+        csp.close()
