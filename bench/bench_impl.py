@@ -1,6 +1,6 @@
 """The reference CSP's costs, each as a ratio to a baseline measured in the same run.
 
-Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1]   (figures recorded in docs/benchmarks.md)
+Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1] [--sections 12345]   (recorded in docs/benchmarks.md)
 
 1. AES-128-CBC encrypt through the CSP vs a persistent raw `cryptography` context (goals: <= 1.10x at 64 KiB,
    <= 3x at 16 bytes); RC4 the same way (no goal).
@@ -364,18 +364,24 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rc4-gib", type=float, default=1.0)
     parser.add_argument("--runs", type=int, default=1, help="repeat sections 1 and 3, report medians")
+    parser.add_argument("--sections", default="12345", help="the sections to run, e.g. 4 or 13 (default: all)")
     args = parser.parse_args()
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; times are best of 5 (see bench/timing.py)")
     with tempfile.TemporaryDirectory() as home:
         csp = BuiltinCsp(home)
         try:
-            bench_encrypt(csp, args.runs)
-            bench_opaque(csp)
-            bench_handoff(home, args.runs)
-            bench_rc4_position(csp, args.rc4_gib)
+            if "1" in args.sections:
+                bench_encrypt(csp, args.runs)
+            if "2" in args.sections:
+                bench_opaque(csp)
+            if "3" in args.sections:
+                bench_handoff(home, args.runs)
+            if "4" in args.sections:
+                bench_rc4_position(csp, args.rc4_gib)
         finally:
             csp.close()
-        bench_memory(home)
+        if "5" in args.sections:
+            bench_memory(home)
 
 
 if __name__ == "__main__":
