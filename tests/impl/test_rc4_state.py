@@ -94,23 +94,22 @@ def test_wipe_zeroes_the_state_in_place_and_no_repr_shows_it(lib: rc4_state._Lib
 
 
 def test_the_layout_check_can_refuse(lib: rc4_state._Library) -> None:
-    """A structure of the wrong width fails the check at load, so native_rc4 would answer None; the buffer has
-    room for any layout, so the check itself cannot make the library write past it."""
+    """Structures of a wrong width fail the check (entries read as other values, or as values that are not
+    bytes), so native_rc4 would answer None; the buffer has room for any layout, so the check itself cannot
+    make the library write past it."""
     assert rc4_state._works(lib)
+    right = ctypes.sizeof(lib.key_type().data) // 256
+    for entry, code in ((ctypes.c_ubyte, "B"), (ctypes.c_uint, "I"), (ctypes.c_ulonglong, "Q")):
+        if ctypes.sizeof(entry) == right:
+            continue
 
-    class Narrow(ctypes.Structure):
-        _fields_ = (("x", ctypes.c_ubyte), ("y", ctypes.c_ubyte), ("data", ctypes.c_ubyte * 256))
+        class Wrong(ctypes.Structure):
+            _fields_ = (("x", entry), ("y", entry), ("data", entry * 256))
 
-    class Wide(ctypes.Structure):
-        _fields_ = (("x", ctypes.c_uint), ("y", ctypes.c_uint), ("data", ctypes.c_uint * 256))
-
-    wrong = rc4_state._Library.__new__(rc4_state._Library)
-    wrong.__dict__.update(lib.__dict__)
-    if lib.code == "I":
-        wrong.key_type, wrong.code = Narrow, "B"
-    else:
-        wrong.key_type, wrong.code = Wide, "I"
-    assert not rc4_state._works(wrong)
+        wrong = rc4_state._Library.__new__(rc4_state._Library)
+        wrong.__dict__.update(lib.__dict__)
+        wrong.key_type, wrong.code = Wrong, code
+        assert not rc4_state._works(wrong), code
 
 
 def test_the_environment_forces_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
