@@ -89,6 +89,11 @@ class Engine(Protocol):
         """Back to the start: register := ``iv`` (block ciphers), or the RC4 key schedule."""
         ...
 
+    def wipe(self) -> None:
+        """The key died: zero what secret state this process owns (RC4's state). ``cryptography``'s objects
+        cannot be wiped from here; they go with the engine."""
+        ...
+
     def clone(self) -> Engine:
         """An independent engine in exactly this state (CryptDuplicateKey)."""
         ...
@@ -143,6 +148,9 @@ class _BlockEngine(abc.ABC):
             raise ValueError(f"the IV must be one block ({self._block} bytes), got {len(iv)}")
         self._register = bytes(iv)
         self._invalidate()
+
+    def wipe(self) -> None:  # noqa: B027 - nothing of a block engine's is ours to wipe (see Engine.wipe)
+        """Nothing to zero: the register is ciphertext, and the cipher objects belong to ``cryptography``."""
 
     def _invalidate(self) -> None:  # noqa: B027 - a hook: only engines with a live context override it
         """The register was replaced from outside: drop anything that continues from the old one."""
@@ -476,8 +484,14 @@ class RC4Engine:
         return out
 
     def reset(self, iv: bytes) -> None:
-        self._keystream = None  # a NativeRC4 zeroes its state when it goes
+        self.wipe()
         self._pos = 0
+
+    def wipe(self) -> None:
+        keystream = self._keystream
+        if isinstance(keystream, NativeRC4):
+            keystream.wipe()  # in place, even if something still holds it
+        self._keystream = None
         self._state = b""
 
     def clone(self) -> Engine:

@@ -102,5 +102,7 @@ class LiveKey:
         self.material[:] = bytes(len(self.material))  # the same buffer, zeroed (a white-box test holds it)
         self.salt = b""
         self.lifecycle = end
+        if self.engine is not None:
+            self.engine.wipe()
         self.engine = None
         self.tombstone = final

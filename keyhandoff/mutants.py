@@ -376,6 +376,9 @@ class _HeldReset:
     def reset(self, iv: bytes) -> None:
         self.held.append(iv)
 
+    def wipe(self) -> None:
+        self.engine.wipe()
+
     def clone(self) -> Engine:
         return self.engine.clone()
 

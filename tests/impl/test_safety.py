@@ -3,6 +3,7 @@ on one provider see only the expected CryptErrors and consistent results."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import random
 import threading
@@ -11,8 +12,10 @@ from typing import Any
 
 import pytest
 
+from keyhandoff.impl import rc4_state
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.csp import _Provider
+from keyhandoff.impl.engines import RC4Engine
 from keyhandoff.impl.handles import (
     DEAD_KEPT,
     HANDLE_BITS,
@@ -21,6 +24,8 @@ from keyhandoff.impl.handles import (
     HandleTable,
     handle_space,
 )
+from keyhandoff.impl.live_key import LiveKey
+from keyhandoff.impl.rc4_state import NativeRC4, native_rc4
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle
@@ -46,6 +51,33 @@ def test_destroyed_material_is_zeroed_in_place(csp: BuiltinCsp, how: str) -> Non
     assert csp.csp._material_view(key) is view
     state = csp.inspect(key)
     assert (state.key, state.salt, state.lifecycle) == (b"", b"", Lifecycle.DESTROYED)
+
+
+@pytest.mark.parametrize("how", ["destroy", "export-destroykey", "release", "restart"])
+def test_destroyed_rc4_state_is_zeroed_in_place(csp: BuiltinCsp, how: str) -> None:
+    """White box: the RC4_KEY buffer a key ran on reads as zeros once the key dies (or its stream restarts,
+    KP_IV on RC4), even while something still holds the object."""
+    if native_rc4() is None:
+        pytest.skip("libcrypto's RC4 is not usable here")
+    prov = csp.acquire("secure")
+    key = csp.import_key(prov, plaintext_blob(w.CALG_RC4, KEY))
+    csp.encrypt(key, bytes(100), False)
+    entry = csp.csp._handles.get(key)
+    assert isinstance(entry, LiveKey)
+    assert isinstance(entry.engine, RC4Engine)
+    keystream = entry.engine._keystream
+    assert isinstance(keystream, NativeRC4)
+    address = keystream._addr
+    assert ctypes.string_at(address, rc4_state._ROOM) != bytes(rc4_state._ROOM)
+    if how == "destroy":
+        csp.destroy_key(key)
+    elif how == "export-destroykey":
+        csp.export_key(key, w.OPAQUEKEYBLOB, flags=w.CRYPT_DESTROYKEY)
+    elif how == "release":
+        csp.release(prov)
+    else:
+        csp.set_key_param(key, w.KP_IV, b"")
+    assert ctypes.string_at(address, rc4_state._ROOM) == bytes(rc4_state._ROOM)
 
 
 def test_handles_never_reused_across_thousands(csp: BuiltinCsp) -> None:
