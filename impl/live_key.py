@@ -94,7 +94,8 @@ class LiveKey:
         )
 
     def kill(self) -> None:
-        """End the handle: software material overwritten with zeros in place, hardware object left alone."""
+        """End the handle: software material (and an RC4 state) overwritten with zeros in place, hardware object
+        left alone."""
         if self.tombstone is not None:
             return
         end = Lifecycle.HARDWARE_PINNED if self.location is Location.HARDWARE else Lifecycle.DESTROYED
