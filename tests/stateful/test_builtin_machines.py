@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from keyhandoff.check import run_check
+from keyhandoff.impl import engines
 from keyhandoff.targets.fresh import fresh_factory
 
 
@@ -18,3 +21,20 @@ def test_builtin_processes_agrees_with_the_model() -> None:
     result = run_check("builtin-processes", fresh_factory("builtin-processes"), profile="quick", examples=40, seed=102)
     assert result.ok, result.script
     assert result.capabilities.separate_processes
+
+
+def test_builtin_without_the_rc4_library_agrees_with_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The RC4 fallback (cryptography's ARC4, no exported state, replay on restore) agrees too: it is what runs
+    where libcrypto's RC4 cannot be used."""
+    monkeypatch.setattr(engines, "native_rc4", lambda: None)
+    replayed: list[int] = []
+    replay = engines._replay
+
+    def counted(keystream: object, count: int) -> None:
+        replayed.append(count)
+        replay(keystream, count)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engines, "_replay", counted)
+    result = run_check("builtin", fresh_factory("builtin"), profile="quick", examples=40, seed=103)
+    assert result.ok, result.script
+    assert any(replayed), "the run restored no RC4 key past position 0: the fallback went unexercised"
