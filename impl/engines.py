@@ -42,7 +42,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4, TripleDES
 from cryptography.hazmat.decrepit.ciphers.modes import CFB8
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, CipherContext, algorithms, modes
 
-from keyhandoff.impl.rc4_state import STATE_BYTES, NativeRC4, native_rc4
+from keyhandoff.impl.rc4_state import STATE_BYTES, NativeRC4, native_rc4, rc4_schedule
 from keyhandoff.impl.token import Token
 from keyhandoff.model import rc2
 from keyhandoff.model import wincrypt as w
@@ -382,12 +382,7 @@ class _PythonRC4:
     """RC4 for the key lengths OpenSSL's wrapper refuses and no multiple of which it takes."""
 
     def __init__(self, key: bytes) -> None:
-        table = list(range(256))
-        j = 0
-        for i in range(256):
-            j = (j + table[i] + key[i % len(key)]) & 0xFF
-            table[i], table[j] = table[j], table[i]
-        self._table = table
+        self._table = list(rc4_schedule(key))
         self._i = 0
         self._j = 0
 

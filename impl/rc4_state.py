@@ -30,7 +30,8 @@ STATE_BYTES: Final = 258  # i, j, then S[0..255]: the exported form of an RC4 st
 
 
 def rc4_schedule(key: bytes) -> bytes:
-    """The RC4 key schedule's table for ``key`` (1..256 bytes), computed here for the layout check."""
+    """The RC4 key schedule's table for ``key`` (1..256 bytes): the layout check's reference, and the start of
+    the engines' pure-Python fallback RC4."""
     table = list(range(256))
     j = 0
     for i in range(256):
