@@ -3,23 +3,60 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from keyhandoff._version import __version__
 from keyhandoff.model.errors import CryptError
+from keyhandoff.target import TargetUnavailable
 
 __all__ = ["main"]
+
+_EXIT_STATUS = """exit status: 0 the command succeeded (the target conforms); 1 it found a difference, a failed
+vector, an unconfirmed finding or a mutant not caught; 2 it could not run (bad arguments, a target that is
+unknown or cannot be started here, a file that cannot be read or written); 130 interrupted."""
+
+
+class CannotRun(Exception):
+    """The command cannot start or finish for a reason the user can fix: printed as one line, exit status 2."""
+
+
+def _positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def _writable(path: str | None, what: str) -> None:
+    """Refuse an output path whose directory is not there or not writable before the work, not after it."""
+    if path is None:
+        return
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise CannotRun(f"{what} {path}: the directory {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise CannotRun(f"{what} {path}: the directory {folder} is not writable")
 
 
 def _vectors(args: argparse.Namespace) -> int:
     from keyhandoff.targets import load
     from keyhandoff.vectors import load_vectors, matches, run_stream
 
+    try:
+        vectors = load_vectors(args.file)
+    except (OSError, ValueError) as exc:
+        raise CannotRun(_file_error(exc)) from None
     target = load(args.target)
     failed = 0
     try:
-        for vector in load_vectors(args.file):
+        for vector in vectors:
             plans: list[tuple[str, dict[str, object]]] = [("whole", {})]
             if len(vector.plaintext) >= 2 * max(vector.block, 1):
                 cut = max(vector.block, 1)
@@ -44,12 +81,14 @@ def _vectors(args: argparse.Namespace) -> int:
 
 def _check(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from keyhandoff.check import render_summary, run_check, write_junit
     from keyhandoff.targets.fresh import fresh_factory
     from keyhandoff.traces import save_trace
 
+    _writable(args.report, "--report")
+    _writable(args.junit, "--junit")
+    _writable(args.trace, "--trace")
     factory = fresh_factory(args.target)
     result = run_check(
         args.target,
@@ -74,15 +113,19 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from keyhandoff.targets.fresh import fresh_factory
     from keyhandoff.traces import load_trace, replay, reproducer
 
-    steps, meta = load_trace(Path(args.trace))
+    try:
+        steps, meta = load_trace(Path(args.trace))
+    except (OSError, ValueError) as exc:
+        raise CannotRun(_file_error(exc)) from None
     spec = args.target or str(meta.get("target") or "builtin")
     factory = fresh_factory(spec)
-    failure, _ = replay(steps, factory)
+    try:
+        failure, _ = replay(steps, factory)
+    except ValueError as exc:  # a step this trace cannot replay (edited by hand, or from another version)
+        raise CannotRun(f"{args.trace}: {exc}") from None
     print(reproducer(steps, spec, factory, failure))
     if failure is None:
         print(f"replayed {len(steps)} steps against {spec}: model and target agree")
@@ -95,11 +138,11 @@ def _findings(args: argparse.Namespace) -> int:
     from keyhandoff.findings import check_findings
     from keyhandoff.targets.fresh import fresh_factory
 
+    factory = fresh_factory(args.target)
     try:
-        checks = check_findings(fresh_factory(args.target), args.only or ())
-    except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        checks = check_findings(factory, args.only or ())
+    except ValueError as exc:  # an --only naming no declared deviation
+        raise CannotRun(str(exc)) from None
     if not checks:
         print(f"{args.target} declares no deviation with a reproducer")
         return 0
@@ -115,6 +158,8 @@ def _findings(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from keyhandoff.demo import main_demo
 
+    if args.home is not None and not Path(args.home).is_dir():
+        _writable(args.home, "--home")  # the installation directory is made there
     return main_demo(args.home)
 
 
@@ -124,8 +169,7 @@ def _mutants(args: argparse.Namespace) -> int:
     try:
         chosen = [by_name(name) for name in args.only] if args.only else list(MUTANTS)
     except ValueError as exc:
-        print(exc, file=sys.stderr)
-        return 2
+        raise CannotRun(str(exc)) from None
     width = max(len(m.name) for m in chosen)
     print(f"{'mutant':<{width}}  {'verdict':<10} {'cases':>5} {'steps':>5} {'seconds':>7}  rule broken (docs/model.md)")
     missed = []
@@ -150,6 +194,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="keyhandoff",
         description="Conformance kit for CryptoAPI session-key lifecycle semantics: checks that a key exported "
         "as an OPAQUEKEYBLOB, destroyed and imported in another process is in exactly the state it had.",
+        epilog=_EXIT_STATUS,
     )
     parser.add_argument("--version", action="version", version=f"keyhandoff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -161,8 +206,8 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check", help="run the lockstep state machine: model vs a target, with reproducers")
     chk.add_argument("--target", default="builtin-processes", help="target spec (default: builtin-processes)")
     chk.add_argument("--profile", choices=["quick", "default", "thorough"], default="default")
-    chk.add_argument("--examples", type=int, default=None, help="test cases (overrides the profile)")
-    chk.add_argument("--steps", type=int, default=None, help="steps per test case (overrides the profile)")
+    chk.add_argument("--examples", type=_positive, default=None, help="test cases (overrides the profile)")
+    chk.add_argument("--steps", type=_positive, default=None, help="steps per test case (overrides the profile)")
     chk.add_argument("--seed", type=int, default=None, help="make the run reproducible")
     chk.add_argument("--report", default=None, help="write a JSON report here")
     chk.add_argument("--junit", default=None, help="write a JUnit XML report here")
@@ -204,8 +249,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except (CannotRun, TargetUnavailable) as exc:
+        print(f"keyhandoff {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"keyhandoff {args.command}: interrupted", file=sys.stderr)
+        return 130
     return code
+
+
+def _file_error(exc: OSError | ValueError) -> str:
+    """One line for a file that could not be read (OSError: its name and the reason) or parsed (ValueError)."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,27 @@ import attrs
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.state import KeyState
 
-__all__ = ["ANY_OUTCOME", "ANY_REFUSAL", "CONDITIONS", "Capabilities", "Deviation", "Inspectable", "Target"]
+__all__ = [
+    "ANY_OUTCOME",
+    "ANY_REFUSAL",
+    "CONDITIONS",
+    "Capabilities",
+    "Deviation",
+    "Inspectable",
+    "Target",
+    "TargetUnavailable",
+    "UnknownTarget",
+]
+
+
+class TargetUnavailable(RuntimeError):
+    """No target could be had: what the spec names cannot be started here (a program that is not there or does
+    not speak the protocol, a module that does not import, Wine missing). The message says which and why, in
+    words a user can act on; the command line prints it without a traceback."""
+
+
+class UnknownTarget(TargetUnavailable, ValueError):
+    """A spec that names no target (unknown, or malformed): also a ValueError, as load has always raised."""
 
 
 def _frozen(values: Iterable[int]) -> frozenset[int]:

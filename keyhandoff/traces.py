@@ -256,7 +256,15 @@ def save_trace(path: Path, steps: list[Step], *, spec: str, failure: Failure | N
 
 
 def load_trace(path: Path) -> tuple[list[Step], dict[str, object]]:
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if data.get("format") != 1:
+    """The steps and the whole record of a trace :func:`save_trace` wrote. A file that is not one is ValueError
+    (a step that does not fit is found by :func:`replay`); a file that cannot be read is OSError."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a keyhandoff trace ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != 1:
         raise ValueError(f"{path}: not a keyhandoff trace (format 1)")
-    return list(data["steps"]), data
+    steps = data.get("steps")
+    if not isinstance(steps, list) or not all(isinstance(step, dict) and "op" in step for step in steps):
+        raise ValueError(f"{path}: a trace's steps are a list of objects, each with an 'op'")
+    return steps, data

@@ -12,7 +12,7 @@ import json
 import struct
 from collections.abc import Iterator, Sequence
 from importlib import resources
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 
@@ -59,36 +59,52 @@ class Vector:
 
 
 def load_vectors(path: str | None = None) -> list[Vector]:
-    """The shipped vectors (or a file of the same format)."""
+    """The shipped vectors (or a file of the same format). A file that is not one is ValueError, naming the
+    file and, for a bad vector, its position; a file that cannot be read is OSError."""
     if path is None:
         text = resources.files("keyhandoff").joinpath("data/kat.json").read_text()
     else:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
+    where = path or "the shipped vectors"
+    try:
+        vectors = json.loads(text)["vectors"]
+        if not isinstance(vectors, list):
+            raise TypeError("'vectors' is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{where}: not a vector file in the kat.json format ({exc!s})") from None
     out = []
-    for raw in json.loads(text)["vectors"]:
-        stream = tuple(sorted((int(k), bytes.fromhex(v)) for k, v in raw.get("stream", {}).items()))
-        if stream:
-            end = stream[-1][0] + len(stream[-1][1])
-            plaintext, ciphertext = bytes(end), b""
-        else:
-            plaintext, ciphertext = bytes.fromhex(raw["plaintext"]), bytes.fromhex(raw["ciphertext"])
-        out.append(
-            Vector(
-                id=raw["id"],
-                alg=getattr(w, raw["alg"]),
-                key=bytes.fromhex(raw["key"]),
-                plaintext=plaintext,
-                ciphertext=ciphertext,
-                final=bool(raw.get("final", False)),
-                mode=_MODES[raw["mode"]] if raw.get("mode") else None,
-                iv=bytes.fromhex(raw["iv"]) if raw.get("iv") else None,
-                salt=bytes.fromhex(raw["salt"]) if raw.get("salt") is not None else None,
-                effective_keylen=raw.get("effective_keylen"),
-                stream=stream,
-            )
-        )
+    for index, raw in enumerate(vectors):
+        try:
+            out.append(_vector(raw))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{where}: vector {index + 1} is malformed ({type(exc).__name__}: {exc!s})") from None
     return out
+
+
+def _vector(raw: dict[str, Any]) -> Vector:
+    stream = tuple(sorted((int(k), bytes.fromhex(v)) for k, v in raw.get("stream", {}).items()))
+    if stream:
+        end = stream[-1][0] + len(stream[-1][1])
+        plaintext, ciphertext = bytes(end), b""
+    else:
+        plaintext, ciphertext = bytes.fromhex(raw["plaintext"]), bytes.fromhex(raw["ciphertext"])
+    alg = getattr(w, raw["alg"]) if str(raw["alg"]).startswith("CALG_") else None
+    if not isinstance(alg, int):
+        raise ValueError(f"unknown algorithm {raw['alg']!r}")
+    return Vector(
+        id=str(raw["id"]),
+        alg=alg,
+        key=bytes.fromhex(raw["key"]),
+        plaintext=plaintext,
+        ciphertext=ciphertext,
+        final=bool(raw.get("final", False)),
+        mode=_MODES[raw["mode"]] if raw.get("mode") else None,
+        iv=bytes.fromhex(raw["iv"]) if raw.get("iv") else None,
+        salt=bytes.fromhex(raw["salt"]) if raw.get("salt") is not None else None,
+        effective_keylen=raw.get("effective_keylen"),
+        stream=stream,
+    )
 
 
 def prepare_key(target: Target, prov: int, vector: Vector) -> int:

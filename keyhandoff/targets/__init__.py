@@ -15,9 +15,9 @@ import importlib
 import os
 import shlex
 
-from keyhandoff.target import Target
+from keyhandoff.target import Target, TargetUnavailable, UnknownTarget
 
-__all__ = ["SPECS", "load"]
+__all__ = ["SPECS", "TargetUnavailable", "UnknownTarget", "load"]
 
 SPECS = (
     "model",
@@ -31,7 +31,8 @@ SPECS = (
 
 
 def load(spec: str, **options: object) -> Target:
-    """A Target from a spec string; unknown specs raise ValueError naming the known ones."""
+    """A Target from a spec string. A spec that names no target raises :class:`UnknownTarget` (a ValueError)
+    naming the known ones; a target that cannot be started here :class:`TargetUnavailable`, saying why."""
     if spec == "model":
         from keyhandoff.targets.model_target import ModelTarget
 
@@ -49,32 +50,50 @@ def load(spec: str, **options: object) -> Target:
         return BuiltinTarget(home, processes=spec == "builtin-processes", token=token)
     if spec == "capi" or spec.startswith("capi:"):
         from keyhandoff.targets.capi_target import CapiTarget
+        from keyhandoff.targets.line_target import PeerError
 
         provider, provider_type = options.get("provider"), options.get("provider_type")
         if spec != "capi":
             name, _, kind = spec.removeprefix("capi:").rpartition(":")
             provider, provider_type = (name, int(kind)) if name and kind.isdigit() else (spec[5:], provider_type)
             if not provider:
-                raise ValueError("a capi target is written capi:<provider name>[:<provider type>]")
+                raise UnknownTarget("a capi target is written capi:<provider name>[:<provider type>]")
         if provider is not None and not isinstance(provider, str):
             raise TypeError("the capi target's provider is a provider name")
         if provider_type is not None and not isinstance(provider_type, int):
             raise TypeError("the capi target's provider_type is an integer (PROV_RSA_AES is 24)")
-        return CapiTarget(provider, provider_type)
+        try:
+            return CapiTarget(provider, provider_type)
+        except PeerError as exc:  # the bridge started but could not open the provider (its answer to hello)
+            raise TargetUnavailable(f"{spec!r}: {exc}") from exc
     if spec.startswith("line:"):
-        from keyhandoff.targets.line_target import LineTarget
+        from keyhandoff.targets.line_target import LineTarget, PeerError
 
-        argv = shlex.split(spec.removeprefix("line:"))
+        try:
+            argv = shlex.split(spec.removeprefix("line:"))
+        except ValueError as exc:  # an unclosed quote
+            raise UnknownTarget(f"{spec!r}: {exc}") from None
         if not argv:
-            raise ValueError("a line target is written line:<command and arguments>")
-        return LineTarget(argv)
+            raise UnknownTarget("a line target is written line:<command and arguments>")
+        try:
+            return LineTarget(argv)
+        except OSError as exc:  # the program is not there, or not executable
+            raise TargetUnavailable(f"{spec!r}: cannot start {argv[0]!r}: {exc.strerror or exc}") from exc
+        except PeerError as exc:  # it started, but does not answer hello in the line protocol
+            raise TargetUnavailable(f"{spec!r}: {exc}") from exc
     if spec.startswith("python:"):
         module_name, _, factory_name = spec.removeprefix("python:").partition(":")
         if not module_name or not factory_name:
-            raise ValueError("a python target is written python:package.module:factory")
-        factory = getattr(importlib.import_module(module_name), factory_name)
-        target = factory(**options)
+            raise UnknownTarget("a python target is written python:package.module:factory")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # the user's module, not importable from here (sys.path, a typo)
+            raise TargetUnavailable(f"{spec!r}: cannot import {module_name!r}: {exc}") from exc
+        factory = getattr(module, factory_name, None)
+        if not callable(factory):
+            raise TargetUnavailable(f"{spec!r}: {module_name} has no callable {factory_name!r}")
+        target = factory(**options)  # an exception here is the factory's own: its traceback helps its author
         if not isinstance(target, Target):
-            raise TypeError(f"{spec} did not return an object with the Target methods (see keyhandoff.target)")
+            raise TargetUnavailable(f"{spec!r}: the factory did not return a Target (see keyhandoff.target)")
         return target
-    raise ValueError(f"unknown target {spec!r}; known: {', '.join(SPECS)}")
+    raise UnknownTarget(f"unknown target {spec!r}; known: {', '.join(SPECS)}")

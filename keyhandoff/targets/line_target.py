@@ -16,11 +16,12 @@ import selectors
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
+from typing import Final
 
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from keyhandoff.target import Capabilities, Deviation
+from keyhandoff.target import Capabilities, Deviation, TargetUnavailable
 
 __all__ = ["PROTOCOL_VERSION", "LineTarget", "PeerCrashed", "PeerError", "PeerInfo", "probe"]
 
@@ -282,6 +283,15 @@ _CANDIDATE_HASHES = (w.CALG_MD5, w.CALG_SHA1, w.CALG_SHA_256)
 _CANDIDATE_BLOBS = (w.PLAINTEXTKEYBLOB, w.OPAQUEKEYBLOB)
 
 
+# CryptAcquireContext's own refusals (winerror.h), which the model never gives and so does not name.
+_ACQUIRE_CODES: Final = {
+    0x80090016: "NTE_BAD_KEYSET, the key container cannot be opened",
+    0x80090017: "NTE_PROV_TYPE_NOT_DEF, no provider of that type is installed",
+    0x80090019: "NTE_KEYSET_NOT_DEF, no provider of that name is installed",
+    0x8009001B: "NTE_PROV_TYPE_NO_MATCH, the provider is not of that type",
+}
+
+
 def _works(call: object, *args: object, **kwargs: object) -> bool:
     try:
         call(*args, **kwargs)  # type: ignore[operator]
@@ -293,8 +303,15 @@ def _works(call: object, *args: object, **kwargs: object) -> bool:
 def probe(target: LineTarget, name: str, deviations: Sequence[Deviation] = ()) -> Capabilities:
     """Ask the peer what it supports: each algorithm by generating a key, each blob type by exporting an
     exportable key (NTE_BAD_TYPE: unsupported), each mode by encrypting a block in it, each HMAC hash by using
-    it, duplicate and hardware by trying. Everything made here is destroyed again."""
-    prov = target.acquire("secure")
+    it, duplicate and hardware by trying. Everything made here is destroyed again. A peer that cannot acquire a
+    context at all is no target: :class:`TargetUnavailable`, with the code and what it means."""
+    try:
+        prov = target.acquire("secure")
+    except CryptError as err:
+        meaning = _ACQUIRE_CODES.get(err.code, "")
+        raise TargetUnavailable(
+            f"{name}: no context can be acquired ({w.describe_code(err.code)}{': ' + meaning if meaning else ''})"
+        ) from None
     algorithms, hardware, blob_types, modes, hashes = set(), set(), set(), set(), set()
     duplicate = False
     try:

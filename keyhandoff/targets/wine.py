@@ -25,6 +25,8 @@ from typing import IO
 
 import platformdirs
 
+from keyhandoff.target import TargetUnavailable
+
 if sys.platform != "win32":
     import fcntl
 
@@ -33,7 +35,7 @@ __all__ = ["WinePrefix", "WineUnavailable", "bridge_command", "build_bridge", "c
 COMPILER = "x86_64-w64-mingw32-gcc"
 
 
-class WineUnavailable(RuntimeError):
+class WineUnavailable(TargetUnavailable):
     """What running the bridge needs is not installed (Wine, or the mingw compiler); the message says what."""
 
 

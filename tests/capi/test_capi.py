@@ -15,7 +15,7 @@ from keyhandoff.findings import check_findings
 from keyhandoff.lockstep import Divergence, Lockstep, plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from keyhandoff.targets import load
+from keyhandoff.targets import TargetUnavailable, load
 from keyhandoff.targets.capi_target import CapiTarget
 from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.line_target import LineTarget, PeerCrashed
@@ -188,6 +188,17 @@ def test_another_provider_by_spec() -> None:
         algorithms = target.capabilities().algorithms
         assert {w.CALG_DES, w.CALG_3DES, w.CALG_RC2, w.CALG_RC4} <= algorithms
         assert w.CALG_AES_128 not in algorithms
+    finally:
+        target.close()
+
+
+def test_a_provider_that_is_not_installed_is_no_target() -> None:
+    """capi:<a name no provider has>: the bridge starts, CryptAcquireContext answers NTE_KEYSET_NOT_DEF, and the
+    probe reports that as an unavailable target (the command line's one-line error), not as a crash."""
+    target = load("capi:No Such Provider")
+    try:
+        with pytest.raises(TargetUnavailable, match=r"0x80090019: NTE_KEYSET_NOT_DEF, no provider of that name"):
+            target.capabilities()
     finally:
         target.close()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +13,7 @@ import pytest
 
 import keyhandoff
 from keyhandoff.cli import main
+from keyhandoff.targets import TargetUnavailable, load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -59,3 +63,136 @@ def test_console_script_from_another_directory(tmp_path: Path) -> None:
     script = subprocess.run(["keyhandoff", "--version"], cwd=tmp_path, capture_output=True, text=True, check=False)
     assert script.returncode == 0
     assert keyhandoff.__version__ in script.stdout
+
+
+# --- what stops a command is one line and exit status 2, never a traceback ----------------------------------
+
+# A line-protocol peer that greets, then refuses every context the way CryptAcquireContext does for a provider
+# that is not installed (NTE_KEYSET_NOT_DEF).
+_NO_PROVIDER_PEER = """
+import sys
+for line in sys.stdin:
+    print("ok 1 test-platform no provider" if line.split()[0] == "hello" else "err 0x80090019", flush=True)
+"""
+
+
+def _cannot_run(argv: list[str], capsys) -> str:
+    """Run the command line; it must answer 2 with one line on stderr (no traceback). That line."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"keyhandoff {argv[0]}: error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("nosuch", "unknown target 'nosuch'; known: model, builtin"),
+        ("python:no_such_module_here:make", "cannot import 'no_such_module_here'"),
+        ("python:os:no_such_factory", "os has no callable 'no_such_factory'"),
+        ("python:os", "a python target is written python:package.module:factory"),
+        ("line:/no/such/program", "cannot start '/no/such/program': No such file or directory"),
+        ("line:'unclosed", "No closing quotation"),
+        ("line:", "a line target is written line:<command and arguments>"),
+        (f"line:{shlex.quote(sys.executable)} -c pass", "the peer exited"),  # not the line protocol
+    ],
+)
+def test_a_target_that_cannot_be_had_is_one_line(spec: str, says: str, capsys) -> None:
+    """An unknown, malformed or unstartable target spec stops check (and vectors) before any run, with a line
+    saying why."""
+    assert says in _cannot_run(["check", "--target", spec, "--profile", "quick"], capsys)
+    assert says in _cannot_run(["vectors", "--target", spec], capsys)
+
+
+def test_a_peer_without_a_context_is_no_target(tmp_path: Path, capsys) -> None:
+    """A peer that answers hello but cannot acquire a context (an uninstalled provider) is reported with the
+    code and its meaning, not as a crash in the middle of the capability probe."""
+    peer = tmp_path / "peer.py"
+    peer.write_text(_NO_PROVIDER_PEER)
+    spec = f"line:{shlex.quote(sys.executable)} {shlex.quote(str(peer))}"
+    line = _cannot_run(["check", "--target", spec], capsys)
+    assert "error: no provider: no context can be acquired (0x80090019: NTE_KEYSET_NOT_DEF" in line
+    target = load(spec)
+    try:
+        with pytest.raises(TargetUnavailable, match="NTE_KEYSET_NOT_DEF"):
+            target.capabilities()
+    finally:
+        target.close()
+
+
+def test_unknown_specs_are_still_value_errors() -> None:
+    """load has always raised ValueError for a spec that names no target; UnknownTarget keeps that."""
+    with pytest.raises(ValueError, match="unknown target"):
+        load("nosuch")
+    with pytest.raises(TargetUnavailable):
+        load("nosuch")
+
+
+@pytest.mark.parametrize("argv", [["--examples", "0"], ["--steps", "-1"], ["--steps", "many"]])
+def test_counts_must_be_positive(argv: list[str], capsys) -> None:
+    """--examples and --steps take whole numbers from 1: argparse's usage error, status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["check", "--target", "model", *argv])
+    assert exit_info.value.code == 2
+    assert f"argument {argv[0]}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option", ["--report", "--junit", "--trace"])
+def test_an_output_nowhere_is_refused_before_the_run(option: str, tmp_path: Path, capsys, monkeypatch) -> None:
+    """An output file in a directory that does not exist is refused before the run, not after it has been lost."""
+    import keyhandoff.check
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(keyhandoff.check, "run_check", must_not_run)
+    target = tmp_path / "missing" / "out.json"
+    line = _cannot_run(["check", "--target", "model", option, str(target)], capsys)
+    assert f"{option} {target}: the directory {target.parent} does not exist" in line
+
+
+def test_a_vector_file_that_is_not_one(tmp_path: Path, capsys) -> None:
+    """vectors --file: a missing file, a file that is not JSON, a vector missing a field or naming no
+    algorithm: each one line naming the file (and the vector), before any target starts."""
+    missing = tmp_path / "missing.json"
+    assert f"{missing}: No such file or directory" in _cannot_run(["vectors", "--file", str(missing)], capsys)
+    junk = tmp_path / "junk.json"
+    junk.write_text("not json")
+    assert "not a vector file in the kat.json format" in _cannot_run(["vectors", "--file", str(junk)], capsys)
+    shipped = json.loads((ROOT / "keyhandoff" / "data" / "kat.json").read_text())
+    for broken, says in [({"key": None}, "vector 2 is malformed"), ({"alg": "__name__"}, "unknown algorithm")]:
+        data = copy.deepcopy(shipped)
+        data["vectors"][1].update(broken)
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(data))
+        assert says in _cannot_run(["vectors", "--file", str(bad)], capsys)
+
+
+def test_a_trace_that_is_not_one(tmp_path: Path, capsys) -> None:
+    """replay: a missing file, JSON that is not a trace, a step the trace cannot replay: one line each."""
+    missing = tmp_path / "missing.json"
+    assert "No such file or directory" in _cannot_run(["replay", str(missing)], capsys)
+    for text, says in [
+        ("[1]", "not a keyhandoff trace (format 1)"),
+        ("{", "not a keyhandoff trace"),
+        ('{"format": 1, "steps": [1]}', "each with an 'op'"),
+        ('{"format": 1, "target": "model", "steps": [{"op": "encrypt", "key": 0}]}', "step 1 (encrypt) cannot be"),
+    ]:
+        trace = tmp_path / "trace.json"
+        trace.write_text(text)
+        assert says in _cannot_run(["replay", str(trace)], capsys)
+
+
+def test_an_interrupted_command_says_so(monkeypatch, capsys) -> None:
+    """Ctrl-C ends a command with status 130 and one line, not a traceback."""
+    import keyhandoff.vectors
+
+    def interrupted(path: str | None = None) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keyhandoff.vectors, "load_vectors", interrupted)
+    assert main(["vectors"]) == 130
+    assert capsys.readouterr().err.strip() == "keyhandoff vectors: interrupted"
