@@ -23,9 +23,9 @@ from keyhandoff.model.algorithms import (
     fresh_state,
 )
 from keyhandoff.model.crypt import reset
-from keyhandoff.model.keys import end_key, new_handle
+from keyhandoff.model.keys import end_key, new_handle, new_token_object
 from keyhandoff.model.lifecycle import advance
-from keyhandoff.model.state import Location, TokenObject
+from keyhandoff.model.state import Location
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.model.world import (
     Issued,
@@ -182,12 +182,7 @@ def _import_plaintext(world: World, prov: int, blob: bytes, alg: int, flags: int
     )
     token_object = None
     if hardware:
-        token_object = world.next_token_object
-        world = attrs.evolve(
-            world,
-            token=put(world.token, token_object, TokenObject(alg, key)),
-            next_token_object=token_object + 1,
-        )
+        world, token_object = new_token_object(world, alg, key)
     world, handle = new_handle(world)
     entry = KeyEntry(prov, state, token_object)
     world = with_key(world, handle, reset(world, entry))

@@ -47,6 +47,12 @@ def new_handle(world: World) -> tuple[World, int]:
     return attrs.evolve(world, next_handle=world.next_handle + 1), world.next_handle
 
 
+def new_token_object(world: World, alg: int, key: bytes) -> tuple[World, int]:
+    """The token holds ``key`` as a new object (gen_key or import with hardware=True); its ids only grow too."""
+    obj = world.next_token_object
+    return attrs.evolve(world, token=put(world.token, obj, TokenObject(alg, key)), next_token_object=obj + 1), obj
+
+
 def acquire(world: World, side: Side) -> Step[int]:
     """CryptAcquireContext: a new context on the given side of the handoff."""
     world, handle = new_handle(world)
@@ -112,12 +118,7 @@ def gen_key(world: World, prov: int, alg: int, flags: int, *, hardware: bool, en
     state = fresh_state(algorithm, key, salt, permissions=permissions, lifecycle=lifecycle, location=location)
     token_object = None
     if hardware:
-        token_object = world.next_token_object
-        world = attrs.evolve(
-            world,
-            token=put(world.token, token_object, TokenObject(alg, key)),
-            next_token_object=token_object + 1,
-        )
+        world, token_object = new_token_object(world, alg, key)
     world, handle = new_handle(world)
     world = with_key(world, handle, KeyEntry(prov, state, token_object))
     return Step(world, Ok(handle), (row,))
