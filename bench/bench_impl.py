@@ -8,7 +8,8 @@ Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1] [--sections 12345]   (r
 3. Cross-process handoff of one blob vs a raw pipe round trip of the same bytes to a child process (goal <= 2x):
    the handoff is the import round trip (blob in, handle out); the destroy round trip is reported on its own
    line, and so are the boundary's own floor (the same bytes echoed through it), a raw pipe round trip followed
-   by an import in this process (what the handoff costs without framing) and the import back to back. Measured
+   by an import in this process (what the handoff costs without framing), the import back to back, and a
+   minimal Python child doing the same import behind no boundary code (raw frames, no marshal). Measured
    with both processes on one core, on two cores, and as the scheduler places them (see ``placements``). If a C
    compiler and OpenSSL's headers are at hand, one more line times the same request from the boundary's real
    parent to a native child (bench/native_import.c: framing and the AES-GCM open only), a lower bound for an
@@ -52,6 +53,25 @@ _ECHO = (
     "r, o = sys.stdin.buffer, sys.stdout.buffer\n"
     "while h := r.read(4):\n"
     "    o.write(h + r.read(int.from_bytes(h, 'big'))); o.flush()\n"
+)
+
+
+# A minimal Python app side: the same import through the same CSP, behind no boundary code at all. Requests
+# are raw frames (4-byte length, the blob), replies the 8-byte handle or 0 for a refusal; a frame of length 0
+# destroys what was imported (untimed, between batches). What the handoff would cost if the boundary were free.
+_LEAN_IMPORT = (
+    "import os, sys\n"
+    "from keyhandoff.impl.builtin import BuiltinCsp\n"
+    "from keyhandoff.model.errors import CryptError\n"
+    "csp = BuiltinCsp(sys.argv[1]).csp\n"
+    "app, made = csp.acquire('app'), []\n"
+    "while frame := os.read(0, 1 << 16):\n"
+    "    if len(frame) == 4:\n"
+    "        for handle in made: csp.destroy_key(handle)\n"
+    "        made.clear(); os.write(1, bytes(8)); continue\n"
+    "    try: made.append(csp.import_key(app, frame[4:]))\n"
+    "    except CryptError: os.write(1, bytes(8)); continue\n"
+    "    os.write(1, made[-1].to_bytes(8, 'little'))\n"
 )
 
 
@@ -208,21 +228,25 @@ def bench_handoff(home: str, runs: int) -> None:
             # The boundary's floor: a served object that does nothing (bytes().join hands the bytes back), so
             # the same bytes cross both ways through the framed, timed calls of keyhandoff.impl.boundary.
             floor = ChildProcess(["builtins:bytes"])
+            lean = subprocess.Popen(
+                [sys.executable, "-c", _LEAN_IMPORT, home], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0
+            )
             native = ChildProcess([], program=[program]) if program is not None else None
             original = os.sched_getaffinity(0) if cores is not None else None
             try:
                 if cores is not None:
                     os.sched_setaffinity(0, {cores[0]})
-                    children = [echo.pid, floor.pid, csp.app_pid] + ([native.pid] if native else [])
+                    children = [echo.pid, floor.pid, lean.pid, csp.app_pid] + ([native.pid] if native else [])
                     for pid in children:
                         os.sched_setaffinity(pid, {cores[1]})
-                handoff_rows(csp, echo, floor, native, runs, name)
+                handoff_rows(csp, echo, floor, lean, native, runs, name)
             finally:
                 if original is not None:
                     os.sched_setaffinity(0, original)
-                assert echo.stdin is not None  # Popen with PIPE
-                echo.stdin.close()
-                echo.wait()
+                for process in (echo, lean):  # end of input: each exits
+                    assert process.stdin is not None  # Popen with PIPE
+                    process.stdin.close()
+                    process.wait()
                 floor.close()
                 if native is not None:
                     native.close()
@@ -233,6 +257,7 @@ def handoff_rows(
     csp: ProcessCsp,
     echo: subprocess.Popen[bytes],
     floor: ChildProcess,
+    lean: subprocess.Popen[bytes],
     native: ChildProcess | None,
     runs: int,
     name: str,
@@ -274,6 +299,19 @@ def handoff_rows(
             local.destroy_key(handle)
         return seconds
 
+    assert lean.stdin is not None and lean.stdout is not None  # noqa: PT018 - pipes requested above
+    lean_in, lean_out = lean.stdin.fileno(), lean.stdout.fileno()
+
+    def lean_import(_: int) -> None:
+        os.write(lean_in, frame)
+        if not int.from_bytes(os.read(lean_out, 8), "little"):
+            raise AssertionError("the minimal child refused the blob")
+
+    def lean_destroy() -> list[int]:  # between batches, untimed
+        os.write(lean_in, bytes(4))
+        os.read(lean_out, 8)
+        return list(range(batch))
+
     def full_cycle() -> None:
         csp.destroy_key(csp.import_key(app, csp.export_key(key, w.OPAQUEKEYBLOB)))
 
@@ -285,6 +323,7 @@ def handoff_rows(
         destroy_round_trip,
         lambda: per_call(full_cycle),
         lambda: import_here(after_pipe=False),
+        lambda: per_item(lean_import, lean_destroy),
     ]
     if native is not None:
         native_blob = seal_for_native(native, blob)
@@ -299,6 +338,7 @@ def handoff_rows(
         "destroy in the app process (1 round trip)",
         "export here + import there + destroy (2 round trips)",
         "import in one process, back to back (no boundary)",
+        "minimal Python child: raw frames, the same import",
         "native child: frames + AES-GCM open only (C)",
     ]
     for label, figure in zip(labels, figures, strict=False):  # the native line only if it was measured
