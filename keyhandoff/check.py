@@ -251,8 +251,13 @@ def run_check(
 ) -> CheckResult:
     """Run the machine; on failure shrink (Hypothesis, unless ``shrink=False``), minimise by deleting steps, and
     render the reproducer."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile {profile!r}: one of {', '.join(PROFILES)}")
+    for what, count in (("examples", examples), ("steps", steps)):
+        if count is not None and (type(count) is not int or count < 1):
+            raise ValueError(f"{what} is a whole number from 1 (None: the profile's), not {count!r}")
     default_examples, default_steps = PROFILES[profile]
-    examples = examples or default_examples
+    examples = examples if examples is not None else default_examples
     seed = seed if seed is not None else random.randrange(1 << 32)
     bar = _Progress(examples, progress)
     machine = machine_for(factory, name="Target")
@@ -262,7 +267,7 @@ def run_check(
     hypothesis_seed(seed)(machine)
     config = settings(
         max_examples=examples,
-        stateful_step_count=steps or default_steps,
+        stateful_step_count=steps if steps is not None else default_steps,
         deadline=None,
         database=None,
         derandomize=False,

@@ -24,7 +24,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from keyhandoff.lockstep import Divergence, Lockstep, Observed
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
-from keyhandoff.target import Capabilities, Inspectable, Target
+from keyhandoff.target import Capabilities, Inspectable, Target, missing_methods
 
 __all__ = ["DEFAULT_KEY_BYTES", "GETTABLE_PARAMS", "Coverage", "LockstepMachine", "machine_for"]
 
@@ -107,10 +107,18 @@ class LockstepMachine(RuleBasedStateMachine):
 def machine_for(factory: Callable[[], Target], *, name: str = "Target") -> type[LockstepMachine]:
     """A lockstep state machine class for targets made by ``factory`` (one fresh installation per call)."""
     probe = factory()
+    missing = missing_methods(probe)
+    if missing:  # say what to add, rather than fail on the first method the machine happens to call
+        raise TypeError(
+            f"the factory returned a value of type {type(probe).__name__}, not a Target: it has no "
+            f"{', '.join(missing)} (see keyhandoff.target.Target and docs/conformance.md)"
+        )
     try:
         caps = probe.capabilities()
     finally:
         probe.close()
+    if not isinstance(caps, Capabilities):
+        raise TypeError(f"capabilities() returned a value of type {type(caps).__name__}, not a Capabilities")
     return _build(factory, caps, name)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "Target",
     "TargetUnavailable",
     "UnknownTarget",
+    "missing_methods",
 ]
 
 
@@ -245,6 +246,16 @@ class Target(Protocol):
     def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes: ...
     def capabilities(self) -> Capabilities: ...
     def close(self) -> None: ...
+
+
+def missing_methods(candidate: object) -> list[str]:
+    """The Target methods ``candidate`` lacks (none: it is a Target), for messages that say what to add."""
+    return [name for name in _TARGET_METHODS if not callable(getattr(candidate, name, None))]
+
+
+_TARGET_METHODS: tuple[str, ...] = tuple(
+    name for name, value in vars(Target).items() if callable(value) and not name.startswith("_")
+)
 
 
 @runtime_checkable

@@ -15,7 +15,7 @@ import importlib
 import os
 import shlex
 
-from keyhandoff.target import Target, TargetUnavailable, UnknownTarget
+from keyhandoff.target import Target, TargetUnavailable, UnknownTarget, missing_methods
 
 __all__ = ["SPECS", "TargetUnavailable", "UnknownTarget", "load"]
 
@@ -94,6 +94,9 @@ def load(spec: str, **options: object) -> Target:
             raise TargetUnavailable(f"{spec!r}: {module_name} has no callable {factory_name!r}")
         target = factory(**options)  # an exception here is the factory's own: its traceback helps its author
         if not isinstance(target, Target):
-            raise TargetUnavailable(f"{spec!r}: the factory did not return a Target (see keyhandoff.target)")
+            raise TargetUnavailable(
+                f"{spec!r}: {factory_name}() returned a value of type {type(target).__name__}, which has no "
+                f"{', '.join(missing_methods(target))} (see keyhandoff.target.Target)"
+            )
         return target
     raise UnknownTarget(f"unknown target {spec!r}; known: {', '.join(SPECS)}")

@@ -12,7 +12,7 @@ import attrs
 import pytest
 
 from keyhandoff import model
-from keyhandoff.check import CheckResult, render_summary, required_coverage, run_check, write_junit
+from keyhandoff.check import CheckResult, render_summary, required_coverage, run_check, run_conformance, write_junit
 from keyhandoff.cli import main
 from keyhandoff.model import wincrypt as w
 from keyhandoff.target import Deviation
@@ -214,3 +214,44 @@ def test_a_failure_that_does_not_replay_is_reported_as_first_seen() -> None:
     assert "NTE_FAIL" in result.failure.message
     assert "not reproducible" in result.failure.message
     assert str(result.steps[-1]["op"]) == "duplicate_key"
+
+
+class _NoHmac(ModelTarget):
+    hmac = None  # type: ignore[assignment]  # a target that forgot a method
+
+
+class _CapabilitiesAsDict(ModelTarget):
+    def capabilities(self):  # type: ignore[override]  # a plain dict instead of a Capabilities
+        return attrs.asdict(super().capabilities())
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (object, r"the factory returned a value of type object, not a Target: it has no acquire, release, "),
+        (_NoHmac, r"value of type _NoHmac, not a Target: it has no hmac \(see keyhandoff.target.Target"),
+        (_CapabilitiesAsDict, r"capabilities\(\) returned a value of type dict, not a Capabilities"),
+    ],
+)
+def test_a_factory_that_gives_no_target_says_what_is_missing(make, says: str) -> None:
+    """run_conformance with something that is not a Target factory: a TypeError naming what is missing, before
+    any test case, instead of an AttributeError from the first call the machine happens to make."""
+    with pytest.raises(TypeError, match=says):
+        run_conformance(make, profile="quick")
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"profile": "fast"}, "profile 'fast': one of quick, default, thorough"),
+        ({"examples": 0}, "examples is a whole number from 1 .* not 0"),
+        ({"steps": -1}, "steps is a whole number from 1 .* not -1"),
+        ({"steps": True}, "steps is a whole number from 1 .* not True"),
+        ({"examples": 2.5}, "examples is a whole number from 1 .* not 2.5"),
+    ],
+)
+def test_run_options_out_of_range_are_refused(options: dict[str, object], says: str) -> None:
+    """A profile that does not exist or a count below 1 is a ValueError: 0 examples used to run the profile's
+    count in silence."""
+    with pytest.raises(ValueError, match=says):
+        run_conformance(ModelTarget, **options)  # type: ignore[arg-type]

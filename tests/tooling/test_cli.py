@@ -94,6 +94,7 @@ def _cannot_run(argv: list[str], capsys) -> str:
         ("python:no_such_module_here:make", "cannot import 'no_such_module_here'"),
         ("python:os:no_such_factory", "os has no callable 'no_such_factory'"),
         ("python:os", "a python target is written python:package.module:factory"),
+        ("python:builtins:object", "object() returned a value of type object, which has no acquire, release"),
         ("line:/no/such/program", "cannot start '/no/such/program': No such file or directory"),
         ("line:'unclosed", "No closing quotation"),
         ("line:", "a line target is written line:<command and arguments>"),
