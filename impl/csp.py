@@ -459,7 +459,7 @@ class Csp:
         with self._live(key, operation) as entry:
             if not _is_dword(flags) or flags & ~_EXPORT_FLAGS:
                 raise CryptError(w.NTE_BAD_FLAGS, operation)
-            if blob_type not in _BLOB_TYPES:
+            if not _is_dword(blob_type) or blob_type not in _BLOB_TYPES:  # True or 8.0 is no blob type
                 raise CryptError(w.NTE_BAD_TYPE, operation)
             if exp_key != 0:
                 raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
@@ -483,7 +483,7 @@ class Csp:
         wrong type ERROR_INVALID_PARAMETER; then the parameter's own rule (see docs/model.md)."""
         operation = "set_key_param"
         with self._live(key, operation) as entry:
-            if param not in _SETTABLE:
+            if not _is_dword(param) or param not in _SETTABLE:  # True or 1.0 is not KP_IV
                 raise CryptError(w.NTE_BAD_TYPE, operation)
             if param in _BYTES_PARAMS:
                 self._set_bytes(entry, param, _as_bytes(value, operation), operation)
@@ -544,7 +544,7 @@ class Csp:
         the register; KP_BLOCKLEN and KP_KEYLEN are in bits; KP_SALT is empty for a key without salt and for a
         salt set by KP_SALT (not by KP_SALT_EX)."""
         with self._live(key, "get_key_param") as entry:
-            if param not in _READABLE:
+            if not _is_dword(param) or param not in _READABLE:
                 raise CryptError(w.NTE_BAD_TYPE, "get_key_param")
             values: dict[int, bytes | int] = {
                 w.KP_IV: entry.iv,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -40,6 +40,33 @@ def _state(plain: Mapping[str, Any]) -> KeyState:
     values["lifecycle"] = Lifecycle(values["lifecycle"])
     values["location"] = Location(values["location"])
     return KeyState(**values)
+
+
+_PASSES: Final = frozenset({bytes, int, bool, str, float, type(None)})  # marshal carries these as they are
+_OTHER_TRUE: Final = ("not a CryptoAPI value",)  # truthy, and neither an integer nor bytes
+_OTHER_FALSE: Final = ()  # falsy, likewise
+
+
+def _crossing(value: object) -> object:
+    """``value`` as the app process's CSP must see it, in a form the pipe can carry.
+
+    The CSP reads an argument in one of three ways only: as bytes (any bytes-like value), as a DWORD (an int,
+    not a bool) or by its truth (Final, hardware); anything else it refuses as of the wrong type. So bytes-like
+    values cross as bytes and int subclasses (an IntEnum) as int, and a value marshal cannot carry (an
+    object(), a list holding one) crosses as a stand-in that is neither int nor bytes and has the same truth:
+    the app process then answers exactly what this process's CSP answers for the original. Nothing is
+    converted that the CSP would refuse: ``bytes(16)`` is sixteen zero bytes, never what an int 16 means."""
+    if type(value) in _PASSES:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    try:
+        truth = bool(value)
+    except Exception:  # a value without a truth: where the CSP does not read its truth, it refuses it all the same
+        truth = True
+    return _OTHER_TRUE if truth else _OTHER_FALSE
 
 
 class AppSide(BuiltinCsp):
@@ -103,18 +130,28 @@ class ProcessCsp:
 
     def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
         if self._child_owns(prov):
-            return self._from_child(self._child.call("gen_key", prov, alg, flags, hardware=hardware))
+            handle = self._child.call("gen_key", prov, _crossing(alg), _crossing(flags), hardware=_crossing(hardware))
+            return self._from_child(handle)
         return self.secure.gen_key(prov, alg, flags, hardware=hardware)
 
     def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
         if self._child_owns(prov):
-            handle = self._child.call("import_key", prov, bytes(blob), pub_key=pub_key, flags=flags, hardware=hardware)
+            handle = self._child.call(
+                "import_key",
+                prov,
+                _crossing(blob),
+                pub_key=_crossing(pub_key),
+                flags=_crossing(flags),
+                hardware=_crossing(hardware),
+            )
             return self._from_child(handle)
         return self.secure.import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
 
     def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
         if self._child_owns(key):
-            blob = self._child.call("export_key", key, blob_type, exp_key=exp_key, flags=flags)
+            blob = self._child.call(
+                "export_key", key, _crossing(blob_type), exp_key=_crossing(exp_key), flags=_crossing(flags)
+            )
             if not isinstance(blob, bytes):
                 raise TypeError("the app process answered a non-bytes blob")
             return blob
@@ -133,13 +170,13 @@ class ProcessCsp:
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
         if self._child_owns(key):
-            self._child.call("set_key_param", key, param, value)
+            self._child.call("set_key_param", key, _crossing(param), _crossing(value))
         else:
             self.secure.set_key_param(key, param, value)
 
     def get_key_param(self, key: int, param: int) -> bytes | int:
         if self._child_owns(key):
-            value = self._child.call("get_key_param", key, param)
+            value = self._child.call("get_key_param", key, _crossing(param))
             if not isinstance(value, bytes | int):
                 raise TypeError("the app process answered a parameter of another type")
             return value
@@ -153,17 +190,17 @@ class ProcessCsp:
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
         if self._child_owns(key):
-            return self._bytes_call("encrypt", key, bytes(data), final)
+            return self._bytes_call("encrypt", key, _crossing(data), _crossing(final))
         return self.secure.encrypt(key, data, final)
 
     def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
         if self._child_owns(key):
-            return self._bytes_call("decrypt", key, bytes(data), final)
+            return self._bytes_call("decrypt", key, _crossing(data), _crossing(final))
         return self.secure.decrypt(key, data, final)
 
     def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
         if self._child_owns(key):
-            return self._bytes_call("hmac", key, hash_alg, bytes(data))
+            return self._bytes_call("hmac", key, _crossing(hash_alg), _crossing(data))
         return self.secure.hmac(key, hash_alg, data)
 
     # --- white box and administration ---------------------------------------------------------------------

@@ -27,6 +27,25 @@ __all__ = ["ModelTarget"]
 T = TypeVar("T")
 
 
+# The Target protocol's types, at the boundary between callers and the model (whose functions take ints and
+# bytes): a handle that is not an int names no object (0 is the CryptoAPI "no handle"); a DWORD argument that
+# is not an int is no DWORD (-1, which the model refuses in that position as it refuses any value it does not
+# know); a buffer is any bytes-like value, and anything else is ERROR_INVALID_PARAMETER, as a NULL buffer would
+# be. Nothing is converted into a value the model would accept: bytes(16) is sixteen zero bytes, not 16.
+def _handle(value: object) -> int:
+    return value if type(value) is int else 0
+
+
+def _dword(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+
+
+def _buffer(value: object, operation: str) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
+
+
 class ModelTarget:
     """The model as a CSP: one installation, both sides in one process, white-box ``inspect``."""
 
@@ -62,40 +81,54 @@ class ModelTarget:
         return self._run(model.acquire(self.world, parsed), "acquire")
 
     def release(self, prov: int) -> None:
-        self._run(model.release(self.world, prov), "release")
+        self._run(model.release(self.world, _handle(prov)), "release")
 
     def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
         entropy = self._queued.pop(0).ljust(32, b"\0") if self._queued else self._entropy(32)
-        step = model.gen_key(self.world, prov, alg, flags, hardware=hardware, entropy=entropy)
+        step = model.gen_key(
+            self.world, _handle(prov), _dword(alg), _dword(flags), hardware=bool(hardware), entropy=entropy
+        )
         return self._run(step, "gen_key")
 
     def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
-        step = model.import_key(self.world, prov, bytes(blob), pub_key=pub_key, flags=flags, hardware=hardware)
+        step = model.import_key(
+            self.world,
+            _handle(prov),
+            _buffer(blob, "import_key"),
+            pub_key=_dword(pub_key),
+            flags=_dword(flags),
+            hardware=bool(hardware),
+        )
         return self._run(step, "import_key")
 
     def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
-        return self._run(model.export_key(self.world, key, blob_type, exp_key=exp_key, flags=flags), "export_key")
+        step = model.export_key(
+            self.world, _handle(key), _dword(blob_type), exp_key=_dword(exp_key), flags=_dword(flags)
+        )
+        return self._run(step, "export_key")
 
     def destroy_key(self, key: int) -> None:
-        self._run(model.destroy_key(self.world, key), "destroy_key")
+        self._run(model.destroy_key(self.world, _handle(key)), "destroy_key")
 
     def duplicate_key(self, key: int) -> int:
-        return self._run(model.duplicate_key(self.world, key), "duplicate_key")
+        return self._run(model.duplicate_key(self.world, _handle(key)), "duplicate_key")
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
-        self._run(model.set_key_param(self.world, key, param, value), "set_key_param")
+        if isinstance(value, bytearray | memoryview):  # bytes-like; any other type the model refuses itself
+            value = bytes(value)
+        self._run(model.set_key_param(self.world, _handle(key), _dword(param), value), "set_key_param")
 
     def get_key_param(self, key: int, param: int) -> bytes | int:
-        return self._run(model.get_key_param(self.world, key, param), "get_key_param")
+        return self._run(model.get_key_param(self.world, _handle(key), _dword(param)), "get_key_param")
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        return self._run(model.encrypt(self.world, key, bytes(data), final), "encrypt")
+        return self._run(model.encrypt(self.world, _handle(key), _buffer(data, "encrypt"), bool(final)), "encrypt")
 
     def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        return self._run(model.decrypt(self.world, key, bytes(data), final), "decrypt")
+        return self._run(model.decrypt(self.world, _handle(key), _buffer(data, "decrypt"), bool(final)), "decrypt")
 
     def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
-        return self._run(model.hmac(self.world, key, hash_alg, bytes(data)), "hmac")
+        return self._run(model.hmac(self.world, _handle(key), _dword(hash_alg), _buffer(data, "hmac")), "hmac")
 
     def capabilities(self) -> Capabilities:
         return Capabilities(
@@ -114,7 +147,7 @@ class ModelTarget:
         """Nothing to free: the world is a value."""
 
     def inspect(self, key: int) -> KeyState:
-        entry = self.world.keys.get(key)
+        entry = self.world.keys.get(_handle(key))
         if entry is None:
             raise CryptError(w.NTE_BAD_KEY, "inspect")
         return entry.state
@@ -124,4 +157,4 @@ class ModelTarget:
 
     def delete_token_object(self, obj: int) -> None:
         """Token administration: remove an object from the hardware token."""
-        self._run(model.delete_token_object(self.world, obj), "delete_token_object")
+        self._run(model.delete_token_object(self.world, _handle(obj)), "delete_token_object")
