@@ -16,7 +16,7 @@ import selectors
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from typing import Final
+from typing import Final, TypeGuard
 
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
@@ -27,6 +27,7 @@ __all__ = ["PROTOCOL_VERSION", "LineTarget", "PeerCrashed", "PeerError", "PeerIn
 
 PROTOCOL_VERSION = "1"
 _BYTES_PARAMS = (w.KP_IV, w.KP_SALT, w.KP_SALT_EX)
+_DWORD_PARAMS = (w.KP_PADDING, w.KP_MODE, w.KP_MODE_BITS, w.KP_PERMISSIONS, w.KP_EFFECTIVE_KEYLEN)
 _STDERR_TAIL = 2000
 
 
@@ -178,38 +179,50 @@ class LineTarget:
 
     # --- Target -------------------------------------------------------------------------------------------
     def acquire(self, side: str = "secure") -> int:
+        if side not in ("secure", "app"):  # the protocol's two words; anything else, as the model answers it
+            raise CryptError(w.ERROR_INVALID_PARAMETER, "acquire")
         return _handle(self._call("acquire", "acquire", side))
 
     def release(self, prov: int) -> None:
-        self._call("release", "release", prov)
+        self._call("release", "release", _handle_arg(prov))
 
     def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
-        return _handle(self._call("gen_key", "genkey", prov, alg, flags, int(hardware)))
+        fields = (_handle_arg(prov), _dword_arg(alg), _dword_arg(flags), int(bool(hardware)))
+        return _handle(self._call("gen_key", "genkey", *fields))
 
     def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
-        return _handle(self._call("import_key", "import", prov, pub_key, flags, int(hardware), blob))
+        data = _buffer_arg(blob, "import_key")
+        fields = (_handle_arg(prov), _dword_arg(pub_key), _dword_arg(flags), int(bool(hardware)), data)
+        return _handle(self._call("import_key", "import", *fields))
 
     def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
-        return _bytes(self._call("export_key", "export", key, exp_key, blob_type, flags))
+        fields = (_handle_arg(key), _dword_arg(exp_key), _dword_arg(blob_type), _dword_arg(flags))
+        return _bytes(self._call("export_key", "export", *fields))
 
     def destroy_key(self, key: int) -> None:
-        self._call("destroy_key", "destroy", key)
+        self._call("destroy_key", "destroy", _handle_arg(key))
 
     def duplicate_key(self, key: int) -> int:
-        return _handle(self._call("duplicate_key", "dup", key))
+        return _handle(self._call("duplicate_key", "dup", _handle_arg(key)))
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
-        # The protocol is typed (i: DWORD, b: bytes); a value of the wrong type for its parameter is the
-        # caller's error, refused here as the model refuses it, before it could be misread by a C peer.
-        if isinstance(value, bool) or (param in _BYTES_PARAMS) != isinstance(value, bytes):
-            raise CryptError(w.ERROR_INVALID_PARAMETER, "set_key_param")
-        if isinstance(value, int) and not 0 <= value <= 0xFFFFFFFF:
-            raise CryptError(w.ERROR_INVALID_PARAMETER, "set_key_param")
-        kind = "b" if isinstance(value, bytes) else "i"
-        self._call("set_key_param", "setparam", key, param, kind, value)
+        # The protocol is typed (i: DWORD, b: bytes). A value whose type does not fit its parameter is not sent
+        # (a C peer would read it as the other type); the peer is asked only whether the key is live, so the
+        # answer ranks as the model ranks it: a dead key, then an unknown parameter, then the value's type.
+        if isinstance(value, bytearray | memoryview):
+            value = bytes(value)
+        number = _dword_arg(param)
+        if number in _BYTES_PARAMS and isinstance(value, bytes):
+            self._call("set_key_param", "setparam", _handle_arg(key), number, "b", value)
+        elif number not in _BYTES_PARAMS and _is_dword(value):
+            self._call("set_key_param", "setparam", _handle_arg(key), number, "i", _dword_arg(value))
+        else:
+            self._call("set_key_param", "getparam", _handle_arg(key), w.KP_ALGID)  # NTE_BAD_KEY for a dead key
+            known = number in _BYTES_PARAMS or number in _DWORD_PARAMS
+            raise CryptError(w.ERROR_INVALID_PARAMETER if known else w.NTE_BAD_TYPE, "set_key_param")
 
     def get_key_param(self, key: int, param: int) -> bytes | int:
-        reply = self._call("get_key_param", "getparam", key, param)
+        reply = self._call("get_key_param", "getparam", _handle_arg(key), _dword_arg(param))
         if len(reply) == 2 and reply[0] == "i":
             return _handle(reply[1:])
         if len(reply) == 2 and reply[0] == "b":
@@ -217,13 +230,16 @@ class LineTarget:
         raise PeerError(f"get_key_param: a value is 'i <int>' or 'b <hex>', not {' '.join(reply)[:40]!r}")
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        return _bytes(self._call("encrypt", "encrypt", key, int(final), data))
+        fields = (_handle_arg(key), int(bool(final)), _buffer_arg(data, "encrypt"))
+        return _bytes(self._call("encrypt", "encrypt", *fields))
 
     def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        return _bytes(self._call("decrypt", "decrypt", key, int(final), data))
+        fields = (_handle_arg(key), int(bool(final)), _buffer_arg(data, "decrypt"))
+        return _bytes(self._call("decrypt", "decrypt", *fields))
 
     def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
-        return _bytes(self._call("hmac", "hmac", key, hash_alg, data))
+        fields = (_handle_arg(key), _dword_arg(hash_alg), _buffer_arg(data, "hmac"))
+        return _bytes(self._call("hmac", "hmac", *fields))
 
     def capabilities(self) -> Capabilities:
         if self._caps is None:
@@ -241,19 +257,36 @@ class LineTarget:
         self._kill()
 
 
+# Arguments become protocol fields here, by the Target protocol's types, so that an argument of another type is
+# answered as the model answers it and never converted into a valid one: a handle that is not a non-negative int
+# names no object (0); a DWORD that is not an int in 0..2**32-1 is sent as 0xFFFFFFFF, which no ALG_ID, flag
+# set, blob type, KP_ parameter or hash takes; a buffer is any bytes-like value, else ERROR_INVALID_PARAMETER.
+_NO_DWORD: Final = 0xFFFFFFFF
+
+
+def _handle_arg(value: object) -> int:
+    return value if type(value) is int and 0 <= value < 1 << 64 else 0
+
+
+def _is_dword(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF
+
+
+def _dword_arg(value: object) -> int:
+    return int(value) if _is_dword(value) else _NO_DWORD  # int(): an IntEnum's str() is its name, not its number
+
+
+def _buffer_arg(value: object, operation: str) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
+
+
 def _field(value: object) -> str:
+    """One field of a request: the arguments are already of the protocol's types (see above)."""
     if isinstance(value, bytes):
         return value.hex() or "-"
-    if isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, int):
-        if value < 0:
-            raise CryptError(w.ERROR_INVALID_PARAMETER, "a handle or number of the line protocol")
-        return str(value)
-    text = str(value)
-    if not text or any(c.isspace() for c in text):
-        raise ValueError("a protocol field is one non-empty word")
-    return text
+    return str(value)
 
 
 def _handle(reply: list[str]) -> int:

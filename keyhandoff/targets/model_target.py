@@ -29,15 +29,16 @@ T = TypeVar("T")
 
 # The Target protocol's types, at the boundary between callers and the model (whose functions take ints and
 # bytes): a handle that is not an int names no object (0 is the CryptoAPI "no handle"); a DWORD argument that
-# is not an int is no DWORD (-1, which the model refuses in that position as it refuses any value it does not
-# know); a buffer is any bytes-like value, and anything else is ERROR_INVALID_PARAMETER, as a NULL buffer would
-# be. Nothing is converted into a value the model would accept: bytes(16) is sixteen zero bytes, not 16.
+# is not an int in 0..2**32-1 is no DWORD (-1, which the model refuses in that position as it refuses any value
+# it does not know); a buffer is any bytes-like value, and anything else is ERROR_INVALID_PARAMETER, as a NULL
+# buffer would be. Nothing is converted into a value the model would accept: bytes(16) is sixteen zero bytes,
+# not 16.
 def _handle(value: object) -> int:
     return value if type(value) is int else 0
 
 
 def _dword(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else -1
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF else -1
 
 
 def _buffer(value: object, operation: str) -> bytes:

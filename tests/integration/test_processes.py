@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import enum
 import os
+import shlex
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -205,14 +207,19 @@ _ARGUMENTS = {  # Target method -> how many arguments after the context or key h
 }
 
 
+LINE_PEER = Path(__file__).resolve().parents[2] / "docs" / "examples" / "line_peer.py"
+
+
 @pytest.fixture(scope="module")
-def triplets(tmp_path_factory: pytest.TempPathFactory):
-    """The app side in a child process, the same CSP in this process and the model, each with one app context
-    and one AES-128 key imported from the same bytes."""
+def quartet(tmp_path_factory: pytest.TempPathFactory):
+    """The app side in a child process, the same CSP in this process, the model, and the same CSP again behind
+    the line protocol (docs/examples/line_peer.py), each with one app context and one AES-128 key imported from
+    the same bytes."""
     crossing = ProcessCsp(tmp_path_factory.mktemp("crossing"))
     here = BuiltinCsp(tmp_path_factory.mktemp("here"))
+    line = load(f"line:{shlex.quote(sys.executable)} {shlex.quote(str(LINE_PEER))}")
     sides = []
-    for csp in (crossing, here, load("model", seed=0)):
+    for csp in (crossing, here, load("model", seed=0), line):
         prov = csp.acquire("app")
         key = csp.import_key(prov, plaintext_blob(w.CALG_AES_128, test_key(4, 16)), flags=w.CRYPT_EXPORTABLE)
         sides.append((csp, prov, key))
@@ -220,6 +227,7 @@ def triplets(tmp_path_factory: pytest.TempPathFactory):
     yield sides
     crossing.close()
     here.close()
+    line.close()
 
 
 def _outcome(csp: object, method: str, handle: int, args: list[object], kwargs: dict[str, object]) -> object:
@@ -236,17 +244,17 @@ def _outcome(csp: object, method: str, handle: int, args: list[object], kwargs: 
 
 @settings(max_examples=400, deadline=None)
 @given(st.data())
-def test_arguments_of_any_type_get_the_same_answer_everywhere(triplets, data: st.DataObject) -> None:
-    """Any argument, of any type, gets the same answer from the app process, from the same CSP in this process
-    and from the model: bytes-like values and int subclasses are what they are, a value the pipe cannot carry
-    crosses as one the CSP refuses alike, and nothing is converted into something a CSP would accept (an int 16
-    is not sixteen zero bytes). Only CryptError ever comes out."""
+def test_arguments_of_any_type_get_the_same_answer_everywhere(quartet, data: st.DataObject) -> None:
+    """Any argument, of any type, gets the same answer from the app process, from the same CSP in this process,
+    from the model and through the line protocol: bytes-like values and int subclasses are what they are, a
+    value a pipe cannot carry crosses as one the CSP refuses alike, and nothing is converted into something a CSP
+    would accept (an int 16 is not sixteen zero bytes). Only CryptError ever comes out."""
     method = data.draw(st.sampled_from(sorted(_ARGUMENTS)))
     count, keywords = _ARGUMENTS[method]
     args = [data.draw(st.sampled_from(_ODD_VALUES)) for _ in range(count)]
     kwargs = {name: data.draw(st.sampled_from(_ODD_VALUES)) for name in keywords if data.draw(st.booleans())}
     outcomes = [
         _outcome(csp, method, prov if method in ("gen_key", "import_key") else key, args, kwargs)
-        for csp, prov, key in triplets
+        for csp, prov, key in quartet
     ]
-    assert outcomes[0] == outcomes[1] == outcomes[2]
+    assert outcomes[0] == outcomes[1] == outcomes[2] == outcomes[3]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,32 @@ def test_vendor_adapter_passes_keyhandoff_check(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "PASSED" in result.stdout
+
+
+def test_line_peer_passes_keyhandoff_check(tmp_path: Path) -> None:
+    """`keyhandoff check --target "line:python docs/examples/line_peer.py"`: the built-in CSP behind the line
+    protocol conforms, so the protocol and its adapter are checked without Wine too."""
+    spec = f"line:{shlex.quote(sys.executable)} {shlex.quote(str(EXAMPLES / 'line_peer.py'))}"
+    result = subprocess.run(
+        ["keyhandoff", "check", "--target", spec, "--profile", "quick", "--seed", "3"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "PASSED" in result.stdout
+
+
+def test_line_peer_refuses_what_is_not_the_protocol() -> None:
+    """The example peer answers a request outside the protocol ERROR_BAD_FORMAT, as docs/targets.md asks."""
+    requests = "hello\nfrobnicate 1\nacquire\nencrypt x 0 -\nacquire app\nquit\n"
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "line_peer.py")], input=requests, capture_output=True, text=True, check=False
+    )
+    replies = result.stdout.splitlines()
+    assert replies[0].startswith("ok 1 python ")
+    assert replies[1:4] == ["err 0x0000000b"] * 3
+    assert replies[4].startswith("ok ")
+    assert int(replies[4].split()[1]) > 0
+    assert replies[5] == "ok"
