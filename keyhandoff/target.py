@@ -10,11 +10,12 @@ a freed provider NTE_BAD_UID, where advapi32 in front of a CSP answers ERROR_INV
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeGuard, runtime_checkable
 
 import attrs
 
 from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "Target",
     "TargetUnavailable",
     "UnknownTarget",
+    "buffer_argument",
+    "is_dword",
     "missing_methods",
 ]
 
@@ -246,6 +249,20 @@ class Target(Protocol):
     def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes: ...
     def capabilities(self) -> Capabilities: ...
     def close(self) -> None: ...
+
+
+# The protocol's argument types, for adapters that hand arguments on (the model target, the line target): a
+# DWORD is an int in 0..2**32-1 (not a bool), and a buffer is any bytes-like value. An argument of another type
+# is refused as an invalid value of its position, never converted into a valid one (bytes(16) is 16 zero bytes).
+def is_dword(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF
+
+
+def buffer_argument(value: object, operation: str) -> bytes:
+    """A buffer argument as bytes; anything not bytes-like is ERROR_INVALID_PARAMETER, as a NULL buffer is."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
 
 
 def missing_methods(candidate: object) -> list[str]:

@@ -16,12 +16,12 @@ import selectors
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
-from typing import Final, TypeGuard
+from typing import Final
 
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from keyhandoff.target import Capabilities, Deviation, TargetUnavailable
+from keyhandoff.target import Capabilities, Deviation, TargetUnavailable, buffer_argument, is_dword
 
 __all__ = ["PROTOCOL_VERSION", "LineTarget", "PeerCrashed", "PeerError", "PeerInfo", "probe"]
 
@@ -191,7 +191,7 @@ class LineTarget:
         return _handle(self._call("gen_key", "genkey", *fields))
 
     def import_key(self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False) -> int:
-        data = _buffer_arg(blob, "import_key")
+        data = buffer_argument(blob, "import_key")
         fields = (_handle_arg(prov), _dword_arg(pub_key), _dword_arg(flags), int(bool(hardware)), data)
         return _handle(self._call("import_key", "import", *fields))
 
@@ -214,7 +214,7 @@ class LineTarget:
         number = _dword_arg(param)
         if number in _BYTES_PARAMS and isinstance(value, bytes):
             self._call("set_key_param", "setparam", _handle_arg(key), number, "b", value)
-        elif number not in _BYTES_PARAMS and _is_dword(value):
+        elif number not in _BYTES_PARAMS and is_dword(value):
             self._call("set_key_param", "setparam", _handle_arg(key), number, "i", _dword_arg(value))
         else:
             self._call("set_key_param", "getparam", _handle_arg(key), w.KP_ALGID)  # NTE_BAD_KEY for a dead key
@@ -230,15 +230,15 @@ class LineTarget:
         raise PeerError(f"get_key_param: a value is 'i <int>' or 'b <hex>', not {' '.join(reply)[:40]!r}")
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        fields = (_handle_arg(key), int(bool(final)), _buffer_arg(data, "encrypt"))
+        fields = (_handle_arg(key), int(bool(final)), buffer_argument(data, "encrypt"))
         return _bytes(self._call("encrypt", "encrypt", *fields))
 
     def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        fields = (_handle_arg(key), int(bool(final)), _buffer_arg(data, "decrypt"))
+        fields = (_handle_arg(key), int(bool(final)), buffer_argument(data, "decrypt"))
         return _bytes(self._call("decrypt", "decrypt", *fields))
 
     def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
-        fields = (_handle_arg(key), _dword_arg(hash_alg), _buffer_arg(data, "hmac"))
+        fields = (_handle_arg(key), _dword_arg(hash_alg), buffer_argument(data, "hmac"))
         return _bytes(self._call("hmac", "hmac", *fields))
 
     def capabilities(self) -> Capabilities:
@@ -268,18 +268,8 @@ def _handle_arg(value: object) -> int:
     return value if type(value) is int and 0 <= value < 1 << 64 else 0
 
 
-def _is_dword(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF
-
-
 def _dword_arg(value: object) -> int:
-    return int(value) if _is_dword(value) else _NO_DWORD  # int(): an IntEnum's str() is its name, not its number
-
-
-def _buffer_arg(value: object, operation: str) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
+    return int(value) if is_dword(value) else _NO_DWORD  # int(): an IntEnum's str() is its name, not its number
 
 
 def _field(value: object) -> str:

@@ -20,31 +20,23 @@ from keyhandoff.model.errors import CryptError
 from keyhandoff.model.lifecycle import Transition
 from keyhandoff.model.state import KeyState, Side
 from keyhandoff.model.world import Ok, Step, World
-from keyhandoff.target import Capabilities
+from keyhandoff.target import Capabilities, buffer_argument, is_dword
 
 __all__ = ["ModelTarget"]
 
 T = TypeVar("T")
 
 
-# The Target protocol's types, at the boundary between callers and the model (whose functions take ints and
-# bytes): a handle that is not an int names no object (0 is the CryptoAPI "no handle"); a DWORD argument that
-# is not an int in 0..2**32-1 is no DWORD (-1, which the model refuses in that position as it refuses any value
-# it does not know); a buffer is any bytes-like value, and anything else is ERROR_INVALID_PARAMETER, as a NULL
-# buffer would be. Nothing is converted into a value the model would accept: bytes(16) is sixteen zero bytes,
-# not 16.
+# The Target protocol's types at the boundary to the model, whose functions take ints and bytes (see
+# keyhandoff.target.is_dword): a handle that is not an int names no object (0 is the CryptoAPI "no handle"), and
+# a DWORD argument that is not a DWORD is -1, which the model refuses in that position as it refuses any value
+# it does not know.
 def _handle(value: object) -> int:
     return value if type(value) is int else 0
 
 
 def _dword(value: object) -> int:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0xFFFFFFFF else -1
-
-
-def _buffer(value: object, operation: str) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
+    return int(value) if is_dword(value) else -1
 
 
 class ModelTarget:
@@ -95,7 +87,7 @@ class ModelTarget:
         step = model.import_key(
             self.world,
             _handle(prov),
-            _buffer(blob, "import_key"),
+            buffer_argument(blob, "import_key"),
             pub_key=_dword(pub_key),
             flags=_dword(flags),
             hardware=bool(hardware),
@@ -123,13 +115,15 @@ class ModelTarget:
         return self._run(model.get_key_param(self.world, _handle(key), _dword(param)), "get_key_param")
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        return self._run(model.encrypt(self.world, _handle(key), _buffer(data, "encrypt"), bool(final)), "encrypt")
+        step = model.encrypt(self.world, _handle(key), buffer_argument(data, "encrypt"), bool(final))
+        return self._run(step, "encrypt")
 
     def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        return self._run(model.decrypt(self.world, _handle(key), _buffer(data, "decrypt"), bool(final)), "decrypt")
+        step = model.decrypt(self.world, _handle(key), buffer_argument(data, "decrypt"), bool(final))
+        return self._run(step, "decrypt")
 
     def hmac(self, key: int, hash_alg: int, data: bytes) -> bytes:
-        return self._run(model.hmac(self.world, _handle(key), _dword(hash_alg), _buffer(data, "hmac")), "hmac")
+        return self._run(model.hmac(self.world, _handle(key), _dword(hash_alg), buffer_argument(data, "hmac")), "hmac")
 
     def capabilities(self) -> Capabilities:
         return Capabilities(

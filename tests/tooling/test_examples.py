@@ -12,47 +12,31 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
 
 
+def _passes(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    """Run a documented command; it must exit 0. Its output."""
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return result.stdout
+
+
 def test_vendor_adapter_passes_under_pytest() -> None:
     """`python -m pytest docs/examples/vendor_adapter.py`: its conformance test runs and passes."""
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "vendor_adapter.py")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "1 passed" in result.stdout
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(EXAMPLES / "vendor_adapter.py")]
+    assert "1 passed" in _passes(argv, ROOT)
 
 
 def test_vendor_adapter_passes_keyhandoff_check(tmp_path: Path) -> None:
     """`keyhandoff check --target python:vendor_adapter:make_target` with the folder on PYTHONPATH passes."""
-    env = {**os.environ, "PYTHONPATH": str(EXAMPLES)}
-    result = subprocess.run(
-        ["keyhandoff", "check", "--target", "python:vendor_adapter:make_target", "--profile", "quick", "--seed", "2"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "PASSED" in result.stdout
+    argv = ["keyhandoff", "check", "--target", "python:vendor_adapter:make_target", "--profile", "quick", "--seed", "2"]
+    assert "PASSED" in _passes(argv, tmp_path, {**os.environ, "PYTHONPATH": str(EXAMPLES)})
 
 
 def test_line_peer_passes_keyhandoff_check(tmp_path: Path) -> None:
     """`keyhandoff check --target "line:python docs/examples/line_peer.py"`: the built-in CSP behind the line
     protocol conforms, so the protocol and its adapter are checked without Wine too."""
     spec = f"line:{shlex.quote(sys.executable)} {shlex.quote(str(EXAMPLES / 'line_peer.py'))}"
-    result = subprocess.run(
-        ["keyhandoff", "check", "--target", spec, "--profile", "quick", "--seed", "3"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "PASSED" in result.stdout
+    argv = ["keyhandoff", "check", "--target", spec, "--profile", "quick", "--seed", "3"]
+    assert "PASSED" in _passes(argv, tmp_path)
 
 
 def test_line_peer_refuses_what_is_not_the_protocol() -> None:
