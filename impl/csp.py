@@ -356,7 +356,7 @@ class Csp:
         blob_type, alg = header_fields(data, operation)
         if blob_type not in _BLOB_TYPES:
             raise CryptError(w.NTE_BAD_TYPE, operation)
-        if pub_key != 0:
+        if not _is_dword(pub_key) or pub_key != 0:  # a handle, and none: False or 0.0 is not 0
             raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
         # Flags (and, for an opaque blob, placement) before the algorithm, as the spec orders them.
         opaque = blob_type == w.OPAQUEKEYBLOB
@@ -461,7 +461,7 @@ class Csp:
                 raise CryptError(w.NTE_BAD_FLAGS, operation)
             if not _is_dword(blob_type) or blob_type not in _BLOB_TYPES:  # True or 8.0 is no blob type
                 raise CryptError(w.NTE_BAD_TYPE, operation)
-            if exp_key != 0:
+            if not _is_dword(exp_key) or exp_key != 0:
                 raise CryptError(w.ERROR_INVALID_PARAMETER, operation)
             if blob_type == w.PLAINTEXTKEYBLOB:
                 if entry.location is Location.HARDWARE or not entry.permissions & w.CRYPT_EXPORT:

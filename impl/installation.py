@@ -73,13 +73,18 @@ def _resolve_home(home: str | os.PathLike[str] | None) -> Path:
 
 
 def _ensure_dir(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file where a parent directory should be, a read-only place, no permission
+        raise InstallationError(f"cannot create the installation directory {path}: {exc.strerror or exc}") from None
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
         if not path.is_dir():
             raise InstallationError(f"{path} exists and is not a directory") from None
         return
+    except OSError as exc:
+        raise InstallationError(f"cannot create the installation directory {path}: {exc.strerror or exc}") from None
     # mkdir's mode is filtered by the umask; make it exactly 0700 (the umask can only have removed bits).
     os.chmod(path, 0o700)
 

@@ -157,10 +157,12 @@ def _findings(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from keyhandoff.demo import main_demo
+    from keyhandoff.impl.installation import InstallationError
 
-    if args.home is not None and not Path(args.home).is_dir():
-        _writable(args.home, "--home")  # the installation directory is made there
-    return main_demo(args.home)
+    try:
+        return main_demo(args.home)
+    except InstallationError as exc:  # --home names a place no installation can be made or opened
+        raise CannotRun(f"--home {args.home}: {exc}") from None
 
 
 def _mutants(args: argparse.Namespace) -> int:

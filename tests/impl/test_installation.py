@@ -135,6 +135,19 @@ def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
         Installation(tmp_path / "file")
 
 
+def test_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:
+    """A home whose directory cannot be created (here: under a regular file) is an InstallationError saying
+    so, not a bare OSError; missing parents are created."""
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InstallationError, match=r"cannot create the installation directory .*file/home"):
+        Installation(tmp_path / "file" / "home")
+    deep = Installation(tmp_path / "a" / "b" / "home")
+    try:
+        assert (tmp_path / "a" / "b" / "home").is_dir()
+    finally:
+        deep.close()
+
+
 def test_reserved_and_empty_purposes_are_rejected(tmp_path: Path) -> None:
     """key('installation-id') would start with the public id; an empty purpose means nothing."""
     inst = Installation(tmp_path)

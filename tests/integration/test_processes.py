@@ -242,7 +242,7 @@ def _outcome(csp: object, method: str, handle: int, args: list[object], kwargs: 
     return ("value", value)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(st.data())
 def test_arguments_of_any_type_get_the_same_answer_everywhere(quartet, data: st.DataObject) -> None:
     """Any argument, of any type, gets the same answer from the app process, from the same CSP in this process,

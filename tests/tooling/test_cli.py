@@ -187,6 +187,14 @@ def test_a_trace_that_is_not_one(tmp_path: Path, capsys) -> None:
         assert says in _cannot_run(["replay", str(trace)], capsys)
 
 
+def test_a_demo_home_that_cannot_be_an_installation(tmp_path: Path, capsys) -> None:
+    """demo --home: a regular file, or a path under one, is one line and status 2 (a missing parent is made)."""
+    (tmp_path / "file").write_text("x")
+    assert "exists and is not a directory" in _cannot_run(["demo", "--home", str(tmp_path / "file")], capsys)
+    under = tmp_path / "file" / "home"
+    assert "cannot create the installation directory" in _cannot_run(["demo", "--home", str(under)], capsys)
+
+
 def test_an_interrupted_command_says_so(monkeypatch, capsys) -> None:
     """Ctrl-C ends a command with status 130 and one line, not a traceback."""
     import keyhandoff.vectors
