@@ -24,6 +24,7 @@ from keyhandoff.machine import Coverage, machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
 from keyhandoff.target import Capabilities, Target
+from keyhandoff.targets.fresh import release_spare
 from keyhandoff.traces import Failure, minimize, replay, reproducer
 
 __all__ = ["PROFILES", "CheckResult", "ConformanceFailure", "Row", "required_coverage", "run_check", "run_conformance"]
@@ -310,6 +311,7 @@ def run_check(
         result.script = reproducer(result.steps, spec, factory, failure)
     finally:
         bar.end()
+        release_spare(factory)  # a target made one call ahead (builtin-processes) is not needed any more
     result.seconds = time.perf_counter() - start
     rows, outcomes = required_coverage(caps)
     result.missing_transitions = [r for r in rows if not coverage.transitions.get(r)]

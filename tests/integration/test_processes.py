@@ -24,6 +24,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle
 from keyhandoff.targets import load
+from keyhandoff.targets.fresh import fresh_factory, release_spare
 from keyhandoff.vectors import load_vectors, matches, run_stream
 from tests.impl.conftest import rc4_keystream
 
@@ -258,3 +259,38 @@ def test_arguments_of_any_type_get_the_same_answer_everywhere(quartet, data: st.
         for csp, prov, key in quartet
     ]
     assert outcomes[0] == outcomes[1] == outcomes[2] == outcomes[3]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
+def test_check_runs_make_each_app_process_one_call_ahead() -> None:
+    """fresh_factory("builtin-processes") hands out a fresh installation per call, the next one's app process
+    already started (it boots while the previous test case runs); release_spare ends that spare process."""
+    factory = fresh_factory("builtin-processes")
+    first = factory()
+    spare = factory._next  # type: ignore[attr-defined]  # white box: the target made one call ahead
+    assert spare is not None
+    spare_pid = spare.csp.app_pid
+    assert _alive(spare_pid)  # started before anyone asked for it
+    second = factory()
+    try:
+        assert second is spare
+        assert first.csp.secure.installation.path != second.csp.secure.installation.path
+        third_pid = factory._next.csp.app_pid  # type: ignore[attr-defined]
+    finally:
+        first.close()
+        second.close()
+    release_spare(factory)
+    assert factory._next is None  # type: ignore[attr-defined]
+    assert not _alive(third_pid)
+    fourth = factory()  # still usable after the release
+    fourth.close()
+    release_spare(factory)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a running process (not reaped, not a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(") ")[1][0] not in "ZX"
+    except FileNotFoundError:
+        return False
