@@ -27,7 +27,6 @@ import weakref
 from pathlib import Path
 from typing import Any, Final
 
-import platformdirs
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
@@ -67,8 +66,12 @@ def _hkdf(secret: bytes, info: bytes, length: int) -> bytes:
 def _resolve_home(home: str | os.PathLike[str] | None) -> Path:
     if home is not None:
         chosen = os.fspath(home)
+    elif os.environ.get(ENV_HOME):
+        chosen = os.environ[ENV_HOME]
     else:
-        chosen = os.environ.get(ENV_HOME) or platformdirs.user_data_dir("keyhandoff")
+        import platformdirs  # only here: every process of a check run is given its home (30 ms of start-up)
+
+        chosen = platformdirs.user_data_dir("keyhandoff")
     return Path(chosen).expanduser().absolute()
 
 

@@ -9,11 +9,11 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import platformdirs
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keyhandoff.impl import installation as installation_module
 from keyhandoff.impl.installation import ENV_HOME, Installation, InstallationError
 
 POSIX = os.name == "posix"
@@ -89,7 +89,7 @@ def test_platformdirs_is_the_last_resort(tmp_path: Path, monkeypatch: pytest.Mon
         asked.append(appname)
         return str(tmp_path / "data-dir")
 
-    monkeypatch.setattr(installation_module.platformdirs, "user_data_dir", user_data_dir)
+    monkeypatch.setattr(platformdirs, "user_data_dir", user_data_dir)  # imported where it is needed
     assert Installation().path == tmp_path / "data-dir"
     assert asked == ["keyhandoff"]
 
