@@ -2,7 +2,8 @@
 
 Built-in targets get a private temporary home, removed when the process exits, so a check never touches the
 user's own installation. A ``python:`` factory is called once per test case and must itself return a fresh
-installation.
+installation. Targets with a process of their own per installation (builtin-processes, ``line:``) are made one
+call ahead, so each process starts while the previous test case runs; ``release_spare`` ends the last one.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import atexit
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from keyhandoff.target import Target
 from keyhandoff.targets import load
@@ -30,25 +32,44 @@ def _cleanup() -> None:
 
 
 class _OneAhead:
-    """Makes each target one call ahead. A builtin-processes target's app process takes a few hundred
-    milliseconds to start (a fresh interpreter importing cryptography), and the machine asks for a new
-    installation per test case; made one call ahead, each app process starts while the previous test case runs.
-    Constructing the target only spawns the process (nothing waits for it), so this needs no thread."""
+    """Makes each target one call ahead, so that its process starts while the previous test case runs (the
+    machine asks for a new installation per test case, and a new process is a few hundred milliseconds).
 
-    def __init__(self, make: Callable[[], Target]) -> None:
+    A builtin-processes target only spawns its app process when constructed (nothing waits for it), so it is
+    made right here. A line target waits for its peer's ``hello``, so it is made in a worker thread; it shares
+    nothing with the target in use. A failure to make the spare is raised by the call that asks for it."""
+
+    def __init__(self, make: Callable[[], Target], *, in_thread: bool) -> None:
         self._make = make
-        self._next: Target | None = None
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="keyhandoff-ahead") if in_thread else None
+        self._next: Future[Target] | None = None
 
     def __call__(self) -> Target:
-        target = self._next if self._next is not None else self._make()
-        self._next = None
-        self._next = self._make()
+        pending, self._next = self._next, None
+        target = pending.result() if pending is not None else self._make()
+        self._next = self._start()
         return target
 
+    def _start(self) -> Future[Target]:
+        if self._pool is not None:
+            return self._pool.submit(self._make)
+        made: Future[Target] = Future()
+        try:
+            made.set_result(self._make())
+        except Exception as exc:  # raised when the spare is asked for, like the threaded case
+            made.set_exception(exc)
+        return made
+
     def close(self) -> None:
-        if self._next is not None:
-            self._next.close()
-            self._next = None
+        """Close the spare, if one was made (waiting for it to be made first). The factory stays usable."""
+        pending, self._next = self._next, None
+        if pending is None:
+            return
+        try:
+            spare = pending.result()
+        except Exception:  # it never came to be: nothing to close
+            return
+        spare.close()
 
 
 atexit.register(_cleanup)
@@ -69,11 +90,7 @@ def fresh_factory(spec: str) -> Callable[[], Target]:
             _HOMES.append(home)
             return load(spec, home=home)
 
-        if spec != "builtin-processes":
-            return make
-        ahead = _OneAhead(make)
-        _SPARES.append(ahead)
-        return ahead
+        return make if spec != "builtin-processes" else _ahead(make, in_thread=False)
     if spec == "capi" or spec.startswith(
         "capi:"
     ):  # keep Wine's server up for the whole run: a bridge per test case then starts in ~0.03 s
@@ -81,4 +98,12 @@ def fresh_factory(spec: str) -> Callable[[], Target]:
 
         WinePrefix.default().hold()  # let go at exit
     load(spec).close()  # fail early, with load's message, on an unknown spec
+    if spec.startswith("line:"):  # a peer per test case: each starts while the previous test case runs
+        return _ahead(lambda: load(spec), in_thread=True)
     return lambda: load(spec)
+
+
+def _ahead(make: Callable[[], Target], *, in_thread: bool) -> _OneAhead:
+    ahead = _OneAhead(make, in_thread=in_thread)
+    _SPARES.append(ahead)
+    return ahead

@@ -262,29 +262,36 @@ def test_arguments_of_any_type_get_the_same_answer_everywhere(quartet, data: st.
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from /proc")
-def test_check_runs_make_each_app_process_one_call_ahead() -> None:
-    """fresh_factory("builtin-processes") hands out a fresh installation per call, the next one's app process
-    already started (it boots while the previous test case runs); release_spare ends that spare process."""
-    factory = fresh_factory("builtin-processes")
+@pytest.mark.parametrize("spec", ["builtin-processes", "line"])
+def test_check_runs_make_each_target_one_call_ahead(spec: str) -> None:
+    """fresh_factory hands out a fresh installation per call for builtin-processes and for a line peer, the
+    next one's process already started (it boots while the previous test case runs); release_spare ends that
+    spare process, and the factory stays usable."""
+    if spec == "line":
+        spec = f"line:{shlex.quote(sys.executable)} {shlex.quote(str(LINE_PEER))}"
+    factory = fresh_factory(spec)
     first = factory()
-    spare = factory._next  # type: ignore[attr-defined]  # white box: the target made one call ahead
-    assert spare is not None
-    spare_pid = spare.csp.app_pid
-    assert _alive(spare_pid)  # started before anyone asked for it
+    spare = factory._next.result()  # type: ignore[attr-defined]  # white box: the target made one call ahead
+    assert _alive(_pid(spare))  # started before anyone asked for it
     second = factory()
     try:
         assert second is spare
-        assert first.csp.secure.installation.path != second.csp.secure.installation.path
-        third_pid = factory._next.csp.app_pid  # type: ignore[attr-defined]
+        assert second is not first
+        third_pid = _pid(factory._next.result())  # type: ignore[attr-defined]
     finally:
         first.close()
         second.close()
     release_spare(factory)
     assert factory._next is None  # type: ignore[attr-defined]
     assert not _alive(third_pid)
-    fourth = factory()  # still usable after the release
-    fourth.close()
+    factory().close()  # still usable after the release
     release_spare(factory)
+
+
+def _pid(target: object) -> int:
+    """The process behind a builtin-processes or line target."""
+    csp = getattr(target, "csp", None)
+    return csp.app_pid if csp is not None else target._proc.pid  # type: ignore[attr-defined]
 
 
 def _alive(pid: int) -> bool:
