@@ -234,3 +234,25 @@ def test_key_entry_repr_names_lengths_only() -> None:
     assert "key=<5 bytes>" in text
     assert "salt=<11 bytes>" in text
     assert isinstance(target.world.keys[key], KeyEntry)
+
+
+def test_the_package_exports_what_it_lists_lazily() -> None:
+    """keyhandoff.model imports its names on first use: each name of __all__ has a home module and resolves to
+    that module's object, and the package lists every name it can import."""
+    import importlib
+    import subprocess
+    import sys
+
+    homes = model._HOMES  # type: ignore[attr-defined]  # white box: the lazy table
+    assert sorted(homes) == sorted(model.__all__)
+    for name in model.__all__:
+        home = importlib.import_module(f"keyhandoff.model.{homes[name]}")
+        assert getattr(model, name) is getattr(home, name)
+    # The vocabulary alone does not load the rules (a fresh interpreter: this one has them all loaded).
+    code = (
+        "import sys, keyhandoff.model.errors, keyhandoff.model.wincrypt, keyhandoff.model.state; "
+        "print(sorted(m for m in sys.modules if m.startswith('keyhandoff.model.')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    for rules in ("blobs", "crypt", "keys", "params", "world"):
+        assert f"keyhandoff.model.{rules}'" not in loaded
