@@ -90,7 +90,8 @@ def _finding(dev: Deviation) -> str:
     text += answers
     if dev.reproducer:
         script = reproducer([dict(step) for step in dev.reproducer], "capi", ModelTarget, None).splitlines()
-        body = script[script.index("csp = targets.load('capi')") + 1 : -1]  # between the preamble and close()
+        opened = next(n for n, line in enumerate(script) if line.startswith("csp = "))
+        body = script[opened + 1 : -1]  # between the preamble and close()
         text += "\n\n```python\n" + "\n".join(body) + "\n```"
     return text
 

@@ -13,6 +13,7 @@ software keys are made known by handing the inspected material to the model (``M
 from __future__ import annotations
 
 import contextlib
+import enum
 import hashlib
 import struct
 from collections import Counter
@@ -28,7 +29,17 @@ from keyhandoff.model.wincrypt import describe_code
 from keyhandoff.target import Deviation, Inspectable, Target
 from keyhandoff.targets.model_target import ModelTarget
 
-__all__ = ["Divergence", "Edit", "KeyRef", "Lockstep", "Observed", "edit_blob", "plaintext_blob", "test_key"]
+__all__ = [
+    "Divergence",
+    "Edit",
+    "KeyRef",
+    "Lockstep",
+    "Observed",
+    "edit_blob",
+    "plaintext_blob",
+    "script_value",
+    "test_key",
+]
 
 T = TypeVar("T")
 # A blob edit applied the same way to the model's and the target's blob: ("truncate", n), ("flip", offset),
@@ -99,13 +110,26 @@ class Observed:
 
 
 class Divergence(AssertionError):
-    """Model and target disagree. The message names the step and both answers, never key bytes."""
+    """Model and target disagree. The message names the step and both answers, never key bytes.
 
-    def __init__(self, step: str, expected: Observed | str, actual: Observed | str, detail: str = "") -> None:
+    ``checks`` are lines of Python against the Target API that hold on the model and fail on this target, for a
+    difference the failing call itself does not show (a state read by ``inspect``, a reused handle, a lost
+    hardware object): a reproducer ends with them."""
+
+    def __init__(
+        self,
+        step: str,
+        expected: Observed | str,
+        actual: Observed | str,
+        detail: str = "",
+        *,
+        checks: tuple[str, ...] = (),
+    ) -> None:
         self.step = step
         self.expected = expected
         self.actual = actual
         self.detail = detail
+        self.checks = checks
         exp = expected.describe() if isinstance(expected, Observed) else expected
         act = actual.describe() if isinstance(actual, Observed) else actual
         super().__init__(f"{step}: model {exp}, target {act}{' (' + detail + ')' if detail else ''}")
@@ -202,11 +226,14 @@ class Lockstep:
         self.last_actual: Observed | None = None  # the target's answer to the latest call
         self.capabilities = target.capabilities()
         self.deviations: Counter[str] = Counter()  # declared deviations seen, by id
+        self.sent = True  # whether the latest step reached the target (not: a detached reference, not_sent)
+        self._test_keys: dict[bytes, str] = {}  # material the program imported, as the script names it
 
     # --- the machinery ------------------------------------------------------------------------------------
     def _record(self, step: dict[str, object], line: str) -> None:
         self.trace.append(step)
         self.program.append(line)
+        self.sent = True
 
     def _done(self, expected: Observed) -> None:
         if self.on_step is not None:
@@ -233,6 +260,7 @@ class Lockstep:
             reason = unsent.id if unsent is not None else ""
         if reason:
             self.deviations[reason] += 1
+            self.sent = False
             if str(step["op"]) in _CREATING and expected.ok:
                 self._detach_next = reason  # the target made nothing: what the model made is detached
             elif unsent is not None and unsent.retire:
@@ -415,7 +443,11 @@ class Lockstep:
         expected_objects, actual_objects = len(self.model.token_objects()), len(target.token_objects())
         if expected_objects != actual_objects:  # destroy must never delete a hardware object
             raise Divergence(
-                "token objects", str(expected_objects), str(actual_objects), "hardware objects lost or added"
+                "token objects",
+                str(expected_objects),
+                str(actual_objects),
+                "hardware objects lost or added",
+                checks=(f"assert len(csp.token_objects()) == {expected_objects}  # the model's count",),
             )
         for ref in self.keys:
             if ref.detached:
@@ -429,8 +461,30 @@ class Lockstep:
             if expected != actual:
                 names = [f.name for f in attrs.fields(KeyState) if getattr(expected, f.name) != getattr(actual, f.name)]
                 raise Divergence(
-                    f"state of {ref.name}", "a state", "another state", "fields differ: " + ", ".join(names)
+                    f"state of {ref.name}",
+                    "a state",
+                    "another state",
+                    "fields differ: " + ", ".join(names),
+                    checks=tuple(self._state_check(ref, name, getattr(expected, name)) for name in names),
                 )
+
+    def _state_check(self, ref: KeyRef, field: str, value: object) -> str:
+        """``assert csp.inspect(k).field == <the model's value>``. Key bytes only as the test key the program
+        named (never printed); salt and register only where the program fixes the material; otherwise a comment
+        says what differs."""
+        shown = self.material(value) if field == "key" and isinstance(value, bytes) else script_value(value)
+        if shown is None or (field in ("salt", "register") and value != b"" and not ref.fixed):
+            return f"# {field} differs (not printed: compare csp.inspect({ref.name}).{field} by hand)"
+        return f"assert csp.inspect({ref.name}).{field} == {shown}  # the model's value"
+
+    def material(self, value: bytes) -> str | None:
+        """Python source for key-bearing bytes the program made from a test key: the key, or a PLAINTEXTKEYBLOB
+        of it (``b""`` for none); None for any other bytes, which a script must not print."""
+        if value == b"" or value in self._test_keys:
+            return self._test_keys.get(value, 'b""')
+        named = self._test_keys.get(value[12:])
+        alg = int.from_bytes(value[4:8], "little")
+        return f"plaintext_blob({alg:#x}, {named})" if named and value == plaintext_blob(alg, value[12:]) else None
 
     def live_keys(self) -> Iterator[int]:
         """Indexes of the key references still alive (per the model)."""
@@ -450,7 +504,7 @@ class Lockstep:
             for old in self.keys:
                 if old.target == ref.target:
                     alive = not old.detached and self.model.inspect(old.model).lifecycle.alive
-                    reuse = self._reissued(old.name, alive)
+                    reuse = self._reissued(old.name, alive, ref.name)
                     old.detached = old.detached or reuse
         made_by = self.trace[-1] if self.trace else {}
         prov, source = made_by.get("prov"), made_by.get("key")
@@ -458,18 +512,25 @@ class Lockstep:
         self.keys.append(ref)
         return len(self.keys) - 1
 
-    def _reissued(self, name: str, alive: bool) -> str:
-        """The target issued a handle it had issued before, to ``name``: never right while ``name`` lives, and
-        after it died a failure unless the target declares handle reuse (a stale handle then reaches the new
-        key or context: the defect handles must not have)."""
+    def _reissued(self, name: str, alive: bool, new: str) -> str:
+        """The target issued the handle it had issued to ``name`` again, to ``new``: never right while ``name``
+        lives, and after it died a failure unless the target declares handle reuse (a stale handle then reaches
+        the new key or context: the defect handles must not have)."""
         line = self.program[-1] if self.program else "a new handle"
+        checks = (f"assert {new} != {name}  # a new handle, never one issued before",)
         if alive:
             raise Divergence(
-                line, "a new handle", f"the handle of {name}, which is alive", "two live objects share a handle"
+                line,
+                "a new handle",
+                f"the handle of {name}, which is alive",
+                "two live objects share a handle",
+                checks=checks,
             )
         reuse = self.capabilities.declares("handle-reused")
         if reuse is None:
-            raise Divergence(line, "a new handle", f"the handle of {name}, destroyed", "a handle was reused")
+            raise Divergence(
+                line, "a new handle", f"the handle of {name}, destroyed", "a handle was reused", checks=checks
+            )
         self.deviations[reuse.id] += 1
         return reuse.id
 
@@ -502,7 +563,7 @@ class Lockstep:
             return -1
         for index, (_, target_handle, old) in enumerate(self.providers):
             if target_handle == act.value:
-                reuse = self._reissued(old, index not in self._released)
+                reuse = self._reissued(old, index not in self._released, name)
                 self._detached_providers.setdefault(index, reuse)
                 for ref in self.keys:  # the released context's keys would now reach the new one (Wine: they work)
                     if ref.prov == index and not ref.detached:
@@ -570,7 +631,7 @@ class Lockstep:
     ) -> int | Observed:
         """Import test key ``(seed, size)`` as a PLAINTEXTKEYBLOB of ``alg`` on both sides."""
         m, t, name = self.providers[prov]
-        blob = plaintext_blob(alg, test_key(seed, size))
+        blob = plaintext_blob(alg, self._test_key(seed, size))
         line = (
             f"k{len(self.keys)} = csp.import_key({name}, plaintext_blob({alg:#x}, test_key({seed}, {size})), "
             f"flags={flags:#x}, hardware={hardware})"
@@ -594,6 +655,11 @@ class Lockstep:
         if isinstance(made, int):
             self.keys[made].marks = frozenset(mark for flag, mark in _MARKING_FLAGS if flags & flag)
         return made
+
+    def _test_key(self, seed: int, size: int) -> bytes:
+        material = test_key(seed, size)
+        self._test_keys.setdefault(material, f"test_key({seed}, {size})")
+        return material
 
     def import_bytes(
         self, prov: int, blob: bytes, flags: int = 0, hardware: bool = False, pub_key: int = 0
@@ -654,13 +720,13 @@ class Lockstep:
             target, model = self._another(), ModelTarget()
             self._foreign = (target, model, target.acquire("secure"), model.acquire("secure"))
         target, model, t_prov, m_prov = self._foreign
-        blob = plaintext_blob(alg, test_key(seed, size))
+        blob = plaintext_blob(alg, self._test_key(seed, size))
         t_blob = target.export_key(target.import_key(t_prov, blob), w.OPAQUEKEYBLOB)
         m_blob = model.export_key(model.import_key(m_prov, blob), w.OPAQUEKEYBLOB)
         m, t, name = self.providers[prov]
-        line = (
-            f"k{len(self.keys)} = csp.import_key({name}, other_installation.export_key(<test_key({seed}, {size}) "
-            f"as {alg:#x}>, OPAQUEKEYBLOB))"
+        line = (  # a reproducer opens ``other`` (another installation) and acquires ``other_prov`` in it
+            f"k{len(self.keys)} = csp.import_key({name}, other.export_key(other.import_key(other_prov, "
+            f"plaintext_blob({alg:#x}, test_key({seed}, {size}))), {w.OPAQUEKEYBLOB:#x}))"
         )
         step = {"op": "import_foreign", "prov": prov, "alg": alg, "seed": seed, "size": size}
         exp, act = self._both(
@@ -740,7 +806,7 @@ class Lockstep:
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> Observed:
         ref = self.keys[key]
-        shown = f"bytes.fromhex({value.hex()!r})" if isinstance(value, bytes) else repr(value)
+        shown = script_value(value)
         step: dict[str, object] = {"op": "set_key_param", "key": key, "param": param}
         step.update({"value_hex": value.hex()} if isinstance(value, bytes) else {"value": value})
         exp, _ = self._both(
@@ -834,6 +900,7 @@ class Lockstep:
         if not detached:
             return False
         self.deviations[detached] += 1
+        self.sent = False
         self._done(_observe(on_model, "model", str(step["op"])))
         return True
 
@@ -842,7 +909,8 @@ class Lockstep:
         equal, the target's must be equal too. This checks keys whose material the model cannot know (hardware,
         a black-box target's generated keys) through a duplicate made before the change under test."""
         a, b = self.keys[first], self.keys[second]
-        line = f"assert csp.encrypt({a.name}, d, False) == csp.encrypt({b.name}, d, False)  # d = {data.hex()!r}"
+        shown = f"bytes.fromhex({data.hex()!r})"
+        line = f"assert csp.encrypt({a.name}, {shown}, False) == csp.encrypt({b.name}, {shown}, False)  # twins"
         step = {"op": "compare_twins", "first": first, "second": second, "data_hex": data.hex()}
         self._record(step, line)
         if self._model_only(
@@ -874,6 +942,14 @@ class Lockstep:
             ref.hmac_hash = hash_alg
         self._same_bytes(line, exp, act, ref.known, {"op": "hmac", "key": key, "hash_alg": hash_alg})
         return exp
+
+
+def script_value(value: object) -> str:
+    """``value`` as Python source: bytes as ``bytes.fromhex(...)``, an enum member by name, anything else by
+    repr."""
+    if isinstance(value, bytes):
+        return f"bytes.fromhex({value.hex()!r})" if value else 'b""'
+    return f"{type(value).__name__}.{value.name}" if isinstance(value, enum.Enum) else repr(value)
 
 
 def _quietly(destroy: Callable[[int], object], handle: int) -> None:

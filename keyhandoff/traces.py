@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
 import attrs
 
-from keyhandoff.lockstep import Divergence, Lockstep, Observed
+from keyhandoff.lockstep import Divergence, Lockstep, Observed, script_value
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import describe_code
@@ -175,73 +176,122 @@ def minimize(steps: list[Step], factory: Callable[[], Target], failure: Failure)
 def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], failure: Failure | None) -> str:
     """A runnable script against the Target API that asserts the model's answer at every step.
 
-    A step the model refuses is wrapped in ``expect_refusal(code)``; the ciphertext of a key whose material is
-    known is compared with the model's bytes. Run against the target, the script fails at the divergence.
+    A step the model refuses is wrapped in ``expect_refusal(code)``; an output the lockstep compares (bytes of a
+    key whose material the program fixes, lengths otherwise, a parameter's value) is asserted; a difference seen
+    only after the call (a key's state, a reused handle, a lost hardware object) ends the script with the
+    assertions the divergence names. Run against the target, the script fails at the divergence; run against the
+    model (``fresh('model')``) it passes. A step a declared deviation covers asserts nothing (where it was not sent
+    to the target, it stays a comment).
     """
-    expected: list[Observed] = []
+    expected: list[Observed | None] = []
     target = factory()
     ls = Lockstep(target, another=factory)
     ls.on_step = lambda _step, observed: expected.append(observed)
+    body: list[str] = []
+    divergence: Divergence | None = None
     try:
         for step in steps:
+            seen, before = len(expected), +ls.deviations
             try:
                 ls.apply(step)
                 ls.check_states()
-            except Divergence:
+            except Divergence as div:
+                divergence = div
+            observed = expected[seen] if len(expected) > seen else None
+            if step.get("op") == "import_foreign" and "other = " not in "\n".join(body):
+                body += [
+                    f"other = fresh({spec!r})  # another installation: its blobs must not open in this one",
+                    "other_prov = other.acquire('secure')",
+                ]
+            if divergence is not None:
+                body.append(f"# model and target differ from the next step on: {divergence}")
+            declared = sorted((ls.deviations - before).keys())
+            body += _render(step, ls.program[-1], observed, ls, declared)
+            if divergence is not None:
+                body.extend(divergence.checks)
                 break
     finally:
         ls.close()
         target.close()
-    lines = [
+    if failure is not None and divergence is None:  # a target that answers otherwise from run to run
+        body.append(f"# the reported run differed at the last step ({failure.message}); this replay did not")
+    if any(line.startswith("other = ") for line in body):
+        body.append("other.close()")
+    body.append("csp.close()")
+    return "\n".join([*_preamble("\n".join(body)), f"csp = fresh({spec!r})  # a new installation", *body]) + "\n"
+
+
+# What a script body may use, and where it comes from (imported only when used).
+_SCRIPT_NAMES = (
+    ("expect_refusal", "keyhandoff.expect"),
+    ("edit_blob", "keyhandoff.lockstep"),
+    ("plaintext_blob", "keyhandoff.lockstep"),
+    ("test_key", "keyhandoff.lockstep"),
+    ("CryptError", "keyhandoff.model.errors"),
+    ("Lifecycle", "keyhandoff.model.state"),
+    ("Location", "keyhandoff.model.state"),
+)
+
+
+def _preamble(body: str) -> list[str]:
+    used: dict[str, list[str]] = {"keyhandoff.targets.fresh": ["fresh"]}
+    for name, module in _SCRIPT_NAMES:
+        if re.search(rf"\b{name}\b", body):
+            used.setdefault(module, []).append(name)
+    return [
         '"""keyhandoff reproducer: each step asserts what the model answers; run it against the target."""',
-        "from keyhandoff import targets",
-        "from keyhandoff.expect import expect_refusal",
-        "from keyhandoff.lockstep import edit_blob, plaintext_blob, test_key  # noqa: F401",
+        *(f"from {module} import {', '.join(names)}" for module, names in sorted(used.items())),
         "",
-        f"csp = targets.load({spec!r})",
     ]
-    for number, (step, line) in enumerate(zip(steps, ls.program, strict=False)):
-        observed = expected[number] if number < len(expected) else None
-        lines.extend(_render(step, line, observed, ls))
-    if failure is not None:
-        lines.append(f"# model and target differ at the last step: {failure.message}")
-        if failure.message.startswith("state of "):
-            lines.extend(_state_assertions(failure, ls))
-    lines.append("csp.close()")
-    return "\n".join(lines) + "\n"
 
 
-def _render(step: Step, line: str, observed: Observed | None, ls: Lockstep) -> list[str]:
-    if observed is None or line.startswith(("#", "assert")):
+def _render(step: Step, line: str, observed: Observed | None, ls: Lockstep, declared: list[str]) -> list[str]:
+    """The script lines of one step: the call, asserting what the lockstep compared on it."""
+    if declared:  # a declared deviation: the target may answer otherwise, or was not asked
+        why = f"declared deviation {', '.join(declared)}"
+        if not ls.sent:
+            return [f"# not sent to the target ({why}): {line}"]
+        return [f"try:  # {why}: the target may answer otherwise", f"    {line}", "except CryptError:", "    pass"]
+    if observed is None:
         return [line]
+    op = step.get("op")
     if not observed.ok:
-        code = observed.code or 0
-        call = line.split(" = ", 1)[1] if " = csp." in line else line
-        return [f"with expect_refusal({code:#x}):  # {describe_code(code)}", f"    {call}"]
-    key = step.get("key")
-    known = isinstance(key, int) and ls.keys[key].known and ls.keys[key].fixed
-    if step.get("op") in ("encrypt", "decrypt", "hmac") and known and isinstance(observed.value, bytes):
-        return [f"assert {line} == bytes.fromhex({observed.value.hex()!r})"]
+        refusal = f"with expect_refusal({observed.code or 0:#x}):  # {describe_code(observed.code or 0)}"
+        if op == "compare_twins":  # twins are refused alike, and both calls are made
+            calls = line.removeprefix("assert ").split("  #")[0].split(" == ")
+            return [refusal, f"    {calls[0]}", refusal, f"    {calls[1]}"]
+        return [refusal, f"    {line.split(' = ', 1)[1] if ' = csp.' in line else line}"]
+    value = observed.value
+    if op in ("encrypt", "decrypt", "hmac", "get_key_param") and isinstance(value, bytes):
+        ref = ls.keys[_index(step, "key")]
+        if op == "get_key_param":  # an IV is public; a salt is printed only where the program fixes the key
+            exact = ref.fixed or step.get("param") not in (w.KP_SALT, w.KP_SALT_EX)
+        else:  # output of a key the program fixes (the model knows its material); its length otherwise
+            exact = ref.known and ref.fixed
+        return [f"assert {line} == {script_value(value)}" if exact else f"assert len({line}) == {len(value)}"]
+    if op == "get_key_param":  # an ALG_ID or permission bits in hex, as wincrypt.h writes them
+        literal = f"{value:#x}" if isinstance(value, int) and step.get("param") in _HEX_PARAMS else repr(value)
+        return [f"assert {line} == {literal}"]
+    if op == "round_trip" and isinstance(value, bytes):
+        sender, receiver = ls.keys[_index(step, "sender")], ls.keys[_index(step, "receiver")]
+        fixed = sender.known and receiver.known and sender.fixed and receiver.fixed
+        if fixed or value == bytes.fromhex(str(step["data_hex"])):
+            return [f"assert {line} == {script_value(value)}"]
+    if op == "export_key" and step.get("blob_type") == w.PLAINTEXTKEYBLOB and isinstance(value, bytes):
+        name, shown = line.split(" = ", 1)[0], ls.material(value)
+        if ls.keys[_index(step, "key")].known:  # a key's bytes: never printed, named as the test key they are
+            return [line, f"assert {name} == {shown}" if shown else f"assert len({name}) == {len(value)}"]
     return [line]
 
 
-def _state_assertions(failure: Failure, ls: Lockstep) -> list[str]:
-    """``assert csp.inspect(k).field == model value`` for each differing field that is not secret."""
-    name = failure.message.split()[2].rstrip(":")
-    ref = next((r for r in ls.keys if r.name == name), None)
-    if ref is None:
-        return []
-    state = ls.model.inspect(ref.model)
-    fields = [f.strip() for f in failure.detail.removeprefix("fields differ:").split(",")]
-    out = []
-    for field in fields:
-        if field in ("key", "salt"):
-            out.append(f"# {field} differs (secret: not printed)")
-        elif field == "register" and not ref.fixed:
-            out.append("# register differs (it depends on generated material: compare inspect() by hand)")
-        elif hasattr(state, field):
-            out.append(f"assert csp.inspect({name}).{field} == {getattr(state, field)!r}  # the model's value")
-    return out
+_HEX_PARAMS = (w.KP_ALGID, w.KP_PERMISSIONS)
+
+
+def _index(step: Step, field: str) -> int:
+    value = step[field]
+    if not isinstance(value, int):
+        raise ValueError(f"a {step.get('op')} step's {field} is a reference number")
+    return value
 
 
 def save_trace(path: Path, steps: list[Step], *, spec: str, failure: Failure | None, seed: int | None) -> None:

@@ -9,6 +9,7 @@ call ahead, so each process starts while the previous test case runs; ``release_
 from __future__ import annotations
 
 import atexit
+import functools
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from keyhandoff.target import Target
 from keyhandoff.targets import load
 
-__all__ = ["fresh_factory", "release_spare"]
+__all__ = ["fresh", "fresh_factory", "release_spare"]
 
 _HOMES: list[str] = []
 _HOMED = ("builtin", "builtin-processes")
@@ -81,15 +82,21 @@ def release_spare(factory: object) -> None:
         factory.close()
 
 
+def fresh(spec: str) -> Target:
+    """A Target on a new installation of ``spec``: a built-in target in a private temporary home (removed when
+    this process exits); any other spec is ``load(spec)``, which makes a new one per call (a model, a peer
+    process, a ``python:`` factory by its contract). Reproducers open their targets with it, as the check did."""
+    if spec in _HOMED:
+        home = tempfile.mkdtemp(prefix="keyhandoff-check-")
+        _HOMES.append(home)
+        return load(spec, home=home)
+    return load(spec)
+
+
 def fresh_factory(spec: str) -> Callable[[], Target]:
     """A callable returning a new Target (a new installation) for ``spec`` on every call."""
     if spec in _HOMED:
-
-        def make() -> Target:
-            home = tempfile.mkdtemp(prefix="keyhandoff-check-")
-            _HOMES.append(home)
-            return load(spec, home=home)
-
+        make = functools.partial(fresh, spec)
         return make if spec != "builtin-processes" else _ahead(make, in_thread=False)
     if spec == "capi" or spec.startswith(
         "capi:"

@@ -9,15 +9,20 @@ import sys
 from pathlib import Path
 
 import attrs
+import hypothesis
 import pytest
+from hypothesis.stateful import run_state_machine_as_test
 
 from keyhandoff import model
 from keyhandoff.check import CheckResult, render_summary, required_coverage, run_check, run_conformance, write_junit
 from keyhandoff.cli import main
+from keyhandoff.machine import machine_for
 from keyhandoff.model import wincrypt as w
-from keyhandoff.target import Deviation
+from keyhandoff.target import Capabilities, Deviation
+from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.model_target import ModelTarget
-from keyhandoff.traces import load_trace, replay, save_trace
+from keyhandoff.traces import load_trace, replay, reproducer, save_trace
+from tests.reproducers import marker_line, run_reproducer
 
 
 class ForgetsRegister(ModelTarget):
@@ -74,9 +79,10 @@ def test_reproducer_script_fails_at_the_divergence(caught: CheckResult, tmp_path
     result = caught
     assert result.failure is not None
     script = result.script.replace(
-        "csp = targets.load('model')",
+        "csp = fresh('model')",
         "from tests.stateful.test_check_tool import ForgetsRegister\ncsp = ForgetsRegister()",
     )
+    assert script != result.script
     path = tmp_path / "repro.py"
     path.write_text(script)
     root = Path(__file__).resolve().parents[2]
@@ -255,3 +261,102 @@ def test_run_options_out_of_range_are_refused(options: dict[str, object], says: 
     count in silence."""
     with pytest.raises(ValueError, match=says):
         run_conformance(ModelTarget, **options)  # type: ignore[arg-type]
+
+
+# --- reproducers: every line holds on a conforming target, and the script stops where the two part ----------
+
+
+def _programs(spec: str, count: int, seed: int) -> list[list[dict[str, object]]]:
+    """The programs of ``count`` test cases of the default profile against ``spec`` (a conforming target)."""
+    machine = machine_for(fresh_factory(spec), name=spec)
+    programs: list[list[dict[str, object]]] = []
+
+    class Recording(machine):  # type: ignore[misc, valid-type]
+        def teardown(self) -> None:
+            programs.append(list(self.ls.trace))
+            super().teardown()
+
+    run_state_machine_as_test(
+        Recording,
+        settings=hypothesis.settings(
+            max_examples=count,
+            stateful_step_count=50,
+            database=None,
+            deadline=None,
+            derandomize=True,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        ),
+        _min_steps=20,
+    )
+    assert len(programs) >= count
+    return programs
+
+
+def test_reproducers_of_agreeing_programs_run_through() -> None:
+    """Every step kind the machine generates renders as lines that hold wherever the target conforms: the script
+    of each generated program runs to its end on the built-in CSP (hardware keys, handoffs, twins, round trips,
+    foreign blobs, parameter reads, plaintext exports) and on the model itself."""
+    programs = _programs("builtin", 25, seed=0)
+    ops = {str(step["op"]) for program in programs for step in program}
+    assert {"compare_twins", "round_trip", "import_foreign", "get_key_param", "export_key", "import_blob"} <= ops
+    for program in programs:
+        script = reproducer(program, "builtin", fresh_factory("builtin"), None)
+        for make in (fresh_factory("builtin"), ModelTarget):
+            stop = run_reproducer(script, "builtin", make)
+            assert stop.error is None, f"line {stop.lineno} ({stop.line}): {stop.error}\n{script}"
+
+
+class ModeBitsZero(ModelTarget):
+    """A planted difference: KP_MODE_BITS reads 0."""
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        value = super().get_key_param(key, param)
+        return 0 if param == w.KP_MODE_BITS else value
+
+
+_READ_MODE_BITS = [
+    {"op": "acquire", "side": "secure"},
+    {"op": "import_plaintext", "prov": 0, "alg": w.CALG_AES_128, "seed": 1, "size": 16, "flags": 0},
+    {"op": "get_key_param", "key": 0, "param": w.KP_MODE_BITS},
+]
+
+
+def test_reproducer_asserts_a_parameter_value() -> None:
+    """A parameter read that answers another value stops the script at that read."""
+    failure, _ = replay(_READ_MODE_BITS, ModeBitsZero)
+    assert failure is not None
+    script = reproducer(_READ_MODE_BITS, "model", ModeBitsZero, failure)
+    assert f"assert csp.get_key_param(k0, {w.KP_MODE_BITS}) == 8" in script
+    stop = run_reproducer(script, "model", ModeBitsZero)
+    assert isinstance(stop.error, AssertionError)
+    assert stop.lineno > marker_line(script) > 0
+    assert run_reproducer(script, "model", ModelTarget).error is None
+
+
+class DeclaredThenForgets(ForgetsRegister, ModeBitsZero):
+    """A declared deviation (KP_MODE_BITS reads 0) met before an undeclared defect (the register dropped)."""
+
+    def capabilities(self) -> Capabilities:
+        zero = Deviation("mode-bits-zero", "get_key_param", None, None, "KP_MODE_BITS reads 0", param=w.KP_MODE_BITS)
+        return attrs.evolve(super().capabilities(), deviations=(zero,))
+
+
+def test_reproducer_passes_a_declared_deviation_and_stops_at_the_undeclared_one() -> None:
+    """The step a declaration covers asserts nothing (the target may answer otherwise); the script goes on to the
+    undeclared difference and stops there."""
+    program = [
+        *_READ_MODE_BITS,
+        {"op": "acquire", "side": "app"},
+        {"op": "encrypt", "key": 0, "data_hex": "00" * 32, "final": False},
+        {"op": "export_key", "key": 0, "blob_type": w.OPAQUEKEYBLOB, "flags": 0},
+        {"op": "import_blob", "prov": 1, "blob": 0, "flags": 0, "hardware": False, "edit": None},
+    ]
+    failure, _ = replay(program, DeclaredThenForgets)
+    assert failure is not None
+    assert (failure.op, failure.detail) == ("import_blob", "fields differ: register")
+    script = reproducer(program, "model", DeclaredThenForgets, failure)
+    assert "# declared deviation mode-bits-zero" in script
+    stop = run_reproducer(script, "model", DeclaredThenForgets)
+    assert isinstance(stop.error, AssertionError)
+    assert stop.lineno > marker_line(script) > 0
+    assert run_reproducer(script, "model", ModelTarget).error is None

@@ -19,6 +19,7 @@ from keyhandoff.model.state import KeyState, Lifecycle
 from keyhandoff.mutants import MUTANTS, Mutant, by_name, hunt
 from keyhandoff.target import Target
 from keyhandoff.targets.builtin_target import BuiltinTarget
+from tests.reproducers import marker_line, run_reproducer
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 0
@@ -43,12 +44,21 @@ def _cases() -> list[object]:
 
 
 @pytest.mark.parametrize("mutant", _cases())
-def test_mutant_is_caught(mutant: Mutant) -> None:
-    """The default profile with a fixed seed catches the mutant, with a short reproducer."""
+def test_mutant_is_caught(mutant: Mutant, make: Callable[[str | None], Target]) -> None:
+    """The default profile with a fixed seed catches the mutant, with a short reproducer; run as printed, the
+    reproducer stops at the divergence against the mutant (not before) and runs through on the built-in CSP."""
     result = hunt(mutant, seed=SEED)
     assert result.caught, f"{mutant.name} not caught in {result.cases} test cases"
     assert 1 <= result.steps <= MAX_STEPS, result.check.script
     assert result.message
+    script = result.check.script
+    marker = marker_line(script)
+    assert marker, script
+    stop = run_reproducer(script, mutant.name, lambda: make(mutant.name))
+    assert stop.error is not None, f"the reproducer runs through on {mutant.name}:\n{script}"
+    assert stop.lineno > marker, f"stopped at line {stop.lineno} ({stop.line}), before the divergence:\n{script}"
+    clean = run_reproducer(script, mutant.name, lambda: make(None))
+    assert clean.error is None, f"the built-in CSP fails line {clean.lineno} ({clean.line}):\n{script}"
 
 
 def test_unmutated_builtin_passes_the_same_run() -> None:
