@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 
 from keyhandoff import model
-from keyhandoff.lockstep import Divergence, Lockstep, test_key
+from keyhandoff.lockstep import Divergence, Lockstep, Observed, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.targets.model_target import ModelTarget
 from tests.programs import programs, run
@@ -102,3 +102,37 @@ def test_trace_replays_identically_through_json(program) -> None:
     for step in json.loads(json.dumps(first.trace)):
         replay.apply(step)
     assert replay.program == first.program
+
+
+class _FlipsPlaintextExport(ModelTarget):
+    """A planted defect: a PLAINTEXTKEYBLOB export carries its last key byte flipped (or is refused)."""
+
+    refuse = False
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        blob = super().export_key(key, blob_type, exp_key=exp_key, flags=flags)
+        if blob_type != w.PLAINTEXTKEYBLOB:
+            return blob
+        if self.refuse:
+            raise model.errors.CryptError(w.NTE_BAD_KEY_STATE, "export_key")
+        return blob[:-1] + bytes([blob[-1] ^ 1])
+
+
+class _RefusesPlaintextExport(_FlipsPlaintextExport):
+    refuse = True
+
+
+@pytest.mark.parametrize("target", [_FlipsPlaintextExport, _RefusesPlaintextExport])
+def test_a_differing_plaintext_export_is_told_by_length_alone(target: type[ModelTarget]) -> None:
+    """The message of a difference on a PLAINTEXTKEYBLOB names neither the key bytes nor a digest of them (a
+    40-bit key is found from its digest by trying every key); other bytes keep their digest."""
+    ls = Lockstep(target())
+    prov = ls.acquire("secure")
+    ls.import_plaintext(prov, w.CALG_RC4, 3, 5, flags=w.CRYPT_EXPORTABLE)
+    with pytest.raises(Divergence) as caught:
+        ls.export_key(0, w.PLAINTEXTKEYBLOB)
+    message = str(caught.value)
+    assert "<17 bytes>" in message
+    assert "sha256" not in message
+    assert test_key(3, 5).hex() not in message
+    assert "sha256" in Observed(value=b"\x01" * 17).describe()  # ciphertext and other bytes: told apart
