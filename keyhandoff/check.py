@@ -339,11 +339,15 @@ def render_summary(result: CheckResult, out: TextIO | None = None) -> None:
     rows, outcomes = required_coverage(result.capabilities)
     fired = len(rows) - len(result.missing_transitions)
     out.write(f"\nlifecycle transitions fired: {fired}/{len(rows)}")
-    out.write(f"; error outcomes fired: {len(outcomes) - len(result.missing_outcomes)}/{len(outcomes)}\n")
-    for label in result.missing_transitions:
-        out.write(f"  never fired: {label}\n")
-    for op, code in result.missing_outcomes:
-        out.write(f"  never seen: {op} -> {code}\n")
+    out.write(f"; error outcomes fired: {len(outcomes) - len(result.missing_outcomes)}/{len(outcomes)}")
+    if result.failure is not None:  # the run stopped at the failure: what it did not reach says nothing
+        out.write(" (up to the failure)\n")
+    else:
+        out.write("\n")
+        for label in result.missing_transitions:
+            out.write(f"  never fired: {label}\n")
+        for op, code in result.missing_outcomes:
+            out.write(f"  never seen: {op} -> {code}\n")
     if result.failure is not None:
         out.write(f"\nFAILED at step {result.failure.index + 1} ({result.failure.op}): {result.failure.message}\n")
         out.write(f"minimal reproducer ({len(result.steps)} steps):\n\n{result.script}\n")

@@ -100,6 +100,25 @@ def test_reproducer_script_fails_at_the_divergence(caught: CheckResult, tmp_path
     assert correct.returncode == 0, correct.stderr  # on the model itself every assertion holds
 
 
+def test_summary_lists_what_never_fired_only_for_a_whole_run(caught: CheckResult) -> None:
+    """A passing run names each row and outcome it never reached; a failed one stopped early, so it gives the
+    counts up to the failure and goes on to the reproducer."""
+    failed = io.StringIO()
+    render_summary(caught, failed)
+    text = failed.getvalue()
+    assert "(up to the failure)" in text
+    assert "never fired" not in text
+    assert "never seen" not in text
+    assert text.index("error outcomes fired") < text.index("minimal reproducer") < text.index("FAILED\n")
+    short = run_check("model", ModelTarget, profile="quick", examples=2, seed=5)
+    assert short.ok
+    assert short.missing_transitions
+    passed = io.StringIO()
+    render_summary(short, passed)
+    assert passed.getvalue().count("  never fired: ") == len(short.missing_transitions)
+    assert "(up to the failure)" not in passed.getvalue()
+
+
 def test_required_coverage_follows_capabilities() -> None:
     """A target without hardware or OPAQUEKEYBLOB is not asked for those lifecycle rows."""
     caps = ModelTarget().capabilities()
