@@ -733,9 +733,14 @@ class Lockstep:
             f"plaintext_blob({alg:#x}, test_key({seed}, {size}))), {w.OPAQUEKEYBLOB:#x}))"
         )
         step = {"op": "import_foreign", "prov": prov, "alg": alg, "seed": seed, "size": size}
-        exp, act = self._both(
-            step, line, lambda: self.model.import_key(m, m_blob), lambda: self.target.import_key(t, t_blob)
-        )
+        try:
+            exp, act = self._both(
+                step, line, lambda: self.model.import_key(m, m_blob), lambda: self.target.import_key(t, t_blob)
+            )
+        except Divergence as div:
+            if isinstance(div.actual, Observed) and div.actual.ok:  # say the likelier cause of the two
+                raise Divergence(div.step, div.expected, div.actual, _FOREIGN_OPENED) from None
+            raise
         return self._key_result(exp, act, True)
 
     def close(self) -> None:
@@ -960,6 +965,11 @@ def _quietly(destroy: Callable[[int], object], handle: int) -> None:
     with contextlib.suppress(CryptError):  # already dead on that side: nothing to retire
         destroy(handle)
 
+
+_FOREIGN_OPENED = (
+    "a blob of another installation opened: the installations share their sealing key, or the factory gave the "
+    "same installation twice (each call must make a new one: docs/conformance.md)"
+)
 
 # Import flags that mark the key for deviation conditions (KeyRef.marks).
 _MARKING_FLAGS = ((w.CRYPT_NO_SALT, "no-salt-import"), (w.CRYPT_IPSEC_HMAC_KEY, "ipsec-import"))

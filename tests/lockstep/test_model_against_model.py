@@ -136,3 +136,15 @@ def test_a_differing_plaintext_export_is_told_by_length_alone(target: type[Model
     assert "sha256" not in message
     assert test_key(3, 5).hex() not in message
     assert "sha256" in Observed(value=b"\x01" * 17).describe()  # ciphertext and other bytes: told apart
+
+
+def test_a_factory_giving_the_same_installation_twice_is_named_as_a_likely_cause() -> None:
+    """A foreign blob that opens fails with the two likely causes: a sealing key the installations share, or a
+    factory that does not make a new installation per call (the mistake an adapter is likeliest to make)."""
+    target = ModelTarget()
+    ls = Lockstep(target, another=lambda: target)
+    prov = ls.acquire("app")
+    with pytest.raises(Divergence) as caught:
+        ls.import_foreign(prov, w.CALG_DES, 0, 8)
+    assert "model NTE_BAD_DATA" in str(caught.value)
+    assert "the factory gave the same installation twice" in caught.value.detail
