@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -262,6 +265,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+def entry() -> int:
+    """The ``keyhandoff`` command: :func:`main`, with Hypothesis's files kept in a private temporary directory
+    (removed at exit) instead of ``./.hypothesis`` wherever the command runs. What Hypothesis keeps there is its
+    cache of the literals it mines from local modules, your CSP's source among them. A HYPOTHESIS_STORAGE_DIRECTORY
+    set by the caller is respected; child processes (mutant hunts) inherit the choice."""
+    if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
+        home = tempfile.mkdtemp(prefix="keyhandoff-hypothesis-")
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = home
+    return main()
+
+
 def _file_error(exc: OSError | ValueError) -> str:
     """One line for a file that could not be read (OSError: its name and the reason) or parsed (ValueError)."""
     if isinstance(exc, OSError) and exc.filename is not None:
@@ -270,4 +285,4 @@ def _file_error(exc: OSError | ValueError) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -205,3 +207,23 @@ def test_an_interrupted_command_says_so(monkeypatch, capsys) -> None:
     monkeypatch.setattr(keyhandoff.vectors, "load_vectors", interrupted)
     assert main(["vectors"]) == 130
     assert capsys.readouterr().err.strip() == "keyhandoff vectors: interrupted"
+
+
+def test_the_command_leaves_no_hypothesis_folder_where_it_runs(tmp_path: Path) -> None:
+    """`keyhandoff check` keeps Hypothesis's files (its cache of literals mined from local modules: here the
+    adapter's source) in a private directory, not in ./.hypothesis of the user's folder; a
+    HYPOTHESIS_STORAGE_DIRECTORY the user sets is where they go instead."""
+    examples = ROOT / "docs" / "examples"
+    argv = [shutil.which("keyhandoff") or "keyhandoff", "check", "--target", "python:vendor_adapter:make_target"]
+    argv += ["--profile", "quick", "--examples", "3", "--seed", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "HYPOTHESIS_STORAGE_DIRECTORY"}
+    env["PYTHONPATH"] = str(examples)
+    plain = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert plain.returncode == 0, plain.stdout[-1000:] + plain.stderr[-1000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    chosen = tmp_path / "mine"
+    again = subprocess.run(
+        argv, cwd=tmp_path, env={**env, "HYPOTHESIS_STORAGE_DIRECTORY": str(chosen)}, capture_output=True, check=False
+    )
+    assert again.returncode == 0
+    assert any((chosen / "constants").iterdir())  # what would have been written to ./.hypothesis
