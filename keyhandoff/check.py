@@ -372,6 +372,17 @@ def write_junit(result: CheckResult, path: Path) -> None:
     ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
 
 
+def python_spec(factory: object) -> str:
+    """``python:<module>:<name>`` for a factory importable by that name (a module-level function or class), else
+    ``python target`` (a lambda, a closure, a local class: the reproducer then asks for the factory)."""
+    module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+    if isinstance(module, str) and module != "__main__" and name.isidentifier():
+        imported = sys.modules.get(module)
+        if imported is not None and getattr(imported, name, None) is factory:
+            return f"python:{module}:{name}"
+    return "python target"
+
+
 class ConformanceFailure(AssertionError):
     """Raised by :func:`run_conformance`: the message is the summary with the minimal reproducer."""
 
@@ -384,17 +395,25 @@ def run_conformance(
     steps: int | None = None,
     seed: int | None = None,
     require_coverage: bool = False,
-    name: str = "python target",
+    name: str | None = None,
 ) -> CheckResult:
     """Check a CSP from a pytest test in one call: ``keyhandoff.run_conformance(MyCsp)``.
 
     ``factory`` returns a fresh installation of the CSP (a Target) on every call. Returns the result when
     everything agreed; raises :class:`ConformanceFailure` carrying the summary and the reproducer otherwise.
+    ``name`` is the target's spec in the report and the reproducer; by default ``python:<module>:<name>`` for a
+    factory importable by name, so that the reproducer opens it as it is.
     """
     import io
 
     result = run_check(
-        name, factory, profile=profile, examples=examples, steps=steps, seed=seed, require_coverage=require_coverage
+        name or python_spec(factory),
+        factory,
+        profile=profile,
+        examples=examples,
+        steps=steps,
+        seed=seed,
+        require_coverage=require_coverage,
     )
     if not result.ok:
         text = io.StringIO()

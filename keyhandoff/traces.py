@@ -20,6 +20,7 @@ from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import describe_code
 from keyhandoff.target import Target
+from keyhandoff.targets import is_spec
 
 __all__ = ["Failure", "load_trace", "minimize", "replay", "reproducer", "save_trace"]
 
@@ -200,7 +201,7 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
             observed = expected[seen] if len(expected) > seen else None
             if step.get("op") == "import_foreign" and "other = " not in "\n".join(body):
                 body += [
-                    f"other = fresh({spec!r})  # another installation: its blobs must not open in this one",
+                    f"other = {_opener(spec)}  # another installation: its blobs must not open in this one",
                     "other_prov = other.acquire('secure')",
                 ]
             if divergence is not None:
@@ -218,7 +219,21 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
     if any(line.startswith("other = ") for line in body):
         body.append("other.close()")
     body.append("csp.close()")
-    return "\n".join([*_preamble("\n".join(body)), f"csp = fresh({spec!r})  # a new installation", *body]) + "\n"
+    opening = [f"csp = {_opener(spec)}  # a new installation"]
+    if not is_spec(spec):  # a factory the script cannot name: its reader supplies it
+        opening[:0] = [
+            f"def new_installation():  # <- your factory ({spec}): a new installation of your CSP on each call",
+            '    raise NotImplementedError("return a new installation of your CSP here")',
+            "",
+            "",
+        ]
+    text = "\n".join([*opening, *body])
+    return "\n".join([*_preamble(text), text]) + "\n"
+
+
+def _opener(spec: str) -> str:
+    """How a script opens a new installation of the target: ``fresh(spec)``, or the reader's own factory."""
+    return f"fresh({spec!r})" if is_spec(spec) else "new_installation()"
 
 
 # What a script body may use, and where it comes from (imported only when used).
@@ -230,11 +245,12 @@ _SCRIPT_NAMES = (
     ("CryptError", "keyhandoff.model.errors"),
     ("Lifecycle", "keyhandoff.model.state"),
     ("Location", "keyhandoff.model.state"),
+    ("fresh", "keyhandoff.targets.fresh"),
 )
 
 
 def _preamble(body: str) -> list[str]:
-    used: dict[str, list[str]] = {"keyhandoff.targets.fresh": ["fresh"]}
+    used: dict[str, list[str]] = {}
     for name, module in _SCRIPT_NAMES:
         if re.search(rf"\b{name}\b", body):
             used.setdefault(module, []).append(name)

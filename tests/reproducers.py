@@ -22,10 +22,11 @@ class Stop:
 
 
 def run_reproducer(script: str, spec: str, make: Callable[[], Target]) -> Stop:
-    """Run ``script`` with every ``fresh(spec)`` (its installations) made by ``make`` instead. It must compile;
-    an AssertionError or CryptError is where it stops, any other exception propagates."""
-    source = script.replace(f"fresh({spec!r})", "make()")
-    assert source != script, "the reproducer does not open its target with fresh(spec)"
+    """Run ``script`` with every installation it opens (``fresh(spec)``, or ``new_installation()`` where the spec
+    names no loadable target) made by ``make`` instead. It must compile; an AssertionError or CryptError is where
+    it stops, any other exception propagates."""
+    source = script.replace(f"fresh({spec!r})", "make()").replace("= new_installation()", "= make()")
+    assert source != script, "the reproducer opens no installation"
     code = compile(source, "<reproducer>", "exec")
     try:
         exec(code, {"make": make, "__name__": "reproducer"})  # the script under test

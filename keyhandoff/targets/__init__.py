@@ -17,7 +17,7 @@ import shlex
 
 from keyhandoff.target import Target, TargetUnavailable, UnknownTarget, missing_methods
 
-__all__ = ["SPECS", "TargetUnavailable", "UnknownTarget", "load"]
+__all__ = ["SPECS", "TargetUnavailable", "UnknownTarget", "is_spec", "load"]
 
 SPECS = (
     "model",
@@ -28,6 +28,12 @@ SPECS = (
     "line:<command>",
     "python:package.module:factory",
 )
+
+
+def is_spec(spec: str) -> bool:
+    """Whether ``spec`` has the form of a target spec :func:`load` takes (whether it loads here is another
+    matter)."""
+    return spec in ("model", "builtin", "builtin-processes", "capi") or spec.startswith(("capi:", "line:", "python:"))
 
 
 def load(spec: str, **options: object) -> Target:

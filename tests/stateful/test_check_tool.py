@@ -14,7 +14,15 @@ import pytest
 from hypothesis.stateful import run_state_machine_as_test
 
 from keyhandoff import model
-from keyhandoff.check import CheckResult, render_summary, required_coverage, run_check, run_conformance, write_junit
+from keyhandoff.check import (
+    CheckResult,
+    ConformanceFailure,
+    render_summary,
+    required_coverage,
+    run_check,
+    run_conformance,
+    write_junit,
+)
 from keyhandoff.cli import main
 from keyhandoff.machine import machine_for
 from keyhandoff.model import wincrypt as w
@@ -379,3 +387,32 @@ def test_reproducer_passes_a_declared_deviation_and_stops_at_the_undeclared_one(
     assert isinstance(stop.error, AssertionError)
     assert stop.lineno > marker_line(script) > 0
     assert run_reproducer(script, "model", ModelTarget).error is None
+
+
+def make_forgetful() -> ModelTarget:
+    """A module-level factory, importable by name (run_conformance names it in the reproducer)."""
+    return ForgetsRegister()
+
+
+_SPEC = f"python:{make_forgetful.__module__}:make_forgetful"  # the module's name as pytest imported it
+
+
+@pytest.mark.parametrize(
+    ("factory", "opener"),
+    [(make_forgetful, f"csp = fresh({_SPEC!r})"), (lambda: ForgetsRegister(), "csp = new_installation()")],
+)
+def test_run_conformance_reproducer_opens_the_factory_it_was_given(factory, opener) -> None:
+    """The reproducer in a ConformanceFailure opens the factory by its python: spec where it is importable, and
+    asks the reader for it otherwise; either way it runs as printed, up to the divergence."""
+    with pytest.raises(ConformanceFailure) as caught:
+        run_conformance(factory, profile="default", seed=11)
+    text = str(caught.value)
+    script = text[text.index('"""keyhandoff reproducer') : text.rindex("csp.close()") + len("csp.close()\n")]
+    assert opener in script
+    if "new_installation" in opener:
+        assert 'raise NotImplementedError("return a new installation of your CSP here")' in script
+        with pytest.raises(NotImplementedError):
+            exec(compile(script, "<reproducer>", "exec"), {})
+    stop = run_reproducer(script, _SPEC, make_forgetful)
+    assert isinstance(stop.error, AssertionError)
+    assert stop.lineno > marker_line(script) > 0
