@@ -484,8 +484,10 @@ class Lockstep:
     def material(self, value: bytes) -> str | None:
         """Python source for key-bearing bytes the program made from a test key: the key, or a PLAINTEXTKEYBLOB
         of it (``b""`` for none); None for any other bytes, which a script must not print."""
-        if value == b"" or value in self._test_keys:
-            return self._test_keys.get(value, 'b""')
+        if not value:
+            return 'b""'
+        if value in self._test_keys:
+            return self._test_keys[value]
         named = self._test_keys.get(value[12:])
         alg = int.from_bytes(value[4:8], "little")
         return f"plaintext_blob({alg:#x}, {named})" if named and value == plaintext_blob(alg, value[12:]) else None
@@ -918,7 +920,7 @@ class Lockstep:
         equal, the target's must be equal too. This checks keys whose material the model cannot know (hardware,
         a black-box target's generated keys) through a duplicate made before the change under test."""
         a, b = self.keys[first], self.keys[second]
-        shown = f"bytes.fromhex({data.hex()!r})"
+        shown = script_value(data)
         line = f"assert csp.encrypt({a.name}, {shown}, False) == csp.encrypt({b.name}, {shown}, False)  # twins"
         step = {"op": "compare_twins", "first": first, "second": second, "data_hex": data.hex()}
         self._record(step, line)

@@ -190,6 +190,7 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
     ls.on_step = lambda _step, observed: expected.append(observed)
     body: list[str] = []
     divergence: Divergence | None = None
+    other = False  # whether the script has opened another installation (for foreign blobs)
     try:
         for step in steps:
             seen, before = len(expected), +ls.deviations
@@ -199,7 +200,8 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
             except Divergence as div:
                 divergence = div
             observed = expected[seen] if len(expected) > seen else None
-            if step.get("op") == "import_foreign" and "other = " not in "\n".join(body):
+            if step.get("op") == "import_foreign" and not other:
+                other = True
                 body += [
                     f"other = {_opener(spec)}  # another installation: its blobs must not open in this one",
                     "other_prov = other.acquire('secure')",
@@ -216,7 +218,7 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
         target.close()
     if failure is not None and divergence is None:  # a target that answers otherwise from run to run
         body.append(f"# the reported run differed at the last step ({failure.message}); this replay did not")
-    if any(line.startswith("other = ") for line in body):
+    if other:
         body.append("other.close()")
     body.append("csp.close()")
     opening = [f"csp = {_opener(spec)}  # a new installation"]

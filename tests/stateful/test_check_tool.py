@@ -24,6 +24,7 @@ from keyhandoff.check import (
     write_junit,
 )
 from keyhandoff.cli import main
+from keyhandoff.lockstep import Lockstep
 from keyhandoff.machine import machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.target import Capabilities, Deviation
@@ -319,14 +320,57 @@ def _programs(spec: str, count: int, seed: int) -> list[list[dict[str, object]]]
     return programs
 
 
+def _every_kind_of_step() -> list[dict[str, object]]:
+    """One program with every step kind a script renders in its own way, each where it succeeds and (where it
+    can) where the model refuses it."""
+    ls = Lockstep(fresh_factory("builtin")(), another=fresh_factory("builtin"))
+    secure, app = ls.acquire("secure"), ls.acquire("app")
+    key = ls.import_plaintext(secure, w.CALG_AES_128, 1, 16, flags=w.CRYPT_EXPORTABLE)
+    assert isinstance(key, int)
+    ls.encrypt(key, b"x" * 32, False)
+    for param in (w.KP_IV, w.KP_ALGID, w.KP_PERMISSIONS, w.KP_MODE, w.KP_SALT):
+        ls.get_key_param(key, param)
+    ls.export_key(key, w.PLAINTEXTKEYBLOB)
+    blob = ls.export_key(key, w.OPAQUEKEYBLOB)
+    assert isinstance(blob, int)
+    moved = ls.import_blob(app, blob)
+    assert isinstance(moved, int)
+    twin = ls.duplicate_key(moved)
+    assert isinstance(twin, int)
+    ls.compare_twins(moved, twin, bytes(16))
+    ls.round_trip(twin, moved, bytes(range(16)), True)
+    ls.hmac(moved, w.CALG_SHA_256, b"record")
+    ls.import_foreign(app, w.CALG_DES, 0, 8)
+    pinned = ls.import_plaintext(secure, w.CALG_AES_256, 2, 32, hardware=True)  # unknown material: lengths
+    assert isinstance(pinned, int)
+    ls.encrypt(pinned, bytes(16), False)
+    pinned_twin = ls.duplicate_key(pinned)
+    assert isinstance(pinned_twin, int)
+    ls.compare_twins(pinned, pinned_twin, bytes(16))
+    mac_only = ls.import_plaintext(secure, w.CALG_RC4, 3, 20, flags=w.CRYPT_IPSEC_HMAC_KEY)  # encrypt refused
+    assert isinstance(mac_only, int)
+    mac_twin = ls.duplicate_key(mac_only)
+    assert isinstance(mac_twin, int)
+    ls.compare_twins(mac_only, mac_twin, bytes(16))
+    ls.destroy_key(key)
+    ls.encrypt(key, bytes(16), False)
+    ls.export_key(key, w.OPAQUEKEYBLOB)
+    ls.close()
+    ls.target.close()
+    return list(ls.trace)
+
+
 def test_reproducers_of_agreeing_programs_run_through() -> None:
-    """Every step kind the machine generates renders as lines that hold wherever the target conforms: the script
-    of each generated program runs to its end on the built-in CSP (hardware keys, handoffs, twins, round trips,
-    foreign blobs, parameter reads, plaintext exports) and on the model itself."""
-    programs = _programs("builtin", 25, seed=0)
-    ops = {str(step["op"]) for program in programs for step in program}
-    assert {"compare_twins", "round_trip", "import_foreign", "get_key_param", "export_key", "import_blob"} <= ops
-    for program in programs:
+    """Every step kind renders as lines that hold wherever the target conforms: the script of a program with
+    every kind (twins compared and refused alike, round trips, foreign blobs, parameter reads, plaintext exports,
+    hardware keys, refusals) and of generated programs runs to its end on the built-in CSP and on the model."""
+    crafted = _every_kind_of_step()
+    script = reproducer(crafted, "builtin", fresh_factory("builtin"), None)
+    assert script.count("with expect_refusal(") >= 4  # the refused twins (two calls) and the dead key
+    assert "assert b0 == plaintext_blob(0x660e, test_key(1, 16))" in script
+    assert f"assert csp.get_key_param(k0, {w.KP_ALGID}) == 0x660e" in script
+    assert "other = fresh('builtin')" in script
+    for program in [crafted, *_programs("builtin", 20, seed=0)]:
         script = reproducer(program, "builtin", fresh_factory("builtin"), None)
         for make in (fresh_factory("builtin"), ModelTarget):
             stop = run_reproducer(script, "builtin", make)
