@@ -673,9 +673,8 @@ def _hunt_here(mutant: Mutant, *, profile: str, seed: int, examples: int | None)
 
         counter = _CaseCounter()
         start = time.perf_counter()
-        result = run_check(
-            mutant.name, factory, profile=profile, seed=seed, examples=examples, shrink=False, progress=counter
-        )
+        spec = f"mutant:{mutant.name}" if any(m is mutant for m in MUTANTS) else mutant.name  # as load() takes it
+        result = run_check(spec, factory, profile=profile, seed=seed, examples=examples, shrink=False, progress=counter)
         seconds = time.perf_counter() - start
     caught = result.failure is not None
     # Hypothesis runs a falsifying test case once more to report it: that last tick is not a new case.

@@ -6,7 +6,8 @@ keys on a PKCS#11 token, see docs/hardware.md).
 ``load("capi", provider=..., provider_type=...)``, or as a spec ``capi:<provider name>[:<provider type>]``
 (``capi:Microsoft Enhanced Cryptographic Provider v1.0:1``). ``line:<command>`` runs any program speaking the
 line protocol. ``python:package.module:factory`` calls ``factory()`` from an importable module and returns its
-Target.
+Target. ``mutant:<name>`` is the built-in CSP with one planted defect from the fault catalog
+(``keyhandoff.mutants``), in a private temporary home unless ``home=`` is given: a target the check must fail.
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ SPECS = (
     "capi:<provider>[:<type>]",
     "line:<command>",
     "python:package.module:factory",
+    "mutant:<name>",
 )
 
 
 def is_spec(spec: str) -> bool:
     """Whether ``spec`` has the form of a target spec :func:`load` takes (whether it loads here is another
     matter)."""
-    return spec in ("model", "builtin", "builtin-processes", "capi") or spec.startswith(("capi:", "line:", "python:"))
+    return spec in ("model", "builtin", "builtin-processes", "capi") or spec.startswith(
+        ("capi:", "line:", "python:", "mutant:")
+    )
 
 
 def load(spec: str, **options: object) -> Target:
@@ -105,4 +109,16 @@ def load(spec: str, **options: object) -> Target:
                 f"{', '.join(missing_methods(target))} (see keyhandoff.target.Target)"
             )
         return target
+    if spec.startswith("mutant:"):
+        from keyhandoff.mutants import by_name
+        from keyhandoff.targets.fresh import temporary_home
+
+        try:
+            mutant = by_name(spec.removeprefix("mutant:"))
+        except ValueError as exc:
+            raise UnknownTarget(str(exc)) from None
+        home = options.get("home")
+        if home is not None and not isinstance(home, str | os.PathLike):
+            raise TypeError("a mutant's home is a directory path")
+        return mutant.factory(home if home is not None else temporary_home())  # never the user's installation
     raise UnknownTarget(f"unknown target {spec!r}; known: {', '.join(SPECS)}")

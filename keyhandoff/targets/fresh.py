@@ -18,7 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from keyhandoff.target import Target
 from keyhandoff.targets import load
 
-__all__ = ["fresh", "fresh_factory", "release_spare"]
+__all__ = ["fresh", "fresh_factory", "release_spare", "temporary_home"]
 
 _HOMES: list[str] = []
 _HOMED = ("builtin", "builtin-processes")
@@ -82,15 +82,19 @@ def release_spare(factory: object) -> None:
         factory.close()
 
 
+def temporary_home() -> str:
+    """A new private installation directory, removed when this process exits."""
+    home = tempfile.mkdtemp(prefix="keyhandoff-check-")
+    _HOMES.append(home)
+    return home
+
+
 def fresh(spec: str) -> Target:
     """A Target on a new installation of ``spec``: a built-in target in a private temporary home (removed when
     this process exits); any other spec is ``load(spec)``, which makes a new one per call (a model, a peer
-    process, a ``python:`` factory by its contract). Reproducers open their targets with it, as the check did."""
-    if spec in _HOMED:
-        home = tempfile.mkdtemp(prefix="keyhandoff-check-")
-        _HOMES.append(home)
-        return load(spec, home=home)
-    return load(spec)
+    process, a ``python:`` factory by its contract, a mutant in a temporary home). Reproducers open their
+    targets with it, as the check did."""
+    return load(spec, home=temporary_home()) if spec in _HOMED else load(spec)
 
 
 def fresh_factory(spec: str) -> Callable[[], Target]:

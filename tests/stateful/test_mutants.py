@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,8 +17,9 @@ from keyhandoff.lockstep import Lockstep, plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Lifecycle
-from keyhandoff.mutants import MUTANTS, Mutant, by_name, hunt
+from keyhandoff.mutants import MUTANTS, Mutant, MutantTarget, by_name, hunt
 from keyhandoff.target import Target
+from keyhandoff.targets import load
 from keyhandoff.targets.builtin_target import BuiltinTarget
 from tests.reproducers import marker_line, run_reproducer
 
@@ -51,13 +53,13 @@ def test_mutant_is_caught(mutant: Mutant, make: Callable[[str | None], Target]) 
     assert result.caught, f"{mutant.name} not caught in {result.cases} test cases"
     assert 1 <= result.steps <= MAX_STEPS, result.check.script
     assert result.message
-    script = result.check.script
+    script, spec = result.check.script, f"mutant:{mutant.name}"
     marker = marker_line(script)
     assert marker, script
-    stop = run_reproducer(script, mutant.name, lambda: make(mutant.name))
+    stop = run_reproducer(script, spec, lambda: load(spec))  # as printed: fresh(spec) is load(spec) here
     assert stop.error is not None, f"the reproducer runs through on {mutant.name}:\n{script}"
     assert stop.lineno > marker, f"stopped at line {stop.lineno} ({stop.line}), before the divergence:\n{script}"
-    clean = run_reproducer(script, mutant.name, lambda: make(None))
+    clean = run_reproducer(script, spec, lambda: make(None))
     assert clean.error is None, f"the built-in CSP fails line {clean.lineno} ({clean.line}):\n{script}"
 
 
@@ -388,3 +390,23 @@ def test_unknown_key_final_decrypt_never_diverges_on_a_correct_csp(tmp_path: Pat
             ls.decrypt(key, hashlib.sha256(index.to_bytes(4, "little")).digest(), True)
     finally:
         target.close()
+
+
+def test_a_mutant_is_a_target_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mutant:<name>` loads a catalog mutant in a private temporary home (never the user's installation, whose
+    token objects a mutant may delete), as `keyhandoff check --target` takes it; an unknown name exits 2."""
+    target = load("mutant:destroy-deletes-token-object")
+    try:
+        assert isinstance(target, MutantTarget)
+        home = target.csp.installation.path
+        assert home.parent == Path(tempfile.gettempdir())
+        assert home.name.startswith("keyhandoff-check-")
+    finally:
+        target.close()
+    placed = load("mutant:handles-recycled", home=tmp_path / "mine")
+    placed.close()
+    assert (tmp_path / "mine").is_dir()
+    assert main(["check", "--target", "mutant:handles-recycled", "--profile", "quick", "--seed", "1"]) == 1
+    assert "a handle was reused" in capsys.readouterr().out
+    assert main(["check", "--target", "mutant:no-such-mutant"]) == 2
+    assert "unknown mutant 'no-such-mutant'" in capsys.readouterr().err
