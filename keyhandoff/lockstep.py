@@ -474,10 +474,10 @@ class Lockstep:
 
     def _state_check(self, ref: KeyRef, field: str, value: object) -> str:
         """``assert csp.inspect(k).field == <the model's value>``. Key bytes only as the test key the program
-        named (never printed); salt and register only where the program fixes the material; otherwise a comment
-        says what differs."""
+        named (never printed); the register only where the program fixes the material (it follows from the key);
+        otherwise a comment says what differs."""
         shown = self.material(value) if field == "key" and isinstance(value, bytes) else script_value(value)
-        if shown is None or (field in ("salt", "register") and value != b"" and not ref.fixed):
+        if shown is None or (field == "register" and value != b"" and not ref.fixed):
             return f"# {field} differs (not printed: compare csp.inspect({ref.name}).{field} by hand)"
         return f"assert csp.inspect({ref.name}).{field} == {shown}  # the model's value"
 

@@ -193,7 +193,7 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
     other = False  # whether the script has opened another installation (for foreign blobs)
     try:
         for step in steps:
-            seen, before = len(expected), +ls.deviations
+            seen, before, made = len(expected), +ls.deviations, len(ls.keys)
             try:
                 ls.apply(step)
                 ls.check_states()
@@ -210,6 +210,8 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
                 body.append(f"# model and target differ from the next step on: {divergence}")
             declared = sorted((ls.deviations - before).keys())
             body += _render(step, ls.program[-1], observed, ls, declared)
+            if len(ls.keys) > made and not declared and (divergence is not None or step is steps[-1]):
+                body += _fresh_handle(ls)  # where the program ends (elsewhere a declared reuse would stop it)
             if divergence is not None:
                 body.extend(divergence.checks)
                 break
@@ -280,16 +282,13 @@ def _render(step: Step, line: str, observed: Observed | None, ls: Lockstep, decl
             return [refusal, f"    {calls[0]}", refusal, f"    {calls[1]}"]
         return [refusal, f"    {line.split(' = ', 1)[1] if ' = csp.' in line else line}"]
     value = observed.value
-    if op in ("encrypt", "decrypt", "hmac", "get_key_param") and isinstance(value, bytes):
-        ref = ls.keys[_index(step, "key")]
-        if op == "get_key_param":  # an IV is public; a salt is printed only where the program fixes the key
-            exact = ref.fixed or step.get("param") not in (w.KP_SALT, w.KP_SALT_EX)
-        else:  # output of a key the program fixes (the model knows its material); its length otherwise
-            exact = ref.known and ref.fixed
+    if op in ("encrypt", "decrypt", "hmac") and isinstance(value, bytes):
+        ref = ls.keys[_index(step, "key")]  # output of a key the program fixes (the model knows its material)
+        exact = ref.known and ref.fixed
         return [f"assert {line} == {script_value(value)}" if exact else f"assert len({line}) == {len(value)}"]
-    if op == "get_key_param":  # an ALG_ID or permission bits in hex, as wincrypt.h writes them
-        literal = f"{value:#x}" if isinstance(value, int) and step.get("param") in _HEX_PARAMS else repr(value)
-        return [f"assert {line} == {literal}"]
+    if op == "get_key_param":  # public values (an IV, a salt: the model's are never random); an ALG_ID in hex
+        literal = f"{value:#x}" if isinstance(value, int) and step.get("param") in _HEX_PARAMS else None
+        return [f"assert {line} == {literal or script_value(value)}"]
     if op == "round_trip" and isinstance(value, bytes):
         sender, receiver = ls.keys[_index(step, "sender")], ls.keys[_index(step, "receiver")]
         fixed = sender.known and receiver.known and sender.fixed and receiver.fixed
@@ -300,6 +299,16 @@ def _render(step: Step, line: str, observed: Observed | None, ls: Lockstep, decl
         if ls.keys[_index(step, "key")].known:  # a key's bytes: never printed, named as the test key they are
             return [line, f"assert {name} == {shown}" if shown else f"assert len({name}) == {len(value)}"]
     return [line]
+
+
+def _fresh_handle(ls: Lockstep) -> list[str]:
+    """After a step that made a key: it must not have the handle of a key that is dead by now (the lockstep
+    compares every new handle with the earlier ones; a stale handle reaching the new key is the defect)."""
+    new = ls.keys[-1]
+    dead = [ref.name for ref in ls.keys[:-1] if not ref.detached and not ls.model.inspect(ref.model).lifecycle.alive]
+    if new.detached or not dead:
+        return []
+    return [f"assert {new.name} not in ({', '.join(dead)},)  # a new handle, never a dead key's"]
 
 
 _HEX_PARAMS = (w.KP_ALGID, w.KP_PERMISSIONS)

@@ -8,6 +8,7 @@ import attrs
 
 from keyhandoff.model.errors import CryptError
 from keyhandoff.target import Target
+from keyhandoff.targets.line_target import PeerCrashed
 
 MARKER = "# model and target differ from the next step on: "
 
@@ -23,14 +24,14 @@ class Stop:
 
 def run_reproducer(script: str, spec: str, make: Callable[[], Target]) -> Stop:
     """Run ``script`` with every installation it opens (``fresh(spec)``, or ``new_installation()`` where the spec
-    names no loadable target) made by ``make`` instead. It must compile; an AssertionError or CryptError is where
-    it stops, any other exception propagates."""
+    names no loadable target) made by ``make`` instead. It must compile; an AssertionError, a CryptError or a
+    crash of the CSP (a line peer's) is where it stops, any other exception propagates."""
     source = script.replace(f"fresh({spec!r})", "make()").replace("= new_installation()", "= make()")
     assert source != script, "the reproducer opens no installation"
     code = compile(source, "<reproducer>", "exec")
     try:
         exec(code, {"make": make, "__name__": "reproducer"})  # the script under test
-    except (AssertionError, CryptError) as error:
+    except (AssertionError, CryptError, PeerCrashed) as error:
         lineno, trace = 0, error.__traceback__
         while trace is not None:
             if trace.tb_frame.f_code.co_filename == "<reproducer>":

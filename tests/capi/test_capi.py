@@ -19,8 +19,11 @@ from keyhandoff.targets import TargetUnavailable, load
 from keyhandoff.targets.capi_target import CapiTarget
 from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.line_target import LineTarget, PeerCrashed
+from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.targets.wine import WinePrefix, build_bridge
 from keyhandoff.targets.wine_findings import ADVAPI32_DEVIATIONS, WINE_DEVIATIONS
+from keyhandoff.traces import reproducer
+from tests.reproducers import run_reproducer
 
 if shutil.which("wine") is None or shutil.which("x86_64-w64-mingw32-gcc") is None:
     pytest.skip("Wine or x86_64-w64-mingw32-gcc missing (.ci/run installs them)", allow_module_level=True)
@@ -122,6 +125,30 @@ def test_finding_is_confirmed(finding: str) -> None:
     """Its reproducer meets it on Wine, and diverges without its declaration (keyhandoff findings)."""
     (check,) = check_findings(lambda: load("capi"), [finding])
     assert check.verdict == "confirmed", check.detail
+
+
+@pytest.mark.parametrize("finding", [d.id for d in _DECLARED])
+def test_finding_script_stops_at_its_last_step_on_wine(finding: str) -> None:
+    """The script docs/findings.md prints for a finding, run as printed against Wine, runs every step before
+    the last (its own, without the finding's step, runs through) and stops at the last one."""
+    (dev,) = [d for d in _DECLARED if d.id == finding]
+    steps = [dict(step) for step in dev.reproducer]
+    whole = reproducer(steps, "capi", ModelTarget, None)
+    before = reproducer(steps[:-1], "capi", ModelTarget, None)
+    assert run_reproducer(before, "capi", lambda: load("capi")).error is None, before
+    stop = run_reproducer(whole, "capi", lambda: load("capi"))
+    assert stop.error is not None, f"runs through on Wine:\n{whole}"
+    lines = whole.splitlines()
+    opened = next(n for n, line in enumerate(lines, 1) if line.startswith("csp = "))
+    last_step = opened + len(_body(before)) + 1  # its first line: after the steps the shorter script has
+    assert stop.lineno >= last_step, f"stopped at line {stop.lineno} ({stop.line}), before the last step:\n{whole}"
+
+
+def _body(script: str) -> list[str]:
+    """The step lines of a reproducer: after ``csp = ...``, before the closing lines."""
+    lines = script.splitlines()
+    opened = next(n for n, line in enumerate(lines) if line.startswith("csp = "))
+    return [line for line in lines[opened + 1 :] if line not in ("other.close()", "csp.close()")]
 
 
 def test_an_undeclared_difference_still_fails(ls: Lockstep) -> None:
