@@ -24,7 +24,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invar
 from keyhandoff.lockstep import Divergence, Lockstep, Observed
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
-from keyhandoff.target import Capabilities, Inspectable, Target, missing_methods
+from keyhandoff.target import Capabilities, Inspectable, Target, TargetUnavailable, missing_methods
 
 __all__ = ["DEFAULT_KEY_BYTES", "GETTABLE_PARAMS", "Coverage", "LockstepMachine", "machine_for"]
 
@@ -119,6 +119,11 @@ def machine_for(factory: Callable[[], Target], *, name: str = "Target") -> type[
         probe.close()
     if not isinstance(caps, Capabilities):
         raise TypeError(f"capabilities() returned a value of type {type(caps).__name__}, not a Capabilities")
+    if not caps.algorithms & set(DEFAULT_KEY_BYTES):  # every key-making rule draws one: there is no program
+        raise TargetUnavailable(
+            f"{caps.name or name} supports none of the model's session-key algorithms (its capabilities list "
+            f"{', '.join(f'{alg:#x}' for alg in sorted(caps.algorithms)) or 'none'}): there is nothing to check"
+        )
     return _build(factory, caps, name)
 
 

@@ -27,7 +27,7 @@ from keyhandoff.cli import main
 from keyhandoff.lockstep import Lockstep
 from keyhandoff.machine import machine_for
 from keyhandoff.model import wincrypt as w
-from keyhandoff.target import Capabilities, Deviation
+from keyhandoff.target import Capabilities, Deviation, TargetUnavailable
 from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import load_trace, replay, reproducer, save_trace
@@ -460,3 +460,21 @@ def test_run_conformance_reproducer_opens_the_factory_it_was_given(factory, open
     stop = run_reproducer(script, _SPEC, make_forgetful)
     assert isinstance(stop.error, AssertionError)
     assert stop.lineno > marker_line(script) > 0
+
+
+class NoSessionKeys(ModelTarget):
+    """A provider without one symmetric algorithm of the model (Wine's DSS/Diffie-Hellman provider probes so)."""
+
+    def capabilities(self) -> Capabilities:
+        return attrs.evolve(super().capabilities(), algorithms=frozenset({0x2400}), hardware_algorithms=frozenset())
+
+
+def test_a_target_without_the_models_algorithms_cannot_be_checked() -> None:
+    """No session-key algorithm means no program to run: the check says so before any test case, instead of
+    failing inside Hypothesis (an empty strategy) as if the target had diverged."""
+    with pytest.raises(
+        TargetUnavailable,
+        match=r"none of the model's session-key algorithms \(its capabilities "
+        r"list 0x2400\): there is nothing to check",
+    ):
+        run_check("model", NoSessionKeys, profile="quick", seed=1)
