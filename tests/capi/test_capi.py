@@ -151,6 +151,39 @@ def _body(script: str) -> list[str]:
     return [line for line in lines[opened + 1 :] if line not in ("other.close()", "csp.close()")]
 
 
+_STRONG = "capi:Microsoft Strong Cryptographic Provider:1"
+_DSS = "capi:Microsoft Enhanced DSS and Diffie-Hellman Cryptographic Provider:13"
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        _STRONG,
+        "capi:Microsoft Base Cryptographic Provider v1.0:1",
+        "capi:Microsoft RSA SChannel Cryptographic Provider:12",
+    ],
+)
+def test_rsa_full_providers_give_an_empty_hmac_sha256(spec: str) -> None:
+    """docs/findings.md, Wine's other providers: HMAC-SHA-256 succeeds with a 0-byte MAC where the provider has no
+    SHA-256 (MD5 and SHA-1 have their lengths); the AES provider gives 32 bytes. A fixed Wine fails this test:
+    the paragraph is then stale."""
+    for provider, sha256 in ((spec, 0), ("capi", 32)):
+        target = load(provider)
+        try:
+            key = target.import_key(target.acquire("app"), plaintext_blob(w.CALG_DES, test_key(0, 8)))
+            lengths = [len(target.hmac(key, alg, b"")) for alg in (w.CALG_MD5, w.CALG_SHA1, w.CALG_SHA_256)]
+        finally:
+            target.close()
+        assert lengths == [16, 20, sha256], provider
+
+
+def test_dss_provider_has_nothing_to_check() -> None:
+    """docs/findings.md: Wine's DSS/Diffie-Hellman provider has no session-key algorithm of the model; the check
+    refuses to start, saying so, rather than report a divergence."""
+    with pytest.raises(TargetUnavailable, match="there is nothing to check"):
+        run_check(_DSS, fresh_factory(_DSS), profile="quick", seed=1)
+
+
 def test_an_undeclared_difference_still_fails(ls: Lockstep) -> None:
     """Declared deviations are narrow: the same call on a key that is not HMAC-only must agree."""
     prov = ls.acquire("app")
