@@ -105,9 +105,13 @@ def _check(args: argparse.Namespace) -> int:
     )
     render_summary(result)
     if result.failure is not None:
-        trace = Path(args.trace or f"keyhandoff-failure-{result.seed}.json")
-        save_trace(trace, result.steps, spec=args.target, failure=result.failure, seed=result.seed)
-        print(f"trace saved: {trace} (keyhandoff replay {trace})")
+        trace = Path(args.trace) if args.trace else _unused(f"keyhandoff-failure-{result.seed}")
+        try:
+            save_trace(trace, result.steps, spec=args.target, failure=result.failure, seed=result.seed)
+        except OSError as exc:  # the run and its reproducer stand; only the file is missing
+            print(f"keyhandoff check: trace not saved: {_file_error(exc)}", file=sys.stderr)
+        else:
+            print(f"trace saved: {trace} (keyhandoff replay {trace})")
     if args.report:
         Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
     if args.junit:
@@ -216,7 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     chk.add_argument("--seed", type=int, default=None, help="make the run reproducible")
     chk.add_argument("--report", default=None, help="write a JSON report here")
     chk.add_argument("--junit", default=None, help="write a JUnit XML report here")
-    chk.add_argument("--trace", default=None, help="where to save a failure's trace (default: next to you)")
+    chk.add_argument(
+        "--trace",
+        default=None,
+        help="where to save a failure's trace (default: keyhandoff-failure-SEED.json here, never overwriting one)",
+    )
     chk.add_argument(
         "--require-coverage",
         action="store_true",
@@ -275,6 +283,15 @@ def entry() -> int:
         atexit.register(shutil.rmtree, home, ignore_errors=True)
         os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = home
     return main()
+
+
+def _unused(stem: str) -> Path:
+    """``stem.json`` in this directory, or ``stem-2.json``, ... if taken: a second failing run with the same
+    seed (against another target, say) keeps the first one's trace."""
+    path, number = Path(f"{stem}.json"), 2
+    while path.exists():
+        path, number = Path(f"{stem}-{number}.json"), number + 1
+    return path
 
 
 def _file_error(exc: OSError | ValueError) -> str:

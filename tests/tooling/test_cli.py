@@ -227,3 +227,21 @@ def test_the_command_leaves_no_hypothesis_folder_where_it_runs(tmp_path: Path) -
     )
     assert again.returncode == 0
     assert any((chosen / "constants").iterdir())  # what would have been written to ./.hypothesis
+
+
+def test_a_failing_check_keeps_every_trace_and_survives_an_unwritable_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """Two failing runs with one seed leave two traces (the second does not overwrite the first); where no
+    trace can be written, the run still reports its failure and exits 1, saying the trace was not saved."""
+    argv = ["check", "--target", "mutant:foreign-blob-accepted", "--profile", "quick", "--seed", "4"]
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 1
+    assert main(argv) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keyhandoff-failure-4-2.json", "keyhandoff-failure-4.json"]
+    capsys.readouterr()
+    assert main([*argv, "--trace", str(tmp_path)]) == 1  # a directory: no file can be written there
+    captured = capsys.readouterr()
+    assert "minimal reproducer" in captured.out
+    assert "keyhandoff check: trace not saved: " in captured.err
+    assert "Traceback" not in captured.err
