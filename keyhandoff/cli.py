@@ -42,6 +42,8 @@ def _writable(path: str | None, what: str) -> None:
     if path is None:
         return
     folder = Path(path).resolve().parent
+    if Path(path).is_dir():
+        raise CannotRun(f"{what} {path}: is a directory (give a file name)")
     if not folder.is_dir():
         raise CannotRun(f"{what} {path}: the directory {folder} does not exist")
     if not os.access(folder, os.W_OK):
@@ -112,10 +114,14 @@ def _check(args: argparse.Namespace) -> int:
             print(f"keyhandoff check: trace not saved: {_file_error(exc)}", file=sys.stderr)
         else:
             print(f"trace saved: {trace} (keyhandoff replay {trace})")
-    if args.report:
-        Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
-    if args.junit:
-        write_junit(result, Path(args.junit))
+    try:
+        if args.report:
+            Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
+        if args.junit:
+            write_junit(result, Path(args.junit))
+    except OSError as exc:  # asked for and missing: a CI job reading it must not go on as if it were there
+        print(f"keyhandoff check: error: report not written: {_file_error(exc)}", file=sys.stderr)
+        return 2
     return 0 if result.ok else 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import os
 import shlex
@@ -240,8 +241,20 @@ def test_a_failing_check_keeps_every_trace_and_survives_an_unwritable_folder(
     assert main(argv) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keyhandoff-failure-4-2.json", "keyhandoff-failure-4.json"]
     capsys.readouterr()
-    assert main([*argv, "--trace", str(tmp_path)]) == 1  # a directory: no file can be written there
+
+    def disk_full(*args: object, **kwargs: object) -> None:  # save_trace(path, ...), write_junit(result, path)
+        path = next(arg for arg in args if isinstance(arg, Path))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr("keyhandoff.traces.save_trace", disk_full)  # as root, no folder here refuses a file
+    assert main(argv) == 1
     captured = capsys.readouterr()
     assert "minimal reproducer" in captured.out
-    assert "keyhandoff check: trace not saved: " in captured.err
+    assert "keyhandoff check: trace not saved: keyhandoff-failure-4-3.json: No space left on device" in captured.err
     assert "Traceback" not in captured.err
+    monkeypatch.setattr("keyhandoff.check.write_junit", disk_full)
+    assert main([*argv, "--junit", "r.xml"]) == 2  # asked for, and missing: not the run's verdict
+    assert "keyhandoff check: error: report not written: r.xml: No space left on device" in capsys.readouterr().err
+    for option in ("--trace", "--report", "--junit"):  # a directory given as the file: refused before the run
+        assert main([*argv, option, str(tmp_path)]) == 2
+        assert f"{option} {tmp_path}: is a directory" in capsys.readouterr().err
