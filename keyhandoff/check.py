@@ -201,6 +201,8 @@ class CheckResult:
             "missing_outcomes": [f"{op} -> {code}" for op, code in self.missing_outcomes],
             "failure": attrs.asdict(self.failure) if self.failure else None,
             "reproducer_steps": len(self.steps) if self.failure else 0,
+            "reproducer": self.script if self.failure else None,  # the script the summary prints
+            "trace": self.steps if self.failure else None,  # its steps, as `keyhandoff replay` takes them
         }
 
 

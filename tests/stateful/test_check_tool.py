@@ -164,6 +164,18 @@ def test_cli_check_writes_reports(tmp_path: Path, capsys) -> None:
     assert "<testsuite" in junit.read_text()
 
 
+def test_json_report_carries_the_reproducer_and_its_trace(caught: CheckResult) -> None:
+    """A CI job reading the JSON report gets the failure, the script and the steps that replay it."""
+    data = json.loads(json.dumps(caught.to_json()))
+    assert data["passed"] is False
+    assert data["reproducer"] == caught.script
+    assert data["trace"] == caught.steps
+    assert data["reproducer_steps"] == len(data["trace"])
+    again, _ = replay(data["trace"], ForgetsRegister)
+    assert again is not None
+    assert again.same_kind(caught.failure)
+
+
 def test_junit_marks_the_failure(caught: CheckResult, tmp_path: Path) -> None:
     """The JUnit report of a failing run carries the failure and its reproducer."""
     result = caught
