@@ -283,11 +283,14 @@ def entry() -> int:
     """The ``keyhandoff`` command: :func:`main`, with Hypothesis's files kept in a private temporary directory
     (removed at exit) instead of ``./.hypothesis`` wherever the command runs. What Hypothesis keeps there is its
     cache of the literals it mines from local modules, your CSP's source among them. A HYPOTHESIS_STORAGE_DIRECTORY
-    set by the caller is respected; child processes (mutant hunts) inherit the choice."""
+    set by the caller is respected; child processes (mutant hunts) inherit the choice. The current directory is
+    searched for a ``python:`` target's module after everything else on the path."""
     if not os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY"):
         home = tempfile.mkdtemp(prefix="keyhandoff-hypothesis-")
         atexit.register(shutil.rmtree, home, ignore_errors=True)
         os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = home
+    if os.getcwd() not in sys.path:  # python:adapter:make_target finds ./adapter.py, as `python -m` would; last,
+        sys.path.append(os.getcwd())  # so that a file here never shadows an installed module
     return main()
 
 

@@ -4,7 +4,7 @@
 this example runs anywhere, it delegates to keyhandoff's reference CSP; the adapter below is what you write.
 
 Run it:  python -m pytest docs/examples/vendor_adapter.py   or
-         keyhandoff check --target python:vendor_adapter:make_target   (with this folder on PYTHONPATH)
+         keyhandoff check --target python:vendor_adapter:make_target   (from this folder, or with it on PYTHONPATH)
 """
 
 from __future__ import annotations

@@ -31,6 +31,14 @@ def test_vendor_adapter_passes_keyhandoff_check(tmp_path: Path) -> None:
     assert "PASSED" in _passes(argv, tmp_path, {**os.environ, "PYTHONPATH": str(EXAMPLES)})
 
 
+def test_a_python_target_is_found_in_the_current_directory() -> None:
+    """`keyhandoff check --target python:vendor_adapter:make_target` run from the folder that holds the module
+    finds it without PYTHONPATH, as `python -m` would."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = ["keyhandoff", "check", "--target", "python:vendor_adapter:make_target", "--profile", "quick"]
+    assert "PASSED" in _passes([*argv, "--examples", "3", "--seed", "2"], EXAMPLES, env)
+
+
 def test_line_peer_passes_keyhandoff_check(tmp_path: Path) -> None:
     """`keyhandoff check --target "line:python docs/examples/line_peer.py"`: the built-in CSP behind the line
     protocol conforms, so the protocol and its adapter are checked without Wine too."""
