@@ -392,7 +392,9 @@ def test_unknown_key_final_decrypt_never_diverges_on_a_correct_csp(tmp_path: Pat
         target.close()
 
 
-def test_a_mutant_is_a_target_spec(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_mutant_is_a_target_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`mutant:<name>` loads a catalog mutant in a private temporary home (never the user's installation, whose
     token objects a mutant may delete), as `keyhandoff check --target` takes it; an unknown name exits 2."""
     target = load("mutant:destroy-deletes-token-object")
@@ -406,7 +408,9 @@ def test_a_mutant_is_a_target_spec(tmp_path: Path, capsys: pytest.CaptureFixture
     placed = load("mutant:handles-recycled", home=tmp_path / "mine")
     placed.close()
     assert (tmp_path / "mine").is_dir()
+    monkeypatch.chdir(tmp_path)  # where the failure's trace goes
     assert main(["check", "--target", "mutant:handles-recycled", "--profile", "quick", "--seed", "1"]) == 1
+    assert (tmp_path / "keyhandoff-failure-1.json").is_file()
     assert "a handle was reused" in capsys.readouterr().out
     assert main(["check", "--target", "mutant:no-such-mutant"]) == 2
     assert "unknown mutant 'no-such-mutant'" in capsys.readouterr().err
