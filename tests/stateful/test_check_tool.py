@@ -418,14 +418,43 @@ def test_reproducer_asserts_a_parameter_value() -> None:
 class DeclaredThenForgets(ForgetsRegister, ModeBitsZero):
     """A declared deviation (KP_MODE_BITS reads 0) met before an undeclared defect (the register dropped)."""
 
+    not_sent = False
+
     def capabilities(self) -> Capabilities:
-        zero = Deviation("mode-bits-zero", "get_key_param", None, None, "KP_MODE_BITS reads 0", param=w.KP_MODE_BITS)
+        zero = Deviation(
+            "mode-bits-zero",
+            "get_key_param",
+            None,
+            None,
+            "KP_MODE_BITS reads 0",
+            param=w.KP_MODE_BITS,
+            not_sent=self.not_sent,
+        )
         return attrs.evolve(super().capabilities(), deviations=(zero,))
 
 
-def test_reproducer_passes_a_declared_deviation_and_stops_at_the_undeclared_one() -> None:
-    """The step a declaration covers asserts nothing (the target may answer otherwise); the script goes on to the
-    undeclared difference and stops there."""
+class UnsentThenForgets(DeclaredThenForgets):
+    """The same, declared not to be sent at all (as a call that would crash the CSP is)."""
+
+    not_sent = True
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        assert param != w.KP_MODE_BITS, "a not_sent call reached the target"
+        return super().get_key_param(key, param)
+
+
+@pytest.mark.parametrize(
+    ("target", "rendered"),
+    [
+        (DeclaredThenForgets, "try:  # declared deviation mode-bits-zero: the target may answer otherwise"),
+        (UnsentThenForgets, "# not sent to the target (declared deviation mode-bits-zero): csp.get_key_param(k0, 5)"),
+    ],
+)
+def test_reproducer_passes_a_declared_deviation_and_stops_at_the_undeclared_one(
+    target: type[ModelTarget], rendered: str
+) -> None:
+    """The step a declaration covers asserts nothing (the target may answer otherwise), or stays a comment where
+    it is not sent; the script goes on to the undeclared difference and stops there."""
     program = [
         *_READ_MODE_BITS,
         {"op": "acquire", "side": "app"},
@@ -433,12 +462,12 @@ def test_reproducer_passes_a_declared_deviation_and_stops_at_the_undeclared_one(
         {"op": "export_key", "key": 0, "blob_type": w.OPAQUEKEYBLOB, "flags": 0},
         {"op": "import_blob", "prov": 1, "blob": 0, "flags": 0, "hardware": False, "edit": None},
     ]
-    failure, _ = replay(program, DeclaredThenForgets)
+    failure, _ = replay(program, target)
     assert failure is not None
     assert (failure.op, failure.detail) == ("import_blob", "fields differ: register")
-    script = reproducer(program, "model", DeclaredThenForgets, failure)
-    assert "# declared deviation mode-bits-zero" in script
-    stop = run_reproducer(script, "model", DeclaredThenForgets)
+    script = reproducer(program, "model", target, failure)
+    assert rendered in script.splitlines()
+    stop = run_reproducer(script, "model", target)
     assert isinstance(stop.error, AssertionError)
     assert stop.lineno > marker_line(script) > 0
     assert run_reproducer(script, "model", ModelTarget).error is None
