@@ -264,6 +264,13 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
         def _key(self, result: int | Observed) -> Any:
             return result if isinstance(result, int) else multiple()
 
+        def _read_back(self, key: object) -> None:
+            """After a handoff, a black box's key state is what its parameters say: read every one (a target
+            with ``inspect`` has its full record compared after every step instead)."""
+            if isinstance(key, int) and not self.ls.inspectable:
+                for param in GETTABLE_PARAMS:
+                    self.ls.get_key_param(key, param)
+
         # --- blobs --------------------------------------------------------------------------------------
         @rule(
             target=blobs,
@@ -293,6 +300,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             moved = self.ls.import_blob(to, blob)
             if not isinstance(moved, int):
                 return multiple()
+            self._read_back(moved)
             if twin is not None:
                 self.ls.compare_twins(moved, twin, bytes(16 * probe))
                 self.ls.destroy_key(twin)
@@ -342,6 +350,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
                 self.ls.import_blob(1, blob, edit=edit)
             moved = self.ls.import_blob(1, blob, w.CRYPT_EXPORTABLE if blob_type == w.PLAINTEXTKEYBLOB else 0)
             again = self.ls.import_blob(1, blob, w.CRYPT_EXPORTABLE)  # a second, independent import
+            self._read_back(moved)
             for key in (moved, again):
                 if isinstance(key, int):
                     self.ls.encrypt(key, bytes(block) * blocks, False)

@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import attrs
@@ -25,9 +26,9 @@ from keyhandoff.check import (
 )
 from keyhandoff.cli import main
 from keyhandoff.lockstep import Lockstep
-from keyhandoff.machine import machine_for
+from keyhandoff.machine import GETTABLE_PARAMS, machine_for
 from keyhandoff.model import wincrypt as w
-from keyhandoff.target import Capabilities, Deviation, TargetUnavailable
+from keyhandoff.target import Capabilities, Deviation, Target, TargetUnavailable
 from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import load_trace, replay, reproducer, save_trace
@@ -306,9 +307,9 @@ def test_run_options_out_of_range_are_refused(options: dict[str, object], says: 
 # --- reproducers: every line holds on a conforming target, and the script stops where the two part ----------
 
 
-def _programs(spec: str, count: int) -> list[list[dict[str, object]]]:
-    """The programs of ``count`` test cases of 50 rules against ``spec`` (a conforming target), derandomized."""
-    machine = machine_for(fresh_factory(spec), name=spec)
+def _programs(factory: Callable[[], Target], count: int) -> list[list[dict[str, object]]]:
+    """The programs of ``count`` test cases of 50 rules against ``factory``'s targets, derandomized."""
+    machine = machine_for(factory)
     programs: list[list[dict[str, object]]] = []
 
     class Recording(machine):  # type: ignore[misc, valid-type]
@@ -381,7 +382,7 @@ def test_reproducers_of_agreeing_programs_run_through() -> None:
     assert "assert b0 == plaintext_blob(0x660e, test_key(1, 16))" in script
     assert f"assert csp.get_key_param(k0, {w.KP_ALGID}) == 0x660e" in script
     assert "other = fresh('builtin')" in script
-    for program in [crafted, *_programs("builtin", 20)]:
+    for program in [crafted, *_programs(fresh_factory("builtin"), 20)]:
         script = reproducer(program, "builtin", fresh_factory("builtin"), None)
         for make in (fresh_factory("builtin"), ModelTarget):
             stop = run_reproducer(script, "builtin", make)
@@ -518,3 +519,29 @@ def test_a_target_without_the_models_algorithms_cannot_be_checked() -> None:
         r"list 0x2400\): there is nothing to check",
     ):
         run_check("model", NoSessionKeys, profile="quick", seed=1)
+
+
+class BlackBoxModel(ModelTarget):
+    """The model as a black box: no ``inspect`` in its capabilities."""
+
+    def capabilities(self) -> Capabilities:
+        return attrs.evolve(super().capabilities(), inspect=False)
+
+
+def _read_backs(program: list[dict[str, object]]) -> int:
+    """How many times ``program`` reads every parameter of one key in a row, in GETTABLE_PARAMS's order (the
+    random parameter rule reads one at a time)."""
+    reads = [(step["op"], step.get("key"), step.get("param")) for step in program]
+    return sum(
+        1
+        for index, (op, key, _) in enumerate(reads)
+        if op == "get_key_param"
+        and reads[index : index + len(GETTABLE_PARAMS)] == [("get_key_param", key, p) for p in GETTABLE_PARAMS]
+    )
+
+
+def test_a_black_box_key_is_read_back_after_a_handoff() -> None:
+    """Without ``inspect``, the machine reads every parameter of a key right after its handoff (the only view of
+    KP_MODE_BITS or KP_EFFECTIVE_KEYLEN a CBC stream gives); with ``inspect`` it compares the records instead."""
+    assert sum(_read_backs(program) for program in _programs(BlackBoxModel, 15)) >= 5
+    assert sum(_read_backs(program) for program in _programs(ModelTarget, 15)) == 0

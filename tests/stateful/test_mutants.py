@@ -4,6 +4,7 @@ in exactly the behaviour its defect names (checked directly, without the machine
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -12,13 +13,14 @@ from pathlib import Path
 import attrs
 import pytest
 
+from keyhandoff.check import run_check
 from keyhandoff.cli import main
 from keyhandoff.lockstep import Lockstep, plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Lifecycle
 from keyhandoff.mutants import MUTANTS, Mutant, MutantTarget, by_name, hunt
-from keyhandoff.target import Target
+from keyhandoff.target import Capabilities, Target
 from keyhandoff.targets import load
 from keyhandoff.targets.builtin_target import BuiltinTarget
 from tests.reproducers import marker_line, run_reproducer
@@ -414,3 +416,31 @@ def test_a_mutant_is_a_target_spec(
     assert "a handle was reused" in capsys.readouterr().out
     assert main(["check", "--target", "mutant:no-such-mutant"]) == 2
     assert "unknown mutant 'no-such-mutant'" in capsys.readouterr().err
+
+
+def _black_box(name: str, root: Path) -> Callable[[], Target]:
+    """Mutant ``name`` without ``inspect``: the machine sees only what a black-box CSP shows."""
+    numbers = itertools.count()
+
+    class BlackBox:
+        def __init__(self) -> None:
+            self._target = by_name(name).factory(root / f"home-{next(numbers)}")
+
+        def __getattr__(self, attribute: str) -> object:
+            if attribute in ("inspect", "token_objects"):
+                raise AttributeError(attribute)
+            return getattr(self._target, attribute)
+
+        def capabilities(self) -> Capabilities:
+            return attrs.evolve(self._target.capabilities(), inspect=False)
+
+    return BlackBox  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("name", [m.name for m in MUTANTS if m.name.startswith("opaque-drops-")])
+def test_a_black_box_losing_state_in_the_blob_is_caught(name: str, tmp_path: Path) -> None:
+    """Without ``inspect``, a blob that loses part of the state is still caught, through outputs and parameter
+    reads (after a handoff the machine reads every parameter of the imported key: test_check_tool holds that)."""
+    result = run_check(name, _black_box(name, tmp_path), profile="default", seed=0, shrink=False)
+    assert result.failure is not None, f"{name} as a black box was not caught"
+    assert not result.capabilities.inspect
