@@ -14,6 +14,7 @@ from pathlib import Path
 from keyhandoff._version import __version__
 from keyhandoff.model.errors import CryptError
 from keyhandoff.target import TargetUnavailable
+from keyhandoff.targets import SPECS
 
 __all__ = ["main"]
 
@@ -219,7 +220,11 @@ def _parser() -> argparse.ArgumentParser:
     vec.set_defaults(func=_vectors)
 
     chk = sub.add_parser("check", help="run the lockstep state machine: model vs a target, with reproducers")
-    chk.add_argument("--target", default="builtin-processes", help="target spec (default: builtin-processes)")
+    chk.add_argument(
+        "--target",
+        default="builtin-processes",
+        help=f"target spec, one of: {', '.join(SPECS)} (default: builtin-processes)",
+    )
     chk.add_argument("--profile", choices=["quick", "default", "thorough"], default="default")
     chk.add_argument("--examples", type=_positive, default=None, help="test cases (overrides the profile)")
     chk.add_argument("--steps", type=_positive, default=None, help="steps per test case (overrides the profile)")
