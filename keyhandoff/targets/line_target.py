@@ -243,7 +243,10 @@ class LineTarget:
 
     def capabilities(self) -> Capabilities:
         if self._caps is None:
-            self._caps = probe(self, self.name, self._deviations)
+            try:
+                self._caps = probe(self, self.name, self._deviations)
+            except PeerError as exc:  # it hung, died or crashed while asked what it supports: it cannot be checked
+                raise TargetUnavailable(f"{self.name}: while probing what it supports: {exc}") from exc
         return self._caps
 
     def close(self) -> None:

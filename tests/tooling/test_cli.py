@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 
 import keyhandoff
+from keyhandoff.check import run_check
 from keyhandoff.cli import main
 from keyhandoff.targets import TargetUnavailable, load
+from keyhandoff.targets.line_target import LineTarget
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -258,3 +260,23 @@ def test_a_failing_check_keeps_every_trace_and_survives_an_unwritable_folder(
     for option in ("--trace", "--report", "--junit"):  # a directory given as the file: refused before the run
         assert main([*argv, option, str(tmp_path)]) == 2
         assert f"{option} {tmp_path}: is a directory" in capsys.readouterr().err
+
+
+def test_a_peer_that_hangs_while_probed_cannot_be_checked(tmp_path: Path) -> None:
+    """A line peer that answers hello and then never answers is stopped after its timeout, and the check says
+    so before any test case (TargetUnavailable: one line, exit 2), not with a PeerError traceback."""
+    peer = tmp_path / "hangs.py"
+    peer.write_text(
+        "import sys, time\n"
+        "for line in sys.stdin:\n"
+        "    if line.startswith('hello'):\n"
+        "        print('ok 1 a peer that hangs', flush=True)\n"
+        "    else:\n"
+        "        time.sleep(3600)\n"
+    )
+
+    def factory() -> LineTarget:
+        return LineTarget([sys.executable, str(peer)], timeout=1.0)
+
+    with pytest.raises(TargetUnavailable, match=r"while probing what it supports: no reply within 1 s"):
+        run_check("line:hangs", factory, profile="quick", seed=1)
