@@ -20,12 +20,13 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test
 
+from keyhandoff.lockstep import TargetHung
 from keyhandoff.machine import Coverage, machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
 from keyhandoff.target import Capabilities, Target
 from keyhandoff.targets.fresh import release_spare
-from keyhandoff.traces import Failure, minimize, replay, reproducer
+from keyhandoff.traces import Failure, hung_reproducer, minimize, replay, reproducer
 
 __all__ = ["PROFILES", "CheckResult", "ConformanceFailure", "Row", "required_coverage", "run_check", "run_conformance"]
 
@@ -284,6 +285,11 @@ def run_check(
     start = time.perf_counter()
     try:
         _run_machine(machine, settings=config)
+    except TargetHung as hung:  # not replayed, not shrunk: every replay would wait for the timeout again
+        last = machine.last
+        result.steps = list(last.trace) if last is not None else []
+        result.failure = Failure(max(len(result.steps) - 1, 0), _op_of(result.steps), str(hung), "hung")
+        result.script = hung_reproducer(result.steps, spec, hung)
     except Exception as exc:  # every failure, Divergence or another, is reported with its trace
         last = machine.last
         candidates = [list(last.trace) if last is not None else []]
@@ -319,6 +325,10 @@ def run_check(
     result.missing_transitions = [r for r in rows if not coverage.transitions.get(r)]
     result.missing_outcomes = [o for o in outcomes if not coverage.outcomes.get(o)]
     return result
+
+
+def _op_of(steps: list[dict[str, object]]) -> str:
+    return str(steps[-1]["op"]) if steps else "?"
 
 
 def render_summary(result: CheckResult, out: TextIO | None = None) -> None:

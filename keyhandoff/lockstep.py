@@ -26,7 +26,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Location
 from keyhandoff.model.wincrypt import describe_code
-from keyhandoff.target import Deviation, Inspectable, Target
+from keyhandoff.target import Deviation, Inspectable, Target, TargetTimeout
 from keyhandoff.targets.model_target import ModelTarget
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "KeyRef",
     "Lockstep",
     "Observed",
+    "TargetHung",
     "edit_blob",
     "plaintext_blob",
     "script_value",
@@ -186,11 +187,22 @@ def _call_facts(step: dict[str, object]) -> tuple[str, int | None, int | None]:
     )
 
 
+class TargetHung(BaseException):
+    """The target gave no answer within its timeout. A BaseException, so that Hypothesis stops at once instead
+    of shrinking: every replay of the program would wait for the timeout again."""
+
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"{step}: the target gave no answer ({reason})")
+        self.step = step
+
+
 def _observe(call: Callable[[], object], who: str, step: str) -> Observed:
     try:
         return Observed(value=call())
     except CryptError as err:
         return Observed(code=err.code)
+    except TargetTimeout as exc:
+        raise TargetHung(step, str(exc)) from exc
     except Exception as exc:  # a target must refuse with CryptError only
         if who == "model":
             raise

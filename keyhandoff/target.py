@@ -26,6 +26,7 @@ __all__ = [
     "Deviation",
     "Inspectable",
     "Target",
+    "TargetTimeout",
     "TargetUnavailable",
     "UnknownTarget",
     "buffer_argument",
@@ -38,6 +39,12 @@ class TargetUnavailable(RuntimeError):
     """No target could be had: what the spec names cannot be started here (a program that is not there or does
     not speak the protocol, a module that does not import, Wine missing). The message says which and why, in
     words a user can act on; the command line prints it without a traceback."""
+
+
+class TargetTimeout(Exception):
+    """Raised by a target whose CSP gave no answer within its time limit (a hang, a deadlock): the check stops
+    there and reports the program, instead of replaying it (each replay would wait again). The line target
+    raises it (``PeerTimeout``); a Python target may too."""
 
 
 class UnknownTarget(TargetUnavailable, ValueError):

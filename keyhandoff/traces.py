@@ -15,14 +15,15 @@ from pathlib import Path
 
 import attrs
 
-from keyhandoff.lockstep import Divergence, Lockstep, Observed, script_value
+from keyhandoff.lockstep import Divergence, Lockstep, Observed, TargetHung, script_value
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import describe_code
 from keyhandoff.target import Target
 from keyhandoff.targets import is_spec
+from keyhandoff.targets.model_target import ModelTarget
 
-__all__ = ["Failure", "load_trace", "minimize", "replay", "reproducer", "save_trace"]
+__all__ = ["Failure", "hung_reproducer", "load_trace", "minimize", "replay", "reproducer", "save_trace"]
 
 Step = dict[str, object]
 _REFS = {
@@ -60,6 +61,8 @@ def replay(steps: list[Step], factory: Callable[[], Target]) -> tuple[Failure | 
                 ls.check_states()
             except Divergence as div:
                 return Failure(index, str(step["op"]), str(div), div.detail), ls
+            except TargetHung as hung:  # no answer at all: a failure too, and the rest would wait again
+                return Failure(index, str(step["op"]), str(hung), "hung"), ls
             except (IndexError, KeyError, TypeError, ValueError) as exc:  # a trace that does not fit this run
                 raise ValueError(f"step {index + 1} ({step.get('op')}) cannot be replayed: {exc}") from None
         return None, ls
@@ -199,6 +202,8 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
                 ls.check_states()
             except Divergence as div:
                 divergence = div
+            except TargetHung as hung:  # (it answered in the run that failed): the call, then nothing more
+                divergence = Divergence(hung.step, "an answer", "none", str(hung))
             observed = expected[seen] if len(expected) > seen else None
             if step.get("op") == "import_foreign" and not other:
                 other = True
@@ -233,6 +238,15 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
         ]
     text = "\n".join([*opening, *body])
     return "\n".join([*_preamble(text), text]) + "\n"
+
+
+def hung_reproducer(steps: list[Step], spec: str, hung: TargetHung) -> str:
+    """The script of a program whose last call the target never answered: the steps before it as the model
+    answers them (replayed on the model alone: the target would hang again), then the call itself."""
+    script = reproducer(steps[:-1], spec, ModelTarget, None).splitlines()
+    closing = [line for line in script[-2:] if line in ("other.close()", "csp.close()")]
+    body = script[: len(script) - len(closing)]
+    return "\n".join([*body, f"# the target gives no answer to the next call: {hung}", hung.step, *closing]) + "\n"
 
 
 def _opener(spec: str) -> str:

@@ -21,7 +21,14 @@ from typing import Final
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from keyhandoff.target import Capabilities, Deviation, TargetUnavailable, buffer_argument, is_dword
+from keyhandoff.target import (
+    Capabilities,
+    Deviation,
+    TargetTimeout,
+    TargetUnavailable,
+    buffer_argument,
+    is_dword,
+)
 
 __all__ = ["PROTOCOL_VERSION", "LineTarget", "PeerCrashed", "PeerError", "PeerInfo", "probe"]
 
@@ -33,6 +40,10 @@ _STDERR_TAIL = 2000
 
 class PeerError(RuntimeError):
     """The peer broke the protocol: it died, hung, or answered something that is not a reply."""
+
+
+class PeerTimeout(PeerError, TargetTimeout):
+    """The peer gave no reply within the timeout; it was stopped (a hung CSP, a deadlock)."""
 
 
 class PeerCrashed(PeerError):
@@ -140,7 +151,7 @@ class LineTarget:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self._kill()
-                raise PeerError(f"no reply within {self.timeout:g} s; the peer was stopped")
+                raise PeerTimeout(f"no reply within {self.timeout:g} s; the peer was stopped")
             if not self._selector.select(remaining):
                 continue
             chunk = os.read(self._out_fd, 1 << 20)

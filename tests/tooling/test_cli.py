@@ -10,6 +10,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,10 @@ import pytest
 import keyhandoff
 from keyhandoff.check import run_check
 from keyhandoff.cli import main
+from keyhandoff.model import wincrypt as w
 from keyhandoff.targets import TargetUnavailable, load
 from keyhandoff.targets.line_target import LineTarget
+from keyhandoff.traces import replay
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -280,3 +283,33 @@ def test_a_peer_that_hangs_while_probed_cannot_be_checked(tmp_path: Path) -> Non
 
     with pytest.raises(TargetUnavailable, match=r"while probing what it supports: no reply within 1 s"):
         run_check("line:hangs", factory, profile="quick", seed=1)
+
+
+def test_a_target_that_hangs_mid_run_is_reported_at_once(tmp_path: Path) -> None:
+    """A call the target never answers ends the run there: not shrunk or replayed (each replay would wait for
+    the timeout again; a hanging peer once kept a quick run going for over six minutes), reported as "hung" with
+    the program, whose script ends with the unanswered call."""
+    source = (ROOT / "docs" / "examples" / "line_peer.py").read_text()
+    hook = '"getparam": lambda key, param:'
+    assert hook in source
+    peer = tmp_path / "hangs_on_mode_bits.py"
+    peer.write_text(
+        source.replace(hook, f'{hook} __import__("time").sleep(3600) if int(param, 0) == {w.KP_MODE_BITS} else None or')
+    )
+
+    def factory() -> LineTarget:
+        return LineTarget([sys.executable, str(peer)], timeout=1.0)
+
+    started = time.monotonic()
+    result = run_check("line:hangs", factory, profile="quick", seed=2)
+    assert time.monotonic() - started < 20
+    assert result.failure is not None
+    assert result.failure.detail == "hung"
+    assert result.failure.op == "get_key_param"
+    assert "no reply within 1 s" in result.failure.message
+    lines = result.script.splitlines()
+    assert lines[-3].startswith("# the target gives no answer to the next call: ")
+    assert lines[-2] == f"csp.get_key_param({lines[-2].split('(')[1].split(',')[0]}, {w.KP_MODE_BITS})"
+    again, _ = replay(result.steps, factory)
+    assert again is not None
+    assert again.detail == "hung"
