@@ -46,6 +46,10 @@ class PeerTimeout(PeerError, TargetTimeout):
     """The peer gave no reply within the timeout; it was stopped (a hung CSP, a deadlock)."""
 
 
+class PeerExited(PeerError):
+    """The peer ended (its output closed) without answering."""
+
+
 class PeerCrashed(PeerError):
     """The CSP crashed inside the call (the peer answered ``crash <exception code>`` and exited)."""
 
@@ -125,11 +129,11 @@ class LineTarget:
     def _call(self, operation: str, *fields: object) -> list[str]:
         line = " ".join(_field(value) for value in fields).encode("ascii") + b"\n"
         if self._proc.poll() is not None:
-            raise PeerError(self._died())
+            raise PeerExited(self._died())
         try:
             self._stdin.write(line)
         except (BrokenPipeError, OSError):
-            raise PeerError(self._died()) from None
+            raise PeerExited(self._died()) from None
         reply = self._read_line().decode("ascii", "replace").split()
         if reply[:1] == ["ok"]:
             return reply[1:]
@@ -156,7 +160,7 @@ class LineTarget:
                 continue
             chunk = os.read(self._out_fd, 1 << 20)
             if not chunk:
-                raise PeerError(self._died())
+                raise PeerExited(self._died())
             self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
         return line

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -18,7 +18,7 @@ from keyhandoff.model.errors import CryptError
 from keyhandoff.targets import TargetUnavailable, load
 from keyhandoff.targets.capi_target import CapiTarget
 from keyhandoff.targets.fresh import fresh_factory
-from keyhandoff.targets.line_target import LineTarget, PeerCrashed
+from keyhandoff.targets.line_target import LineTarget, PeerCrashed, PeerExited
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.targets.wine import WinePrefix, build_bridge
 from keyhandoff.targets.wine_findings import ADVAPI32_DEVIATIONS, WINE_DEVIATIONS
@@ -281,3 +281,28 @@ def test_reissued_context_handle_detaches_its_keys(ls: Lockstep) -> None:
             return
         ls.release(again)
     pytest.fail("Wine never issued a released context's handle again in 30 tries")
+
+
+def test_a_bridge_lost_as_it_starts_is_started_once_more(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bridge that exits before its hello (Wine lost it once in CI) is started once more; lost twice, the
+    error stands (TargetUnavailable, with the peer's exit)."""
+    real = LineTarget.__init__
+    starts: list[int] = []
+
+    def lost(times: int) -> Callable[..., None]:
+        def start(self: LineTarget, *args: object, **kwargs: object) -> None:
+            starts.append(1)
+            if len(starts) <= times:
+                raise PeerExited("the peer exited (status 1); its last words: ''")
+            real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+        return start
+
+    monkeypatch.setattr(LineTarget, "__init__", lost(1))
+    load("capi").close()
+    assert len(starts) == 2
+    starts.clear()
+    monkeypatch.setattr(LineTarget, "__init__", lost(2))
+    with pytest.raises(TargetUnavailable, match=r"the peer exited \(status 1\)"):
+        load("capi")
+    assert len(starts) == 2
