@@ -308,7 +308,7 @@ def run_check(
             first = machine.first_failure[1] if machine.first_failure is not None else str(exc)
             failure = Failure(
                 len(trace) - 1,
-                str(trace[-1]["op"]) if trace else "?",
+                _op_of(trace),
                 f"{first} (on replay the same program did not fail: the target's answers are not reproducible)",
                 "not replayable",
             )
