@@ -20,11 +20,11 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test
 
-from keyhandoff.lockstep import TargetHung
+from keyhandoff.lockstep import Lockstep, TargetHung
 from keyhandoff.machine import Coverage, machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
-from keyhandoff.target import Capabilities, Target
+from keyhandoff.target import Capabilities, Target, TargetUnavailable
 from keyhandoff.targets.fresh import release_spare
 from keyhandoff.traces import Failure, hung_reproducer, minimize, replay, reproducer
 
@@ -262,8 +262,58 @@ def run_check(
             raise ValueError(f"{what} is a whole number from 1 (None: the profile's), not {count!r}")
     default_examples, default_steps = PROFILES[profile]
     examples = examples if examples is not None else default_examples
+    steps = steps if steps is not None else default_steps
     seed = seed if seed is not None else random.randrange(1 << 32)
     bar = _Progress(examples, progress)
+    opened = _Opened(factory)
+    try:
+        result = _run(spec, opened, profile, examples, steps, seed, bar, require_coverage, shrink)
+    except _InstallationLost as lost:  # no verdict: the run could not go on (the target's fault or its host's)
+        raise TargetUnavailable(f"{spec}: the run stopped: {lost}") from lost.__cause__
+    finally:
+        bar.end()
+        release_spare(factory)  # a target made one call ahead (builtin-processes) is not needed any more
+    rows, outcomes = required_coverage(result.capabilities)
+    result.missing_transitions = [r for r in rows if not result.coverage.transitions.get(r)]
+    result.missing_outcomes = [o for o in outcomes if not result.coverage.outcomes.get(o)]
+    return result
+
+
+class _InstallationLost(BaseException):
+    """The factory failed to make a new installation during the run. A BaseException, so that Hypothesis stops
+    at once: it would otherwise take the test case that could not start for a program that drew less than
+    before and report "Inconsistent data generation", blaming the target's answers."""
+
+
+class _Opened:
+    """``factory``, counting what it made and turning its failure into :class:`_InstallationLost`."""
+
+    def __init__(self, factory: Callable[[], Target]) -> None:
+        self.factory, self.made = factory, 0
+
+    def __call__(self) -> Target:
+        try:
+            target = self.factory()
+        except Exception as exc:
+            raise _InstallationLost(
+                f"making installation {self.made + 1} of the run failed ({type(exc).__name__}: {exc}); "
+                "this is no verdict on the CSP"
+            ) from exc
+        self.made += 1
+        return target
+
+
+def _run(
+    spec: str,
+    factory: Callable[[], Target],
+    profile: str,
+    examples: int,
+    steps: int,
+    seed: int,
+    bar: _Progress,
+    require_coverage: bool,
+    shrink: bool,
+) -> CheckResult:
     machine = machine_for(factory, name="Target")
     coverage = Coverage()
     machine.coverage = coverage
@@ -271,7 +321,7 @@ def run_check(
     hypothesis_seed(seed)(machine)
     config = settings(
         max_examples=examples,
-        stateful_step_count=steps if steps is not None else default_steps,
+        stateful_step_count=steps,
         deadline=None,
         database=None,
         derandomize=False,
@@ -286,11 +336,15 @@ def run_check(
     try:
         _run_machine(machine, settings=config)
     except TargetHung as hung:  # not replayed, not shrunk: every replay would wait for the timeout again
-        last = machine.last
-        result.steps = list(last.trace) if last is not None else []
-        result.failure = Failure(max(len(result.steps) - 1, 0), _op_of(result.steps), str(hung), "hung")
-        result.script = hung_reproducer(result.steps, spec, hung)
+        _report_hung(result, machine.last, spec, hung)
     except Exception as exc:  # every failure, Divergence or another, is reported with its trace
+        stop = _hidden_stop(exc)
+        if isinstance(stop, _InstallationLost):
+            raise stop from stop.__cause__
+        if isinstance(stop, TargetHung):
+            _report_hung(result, machine.last, spec, stop)
+            result.seconds = time.perf_counter() - start
+            return result
         last = machine.last
         candidates = [list(last.trace) if last is not None else []]
         if machine.first_failure is not None:  # what failed first, before Hypothesis replayed and shrank it
@@ -317,14 +371,27 @@ def run_check(
             result.steps, failure = minimize(trace, factory, failure)
         result.failure = failure
         result.script = reproducer(result.steps, spec, factory, failure)
-    finally:
-        bar.end()
-        release_spare(factory)  # a target made one call ahead (builtin-processes) is not needed any more
     result.seconds = time.perf_counter() - start
-    rows, outcomes = required_coverage(caps)
-    result.missing_transitions = [r for r in rows if not coverage.transitions.get(r)]
-    result.missing_outcomes = [o for o in outcomes if not coverage.outcomes.get(o)]
     return result
+
+
+def _report_hung(result: CheckResult, last: Lockstep | None, spec: str, hung: TargetHung) -> None:
+    result.steps = list(last.trace) if last is not None else []
+    result.failure = Failure(max(len(result.steps) - 1, 0), _op_of(result.steps), str(hung), "hung")
+    result.script = hung_reproducer(result.steps, spec, hung)
+
+
+def _hidden_stop(exc: BaseException) -> TargetHung | _InstallationLost | None:
+    """The stop (a hang, a lost installation) behind ``exc``, if any. Hypothesis checks each test case's draws
+    against the earlier ones as it ends, even one ended by a BaseException: one that stopped at a point where an
+    earlier case drew on is reported as "Inconsistent data generation" (FlakyStrategyDefinition), with the real
+    stop as its context. A factory failing as a test case starts is always such a case."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (TargetHung, _InstallationLost)):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _op_of(steps: list[dict[str, object]]) -> str:
