@@ -177,7 +177,9 @@ def minimize(steps: list[Step], factory: Callable[[], Target], failure: Failure)
     return _fix_material(steps, factory, failure)
 
 
-def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], failure: Failure | None) -> str:
+def reproducer(
+    steps: list[Step], spec: str, factory: Callable[[], Target], failure: Failure | None, *, unanswered: str = ""
+) -> str:
     """A runnable script against the Target API that asserts the model's answer at every step.
 
     A step the model refuses is wrapped in ``expect_refusal(code)``; an output the lockstep compares (bytes of a
@@ -185,7 +187,8 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
     only after the call (a key's state, a reused handle, a lost hardware object) ends the script with the
     assertions the divergence names. Run against the target, the script fails at the divergence; run against the
     model (``fresh('model')``) it passes. A step a declared deviation covers asserts nothing (where it was not sent
-    to the target, it stays a comment).
+    to the target, it stays a comment). With ``unanswered`` (why), the last step is a call the target never
+    answered: it is printed bare, after a note that says so.
     """
     expected: list[Observed | None] = []
     target = factory()
@@ -211,6 +214,9 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
                     f"other = {_opener(spec)}  # another installation: its blobs must not open in this one",
                     "other_prov = other.acquire('secure')",
                 ]
+            if unanswered and step is steps[-1]:
+                body += [f"# the target gives no answer to the next call: {unanswered}", ls.program[-1]]
+                break
             if divergence is not None:
                 body.append(f"# model and target differ from the next step on: {divergence}")
             declared = sorted((ls.deviations - before).keys())
@@ -243,10 +249,7 @@ def reproducer(steps: list[Step], spec: str, factory: Callable[[], Target], fail
 def hung_reproducer(steps: list[Step], spec: str, hung: TargetHung) -> str:
     """The script of a program whose last call the target never answered: the steps before it as the model
     answers them (replayed on the model alone: the target would hang again), then the call itself."""
-    script = reproducer(steps[:-1], spec, ModelTarget, None).splitlines()
-    closing = [line for line in script[-2:] if line in ("other.close()", "csp.close()")]
-    body = script[: len(script) - len(closing)]
-    return "\n".join([*body, f"# the target gives no answer to the next call: {hung}", hung.step, *closing]) + "\n"
+    return reproducer(steps, spec, ModelTarget, None, unanswered=str(hung))
 
 
 def _opener(spec: str) -> str:

@@ -25,13 +25,13 @@ from keyhandoff.check import (
     write_junit,
 )
 from keyhandoff.cli import main
-from keyhandoff.lockstep import Lockstep
+from keyhandoff.lockstep import Lockstep, TargetHung
 from keyhandoff.machine import GETTABLE_PARAMS, machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.target import Capabilities, Deviation, Target, TargetTimeout, TargetUnavailable
 from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.model_target import ModelTarget
-from keyhandoff.traces import load_trace, replay, reproducer, save_trace
+from keyhandoff.traces import hung_reproducer, load_trace, replay, reproducer, save_trace
 from tests.reproducers import marker_line, run_reproducer
 
 
@@ -341,6 +341,26 @@ def test_a_hang_at_a_test_cases_first_call_is_reported_as_hung() -> None:
     assert result.failure.op == "acquire"
     assert "no reply within 1 s" in result.failure.message
     assert HangsAsTestCase20Starts.made == 20  # nothing replayed after the hang
+
+
+def test_a_hung_foreign_import_script_opens_the_other_installation_first() -> None:
+    """A hang at a program's first foreign blob: the script opens ``other`` before the unanswered call (it used to
+    print the call alone, so the script ended in a NameError instead of reaching it)."""
+    ls = Lockstep(ModelTarget(), another=ModelTarget)
+    ls.acquire("secure")
+    ls.acquire("app")
+    ls.import_foreign(1, w.CALG_AES_128, 7, 16)
+    hung = TargetHung(ls.program[-1], "no reply within 1 s")
+    lines = hung_reproducer(ls.trace, "model", hung).splitlines()
+    opened = lines.index("other = fresh('model')  # another installation: its blobs must not open in this one")
+    assert lines[opened + 1] == "other_prov = other.acquire('secure')"
+    assert lines[opened + 2] == f"# the target gives no answer to the next call: {hung}"
+    assert lines[opened + 3] == ls.program[-1]
+    assert lines[opened + 4 :] == ["other.close()", "csp.close()"]
+    stop = run_reproducer("\n".join(lines), "model", ModelTarget)  # the model answers: a refusal, at that call
+    assert isinstance(stop.error, model.CryptError)
+    assert stop.error.code == w.NTE_BAD_DATA
+    assert stop.line == ls.program[-1]
 
 
 class _NoHmac(ModelTarget):
