@@ -21,7 +21,7 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis.stateful import run_state_machine_as_test
 
 from keyhandoff.lockstep import Lockstep, TargetHung
-from keyhandoff.machine import Coverage, machine_for
+from keyhandoff.machine import Coverage, LockstepMachine, machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
 from keyhandoff.target import Capabilities, Target, TargetUnavailable
@@ -335,44 +335,48 @@ def _run(
     start = time.perf_counter()
     try:
         _run_machine(machine, settings=config)
-    except TargetHung as hung:  # not replayed, not shrunk: every replay would wait for the timeout again
-        _report_hung(result, machine.last, spec, hung)
-    except Exception as exc:  # every failure, Divergence or another, is reported with its trace
+    except (TargetHung, Exception) as exc:
         stop = _hidden_stop(exc)
         if isinstance(stop, _InstallationLost):
             raise stop from stop.__cause__
-        if isinstance(stop, TargetHung):
+        if isinstance(stop, TargetHung):  # not replayed, not shrunk: every replay would wait for the timeout again
             _report_hung(result, machine.last, spec, stop)
-            result.seconds = time.perf_counter() - start
-            return result
-        last = machine.last
-        candidates = [list(last.trace) if last is not None else []]
-        if machine.first_failure is not None:  # what failed first, before Hypothesis replayed and shrank it
-            candidates.append(machine.first_failure[0])
-        failure, trace = None, candidates[-1]
-        for candidate in candidates:
-            try:
-                failure, _ = replay(candidate, factory)
-            except ValueError:
-                failure = None
-            if failure is not None:
-                trace = candidate
-                break
-        if failure is None:  # the target does not answer the same program the same way twice: say what failed
-            first = machine.first_failure[1] if machine.first_failure is not None else str(exc)
-            failure = Failure(
-                len(trace) - 1,
-                _op_of(trace),
-                f"{first} (on replay the same program did not fail: the target's answers are not reproducible)",
-                "not replayable",
-            )
-            result.steps = trace
-        else:
-            result.steps, failure = minimize(trace, factory, failure)
-        result.failure = failure
-        result.script = reproducer(result.steps, spec, factory, failure)
+        else:  # every failure, Divergence or another, is reported with its trace
+            _report_failure(result, machine, spec, factory, str(exc))
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _report_failure(
+    result: CheckResult, machine: type[LockstepMachine], spec: str, factory: Callable[[], Target], message: str
+) -> None:
+    """The failure replayed, minimised and rendered; or, if it does not replay, reported as it first happened."""
+    last = machine.last
+    candidates = [list(last.trace) if last is not None else []]
+    if machine.first_failure is not None:  # what failed first, before Hypothesis replayed and shrank it
+        candidates.append(machine.first_failure[0])
+    failure, trace = None, candidates[-1]
+    for candidate in candidates:
+        try:
+            failure, _ = replay(candidate, factory)
+        except ValueError:
+            failure = None
+        if failure is not None:
+            trace = candidate
+            break
+    if failure is None:  # the target does not answer the same program the same way twice: say what failed
+        first = machine.first_failure[1] if machine.first_failure is not None else message
+        failure = Failure(
+            len(trace) - 1,
+            _op_of(trace),
+            f"{first} (on replay the same program did not fail: the target's answers are not reproducible)",
+            "not replayable",
+        )
+        result.steps = trace
+    else:
+        result.steps, failure = minimize(trace, factory, failure)
+    result.failure = failure
+    result.script = reproducer(result.steps, spec, factory, failure)
 
 
 def _report_hung(result: CheckResult, last: Lockstep | None, spec: str, hung: TargetHung) -> None:
