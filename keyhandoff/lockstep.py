@@ -18,7 +18,7 @@ import hashlib
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 import attrs
 
@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 # A blob edit applied the same way to the model's and the target's blob: ("truncate", n), ("flip", offset),
 # ("append", hex) or ("header", offset, byte). Offsets inside the 8-byte header are the same on both sides; an
 # offset past it lands in each side's own body (body positions are taken modulo the body length); a negative
@@ -227,7 +228,10 @@ class Lockstep:
     ) -> None:
         self.target = target
         self._another = another  # makes another installation, for foreign blobs
-        self._foreign: tuple[Target, ModelTarget, int, int] | None = None
+        # Another installation of the target and of the model (each opened at the first foreign blob), and the
+        # context each acquired there: the source of blobs that must not open in this installation.
+        self._other: tuple[Target, int] | None = None
+        self._other_model: tuple[ModelTarget, int] | None = None
         self.model = model if model is not None else ModelTarget()
         self.inspectable = check_state and isinstance(target, Inspectable) and target.capabilities().inspect
         self.providers: list[tuple[int, int, str]] = []
@@ -305,6 +309,20 @@ class Lockstep:
             blob_type=blob_type,
             conditions=self._conditions(step, dead),
         )
+
+    def aside(self, what: str, call: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """A call the harness makes on the target beside the program's steps (inspection, clean-up, another
+        installation). A CryptError is the caller's; a hang or a crash is one of the step being run, reported like
+        one in a step's own call (never an exception the replay and the report do not know)."""
+        line = self.program[-1] if self.program else what
+        try:
+            return call(*args, **kwargs)
+        except CryptError:
+            raise
+        except TargetTimeout as exc:
+            raise TargetHung(line, f"{what}, beside this call: {exc}") from exc
+        except Exception as exc:
+            raise Divergence(line, f"an answer to {what}", type(exc).__name__, "the target crashed") from exc
 
     def _names_dead(self, step: dict[str, object]) -> bool:
         """Whether the step names a key or context the model holds dead (before the call)."""
@@ -413,7 +431,7 @@ class Lockstep:
         is destroyed; one only the model made gets a detached reference."""
         if str(step["op"]) in _CREATING:
             if actual.ok:
-                _quietly(self.target.destroy_key, _int(actual.value))
+                self.aside("destroy_key", _quietly, self.target.destroy_key, _int(actual.value))
             if expected.ok:
                 self._detach_next = reason
             return
@@ -427,7 +445,7 @@ class Lockstep:
             if isinstance(key, int) and not self.keys[key].detached:
                 self.keys[key].detached = reason
                 if destroy and self._may_destroy(key):
-                    _quietly(self.target.destroy_key, self.keys[key].target)
+                    self.aside("destroy_key", _quietly, self.target.destroy_key, self.keys[key].target)
 
     def _may_destroy(self, key: int) -> bool:
         """Whether the harness may destroy the target's copy of a key behind the program's back (no declared
@@ -456,7 +474,8 @@ class Lockstep:
         target = self.target
         if not self.inspectable or not isinstance(target, Inspectable):
             return
-        expected_objects, actual_objects = len(self.model.token_objects()), len(target.token_objects())
+        expected_objects = len(self.model.token_objects())
+        actual_objects = len(self.aside("token_objects", target.token_objects))
         if expected_objects != actual_objects:  # destroy must never delete a hardware object
             raise Divergence(
                 "token objects",
@@ -469,7 +488,7 @@ class Lockstep:
             if ref.detached:
                 continue
             expected = self.model.inspect(ref.model)
-            actual = target.inspect(ref.target)
+            actual = self.aside(f"inspect({ref.name})", target.inspect, ref.target)
             if not ref.known:
                 # Unknown material: the key bytes and the encryption register depend on it (twins check those).
                 expected = attrs.evolve(expected, key=b"", register=b"")
@@ -635,7 +654,7 @@ class Lockstep:
         actual = _observe(target_call, "target", line)
         known = False
         if actual.ok and self.inspectable and not hardware and isinstance(self.target, Inspectable):
-            material = self.target.inspect(_int(actual.value)).key
+            material = self.aside("inspect", self.target.inspect, _int(actual.value)).key
             if material:  # a white-box target: the model generates the same material
                 self.model.queue_material(material)
                 known = True
@@ -731,26 +750,37 @@ class Lockstep:
 
     def import_foreign(self, prov: int, alg: int, seed: int, size: int) -> int | Observed:
         """Import, on both sides, an OPAQUEKEYBLOB exported by *another installation* (of the target, and of the
-        model): it must be refused. Needs ``another`` (a factory of fresh installations)."""
+        model): it must be refused. Needs ``another`` (a factory of fresh installations). The other
+        installation's calls are part of this step, as in the reproducer's line: a crash, a hang or a refusal
+        there is this step's outcome."""
         if self._another is None:
             raise ValueError("import_foreign needs Lockstep(..., another=factory)")
-        if self._foreign is None:
-            target, model = self._another(), ModelTarget()
-            self._foreign = (target, model, target.acquire("secure"), model.acquire("secure"))
-        target, model, t_prov, m_prov = self._foreign
         blob = plaintext_blob(alg, self._test_key(seed, size))
-        t_blob = target.export_key(target.import_key(t_prov, blob), w.OPAQUEKEYBLOB)
-        m_blob = model.export_key(model.import_key(m_prov, blob), w.OPAQUEKEYBLOB)
         m, t, name = self.providers[prov]
         line = (  # a reproducer opens ``other`` (another installation) and acquires ``other_prov`` in it
             f"k{len(self.keys)} = csp.import_key({name}, other.export_key(other.import_key(other_prov, "
             f"plaintext_blob({alg:#x}, test_key({seed}, {size}))), {w.OPAQUEKEYBLOB:#x}))"
         )
         step = {"op": "import_foreign", "prov": prov, "alg": alg, "seed": seed, "size": size}
+
+        def on_model() -> object:
+            if self._other_model is None:
+                other_model = ModelTarget()
+                self._other_model = (other_model, other_model.acquire("secure"))
+            model, m_prov = self._other_model
+            return self.model.import_key(m, model.export_key(model.import_key(m_prov, blob), w.OPAQUEKEYBLOB))
+
+        def on_target() -> object:
+            if self._other is None:
+                assert self._another is not None
+                other = self._another()
+                self._other = (other, -1)  # closed with this lockstep, even if it cannot acquire
+                self._other = (other, other.acquire("secure"))
+            other, o_prov = self._other
+            return self.target.import_key(t, other.export_key(other.import_key(o_prov, blob), w.OPAQUEKEYBLOB))
+
         try:
-            exp, act = self._both(
-                step, line, lambda: self.model.import_key(m, m_blob), lambda: self.target.import_key(t, t_blob)
-            )
+            exp, act = self._both(step, line, on_model, on_target)
         except Divergence as div:
             if isinstance(div.actual, Observed) and div.actual.ok:  # say the likelier cause of the two
                 raise Divergence(div.step, div.expected, div.actual, _FOREIGN_OPENED) from None
@@ -759,9 +789,9 @@ class Lockstep:
 
     def close(self) -> None:
         """Close the other installation, if one was made (the caller closes its own target)."""
-        if self._foreign is not None:
-            self._foreign[0].close()
-            self._foreign = None
+        if self._other is not None:
+            self._other[0].close()
+            self._other = None
 
     def export_key(self, key: int, blob_type: int, flags: int = 0) -> int | Observed:
         ref = self.keys[key]
@@ -796,7 +826,7 @@ class Lockstep:
             self.deviations[ignored.id] += 1
             return
         try:
-            self.target.destroy_key(ref.target)
+            self.aside("destroy_key", self.target.destroy_key, ref.target)
         except CryptError:
             return  # honoured: the key was already dead
         self.deviations[ignored.id] += 1

@@ -537,7 +537,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
             """Destroy never deletes a hardware object: the token holds as many objects as the model's."""
             if hw_algs and isinstance(self.target, Inspectable):
                 expected = len(self.ls.model.token_objects())
-                actual = len(self.target.token_objects())
+                actual = len(self.ls.aside("token_objects", self.target.token_objects))
                 if expected != actual:
                     raise Divergence("token objects", str(expected), str(actual), "hardware objects lost or added")
 

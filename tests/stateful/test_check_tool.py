@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from keyhandoff.check import (
     write_junit,
 )
 from keyhandoff.cli import main
-from keyhandoff.lockstep import Lockstep, TargetHung
+from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
 from keyhandoff.machine import GETTABLE_PARAMS, machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.target import Capabilities, Deviation, Target, TargetTimeout, TargetUnavailable
@@ -361,6 +362,70 @@ def test_a_hung_foreign_import_script_opens_the_other_installation_first() -> No
     assert isinstance(stop.error, model.CryptError)
     assert stop.error.code == w.NTE_BAD_DATA
     assert stop.line == ls.program[-1]
+
+
+class InspectFailsOnTwins(ModelTarget):
+    """A white box whose ``inspect`` has a bug: it raises on a key made by duplicate_key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.twins: set[int] = set()
+
+    def duplicate_key(self, key: int) -> int:
+        twin = super().duplicate_key(key)
+        self.twins.add(twin)
+        return twin
+
+    def inspect(self, key: int) -> model.KeyState:
+        if key in self.twins:
+            raise AttributeError("'Twin' object has no attribute 'state'")
+        return super().inspect(key)
+
+
+def test_a_crash_in_the_harness_own_calls_is_a_reproducible_failure() -> None:
+    """``inspect`` (and the harness's other calls beside the program: clean-up, another installation) raising:
+    the step being run failed, a crash like one in the call itself. Raised as it was, it came out of the replay
+    and ended run_check in a traceback."""
+    result = run_check("python:tests:inspect", InspectFailsOnTwins, profile="quick", seed=3)
+    assert result.failure is not None
+    assert result.failure.detail == "the target crashed", result.failure.message
+    assert "target AttributeError" in result.failure.message
+    assert result.failure.op in ("duplicate_key", "round_trip", "handoff")  # the steps that make a twin
+    again, _ = replay(result.steps, InspectFailsOnTwins)
+    assert again is not None
+    assert again.detail == "the target crashed"
+
+
+class _OtherCrashes(ModelTarget):
+    """The other installation of a target that crashes (or hangs) as it exports an opaque blob."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        if blob_type == w.OPAQUEKEYBLOB:
+            raise self.error
+        return super().export_key(key, blob_type, exp_key=exp_key, flags=flags)
+
+
+@pytest.mark.parametrize(
+    ("error", "stop", "says"),
+    [
+        (RuntimeError("lost"), Divergence, "target RuntimeError (the target crashed)"),
+        (TargetTimeout("no reply within 1 s"), TargetHung, "the target gave no answer (no reply within 1 s)"),
+    ],
+)
+def test_the_other_installations_calls_belong_to_the_foreign_step(error: Exception, stop: type, says: str) -> None:
+    """A crash or a hang of the installation a foreign blob comes from is the import_foreign step's, recorded in
+    the trace (it used to escape before the step was recorded: the failing program was one step short and was
+    reported as not reproducible)."""
+    ls = Lockstep(ModelTarget(), another=lambda: _OtherCrashes(error))
+    ls.acquire("secure")
+    with pytest.raises(stop, match=re.escape(says)):
+        ls.import_foreign(0, w.CALG_DES, 0, 8)
+    assert ls.trace[-1]["op"] == "import_foreign"
+    ls.close()
 
 
 class _NoHmac(ModelTarget):
