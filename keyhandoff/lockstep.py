@@ -338,6 +338,9 @@ class Lockstep:
             held.add("empty-input")
         if step.get("pub_key"):
             held.add("pub-key-handle")
+        flags = step.get("flags")
+        if str(step["op"]).startswith("import") and isinstance(flags, int) and flags & w.CRYPT_IPSEC_HMAC_KEY:
+            held.add("ipsec-flag")
         for name in ("key", "sender", "receiver"):
             key = step.get(name)
             if isinstance(key, int):

@@ -67,6 +67,7 @@ CONDITIONS = (
     "destroykey-ignored",
     "pub-key-handle",
     "ipsec-import",
+    "ipsec-flag",
     "generated-key",
     "kp-salt-set",
     "context-released",
@@ -91,6 +92,7 @@ class Deviation:
     - ``empty-input``: the blob or data passed is empty;
     - ``pub-key-handle``: an import passes an hPubKey that names no key of the program;
     - ``ipsec-import``: the key (or the one it duplicates) was imported with CRYPT_IPSEC_HMAC_KEY;
+    - ``ipsec-flag``: the import being made passes CRYPT_IPSEC_HMAC_KEY;
     - ``generated-key``: the key (or the one it duplicates) was made by CryptGenKey;
     - ``long-hmac-key-rehashed``: an HMAC with a key longer than a hash block, whose first HMAC (by the target,
       on it or on the key it duplicates) used another hash algorithm;

@@ -185,6 +185,19 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         reproducer=(_app(), _imp(w.CALG_RC2, 16, w.CRYPT_IPSEC_HMAC_KEY), _key("get_key_param", param=w.KP_ALGID)),
     ),
     Deviation(
+        "wine-ipsec-hmac-any-alg",
+        "import_key",
+        w.NTE_BAD_ALGID,
+        None,
+        "a PLAINTEXTKEYBLOB imported with CRYPT_IPSEC_HMAC_KEY becomes a CALG_HMAC key whatever its aiKeyAlg: an "
+        "ALG_ID no CSP has (0, 0x1234, 0xFFFFFFFF) or a hash's is accepted (documented: the flag lets an RC2 key "
+        "be longer than 16 bytes; an algorithm the CSP does not have is NTE_BAD_ALGID)",
+        model_rule="algorithm not supported for session keys",
+        condition="ipsec-flag",
+        retire=True,
+        reproducer=(_app(), _raw(_plaintext(0x1234, bytes(range(16))), flags=w.CRYPT_IPSEC_HMAC_KEY)),
+    ),
+    Deviation(
         "wine-kp-salt",
         "*",
         ANY_OUTCOME,

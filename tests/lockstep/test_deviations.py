@@ -64,6 +64,19 @@ class CrashesOnEmptyFinal(Declaring):
         return super().decrypt(key, data, final)
 
 
+class AnyAlgIsHmac(Declaring):
+    """Wine-like: a plaintext import of any aiKeyAlg becomes an HMAC key (held here as an RC2 key); ``always``
+    also without CRYPT_IPSEC_HMAC_KEY."""
+
+    always = False
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        if blob[:1] == bytes([w.PLAINTEXTKEYBLOB]) and (self.always or flags & w.CRYPT_IPSEC_HMAC_KEY):
+            blob = blob[:4] + w.CALG_RC2.to_bytes(4, "little") + blob[8:]
+            flags |= w.CRYPT_IPSEC_HMAC_KEY
+        return super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+
+
 _EMPTY = Deviation("empty", "import_key", w.NTE_BAD_DATA, w.ERROR_INVALID_PARAMETER, "empty", condition="empty-input")
 _REHASH = Deviation("rehash", "hmac", None, None, "rehash", condition="long-hmac-key-rehashed")
 _CRASH = Deviation("crash", "decrypt", w.NTE_BAD_LEN, None, "crash", not_sent=True)
@@ -211,3 +224,36 @@ def test_a_not_sent_call_that_makes_a_key_leaves_it_to_the_model() -> None:
     assert ls.keys[key].target < 0
     assert ls.encrypt(key, bytes(8), False).ok  # the model's answer; not sent
     assert ls.deviations["genkey-crash"] == 2
+
+
+_ANY_ALG = Deviation(
+    "any-alg",
+    "import_key",
+    w.NTE_BAD_ALGID,
+    None,
+    "any alg",
+    model_rule="algorithm not supported for session keys",
+    condition="ipsec-flag",
+    retire=True,
+)
+_UNKNOWN_ALG_KEY = bytes([w.PLAINTEXTKEYBLOB, 2, 0, 0]) + (0x1234).to_bytes(4, "little") + (16).to_bytes(4, "little")
+
+
+@pytest.mark.parametrize(("declared", "always"), [((_ANY_ALG,), False), ((), False), ((_ANY_ALG,), True)])
+def test_ipsec_flag_covers_only_an_import_that_passes_the_flag(declared: tuple[Deviation, ...], always: bool) -> None:
+    """``ipsec-flag`` holds for the import call that passes CRYPT_IPSEC_HMAC_KEY (``ipsec-import`` is a mark of
+    the key so imported, for the calls on it): declared, the key only the target made is destroyed."""
+    target = type("Planted", (AnyAlgIsHmac,), {"declared": declared, "always": always})()
+    ls = Lockstep(target)
+    prov = ls.acquire("app")
+    blob = _UNKNOWN_ALG_KEY + bytes(range(16))
+    if not declared:
+        with pytest.raises(Divergence, match="model NTE_BAD_ALGID"):
+            ls.import_bytes(prov, blob, w.CRYPT_IPSEC_HMAC_KEY, False, 0)
+        return
+    assert not isinstance(ls.import_bytes(prov, blob, w.CRYPT_IPSEC_HMAC_KEY, False, 0), int)
+    assert ls.deviations["any-alg"] == 1
+    assert not [h for h in target.world.keys if target.inspect(h).lifecycle.alive]  # destroyed: retired
+    if always:  # without the flag the condition does not hold: the same acceptance is a failure
+        with pytest.raises(Divergence, match="model NTE_BAD_ALGID"):
+            ls.import_bytes(prov, blob, 0, False, 0)
