@@ -341,6 +341,13 @@ class Lockstep:
         flags = step.get("flags")
         if str(step["op"]).startswith("import") and isinstance(flags, int) and flags & w.CRYPT_IPSEC_HMAC_KEY:
             held.add("ipsec-flag")
+        blob = self._target_blob(step)
+        if blob is not None and len(blob) >= 8:
+            if int.from_bytes(blob[4:8], "little") & _ALG_CLASS == _ALG_CLASS_HASH:
+                held.add("hash-alg-blob")
+            announced = 12 + int.from_bytes(blob[8:12], "little") if len(blob) >= 12 else 13  # header, length, key
+            if blob[0] == w.PLAINTEXTKEYBLOB and len(blob) < announced:
+                held.add("short-plaintext")
         for name in ("key", "sender", "receiver"):
             key = step.get(name)
             if isinstance(key, int):
@@ -1020,6 +1027,7 @@ _FOREIGN_OPENED = (
 
 # Import flags that mark the key for deviation conditions (KeyRef.marks).
 _MARKING_FLAGS = ((w.CRYPT_NO_SALT, "no-salt-import"), (w.CRYPT_IPSEC_HMAC_KEY, "ipsec-import"))
+_ALG_CLASS, _ALG_CLASS_HASH = 7 << 13, 4 << 13  # wincrypt.h: GET_ALG_CLASS(x) is x & (7 << 13)
 _HMAC_BLOCK_BYTES = 64  # MD5, SHA-1, SHA-256: a longer HMAC key is hashed first (RFC 2104)
 
 # Steps that make a key: a deviation retired on one of them destroys the key only one side made.

@@ -52,6 +52,9 @@ _PARAMS_SET = [
 ]
 GETTABLE_PARAMS = [*_PARAMS_SET, w.KP_ALGID, w.KP_BLOCKLEN, w.KP_KEYLEN]
 _LENGTHS = st.sampled_from([0, 8, 16, 16, 32, 48, 64, 1, 5, 13, 24])
+# ALG_IDs a CSP knows that are no session key's: a key blob naming one must be refused (NTE_BAD_ALGID) like one
+# naming an ALG_ID no CSP has (0x1234).
+_NOT_KEY_ALGS = (w.CALG_HMAC, w.CALG_SHA1)
 
 
 def _outcome(observed: Observed) -> str:
@@ -232,7 +235,7 @@ def _build(factory: Callable[[], Target], caps: Capabilities, name: str) -> type
                 st.binary(max_size=40),
                 st.builds(
                     _forged,
-                    st.sampled_from([*algs, 0x1234]),
+                    st.sampled_from([*algs, 0x1234, *_NOT_KEY_ALGS]),
                     st.integers(0, 0xFF),
                     st.integers(0, 3),
                     st.integers(0, 40),

@@ -68,6 +68,8 @@ CONDITIONS = (
     "pub-key-handle",
     "ipsec-import",
     "ipsec-flag",
+    "hash-alg-blob",
+    "short-plaintext",
     "generated-key",
     "kp-salt-set",
     "context-released",
@@ -93,6 +95,8 @@ class Deviation:
     - ``pub-key-handle``: an import passes an hPubKey that names no key of the program;
     - ``ipsec-import``: the key (or the one it duplicates) was imported with CRYPT_IPSEC_HMAC_KEY;
     - ``ipsec-flag``: the import being made passes CRYPT_IPSEC_HMAC_KEY;
+    - ``hash-alg-blob``: the blob being imported names an ALG_ID of the hash class (CALG_HMAC, CALG_SHA1, ...);
+    - ``short-plaintext``: the PLAINTEXTKEYBLOB being imported ends before its length field or its key;
     - ``generated-key``: the key (or the one it duplicates) was made by CryptGenKey;
     - ``long-hmac-key-rehashed``: an HMAC with a key longer than a hash block, whose first HMAC (by the target,
       on it or on the key it duplicates) used another hash algorithm;

@@ -120,8 +120,9 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         "wine-plaintext-trailing-bytes",
         "import_key",
         w.NTE_BAD_DATA,
-        None,
-        "a PLAINTEXTKEYBLOB with bytes after the key is imported (the model refuses it: our decision)",
+        ANY_OUTCOME,
+        "a PLAINTEXTKEYBLOB with bytes after the key is judged without them: imported, or refused by a later check "
+        "(a DES key's length: NTE_BAD_FLAGS); the model refuses it (our decision)",
         model_rule="PLAINTEXTKEYBLOB body longer than its length field",
         retire=True,
         reproducer=(_app(), _raw(_plaintext(w.CALG_DES, bytes(range(8))) + b"\0")),
@@ -358,6 +359,41 @@ WINE_DEVIATIONS: tuple[Deviation, ...] = (
         model_rule="unknown CryptGenKey flag",
         retire=True,
         reproducer=(_app(), {"op": "gen_key", "prov": 0, "alg": w.CALG_DES, "flags": 0x20}),
+    ),
+    Deviation(
+        "wine-import-unknown-flags",
+        "import_key",
+        w.NTE_BAD_FLAGS,
+        ANY_OUTCOME,
+        "CryptImportKey ignores flag bits it does not know and judges the blob without them: imported, or refused "
+        "by a later check (documented: NTE_BAD_FLAGS)",
+        model_rule="unknown CryptImportKey flag",
+        retire=True,
+        reproducer=(_app(), _raw(_plaintext(w.CALG_DES, bytes(range(8))), flags=0x8000)),
+    ),
+    Deviation(
+        "wine-plaintext-hash-alg",
+        "import_key",
+        w.NTE_BAD_ALGID,
+        ANY_OUTCOME,
+        "a PLAINTEXTKEYBLOB naming an ALG_ID of the hash class is not refused as such: CALG_HMAC is imported as an "
+        "HMAC key of any length; a hash's (CALG_SHA1) is imported when the key length is 0, else refused with "
+        "NTE_BAD_DATA (the model: NTE_BAD_ALGID, no session key's algorithm)",
+        model_rule="algorithm not supported for session keys",
+        condition="hash-alg-blob",
+        retire=True,
+        reproducer=(_app(), _raw(_plaintext(w.CALG_HMAC, bytes(range(16))))),
+    ),
+    Deviation(
+        "wine-plaintext-size-first",
+        "import_key",
+        w.NTE_BAD_ALGID,
+        w.NTE_BAD_DATA,
+        "a PLAINTEXTKEYBLOB that ends before its length field or its key is refused as such (NTE_BAD_DATA) before "
+        "its algorithm is looked at; the model checks the algorithm first (NTE_BAD_ALGID)",
+        model_rule="algorithm not supported for session keys",
+        condition="short-plaintext",
+        reproducer=(_app(), _raw(_plaintext(0x1234, b"")[:8] + (1).to_bytes(4, "little"))),
     ),
     Deviation(
         "wine-decrypt-empty-final-crash",

@@ -257,3 +257,77 @@ def test_ipsec_flag_covers_only_an_import_that_passes_the_flag(declared: tuple[D
     if always:  # without the flag the condition does not hold: the same acceptance is a failure
         with pytest.raises(Divergence, match="model NTE_BAD_ALGID"):
             ls.import_bytes(prov, blob, 0, False, 0)
+
+
+_HASH_ALG = Deviation(
+    "hash-alg",
+    "import_key",
+    w.NTE_BAD_ALGID,
+    None,
+    "hash alg",
+    model_rule="algorithm not supported for session keys",
+    condition="hash-alg-blob",
+    retire=True,
+)
+
+
+@pytest.mark.parametrize("declared", [(_HASH_ALG,), ()])
+def test_hash_alg_blob_covers_only_a_blob_naming_a_hash_class_alg(declared: tuple[Deviation, ...]) -> None:
+    """``hash-alg-blob`` holds for a blob whose aiKeyAlg is of the hash class (CALG_HMAC here), not for one naming
+    an ALG_ID no CSP has, which the same target also accepts."""
+    target = type("Planted", (AnyAlgIsHmac,), {"declared": declared, "always": True})()
+    ls = Lockstep(target)
+    prov = ls.acquire("app")
+    hmac_blob = _UNKNOWN_ALG_KEY[:4] + w.CALG_HMAC.to_bytes(4, "little") + _UNKNOWN_ALG_KEY[8:] + bytes(16)
+    if not declared:
+        with pytest.raises(Divergence, match="model NTE_BAD_ALGID"):
+            ls.import_bytes(prov, hmac_blob, 0, False, 0)
+        return
+    assert not isinstance(ls.import_bytes(prov, hmac_blob, 0, False, 0), int)
+    assert ls.deviations["hash-alg"] == 1
+    with pytest.raises(Divergence, match="model NTE_BAD_ALGID"):
+        ls.import_bytes(prov, _UNKNOWN_ALG_KEY + bytes(16), 0, False, 0)
+
+
+class SizeFirst(Declaring):
+    """Wine-like: a PLAINTEXTKEYBLOB shorter than it announces is NTE_BAD_DATA before its algorithm is looked at;
+    ``loose`` refuses every unknown algorithm so."""
+
+    loose = False
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        announced = 12 + int.from_bytes(blob[8:12], "little") if len(blob) >= 12 else 13
+        if blob[:1] == bytes([w.PLAINTEXTKEYBLOB]) and (len(blob) < announced or self.loose):
+            raise CryptError(w.NTE_BAD_DATA)
+        return super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+
+
+_SIZE_FIRST = Deviation(
+    "size-first",
+    "import_key",
+    w.NTE_BAD_ALGID,
+    w.NTE_BAD_DATA,
+    "size first",
+    model_rule="algorithm not supported for session keys",
+    condition="short-plaintext",
+)
+
+
+@pytest.mark.parametrize("blob", [_UNKNOWN_ALG_KEY[:8], _UNKNOWN_ALG_KEY[:10], _UNKNOWN_ALG_KEY + bytes(15)])
+@pytest.mark.parametrize(("declared", "loose"), [((_SIZE_FIRST,), False), ((), False), ((_SIZE_FIRST,), True)])
+def test_short_plaintext_covers_only_a_blob_that_ends_early(
+    blob: bytes, declared: tuple[Deviation, ...], loose: bool
+) -> None:
+    """``short-plaintext`` holds for a PLAINTEXTKEYBLOB that ends before its length field or before the key it
+    announces; a whole blob refused with the same code is a failure."""
+    ls = Lockstep(type("Planted", (SizeFirst,), {"declared": declared, "loose": loose})())
+    prov = ls.acquire("app")
+    if not declared:
+        with pytest.raises(Divergence, match=r"model NTE_BAD_ALGID .*, target NTE_BAD_DATA"):
+            ls.import_bytes(prov, blob, 0, False, 0)
+        return
+    ls.import_bytes(prov, blob, 0, False, 0)
+    assert ls.deviations["size-first"] == 1
+    if loose:
+        with pytest.raises(Divergence, match=r"model NTE_BAD_ALGID .*, target NTE_BAD_DATA"):
+            ls.import_bytes(prov, _UNKNOWN_ALG_KEY + bytes(16), 0, False, 0)
