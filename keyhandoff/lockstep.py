@@ -334,18 +334,19 @@ class Lockstep:
     def _conditions(self, step: dict[str, object], dead: bool) -> frozenset[str]:
         """The deviation conditions (see Deviation) that hold for this step."""
         held = {"dead-handle"} if dead else set()
-        if step.get("blob_hex") == "" or step.get("data_hex") == "" or self._imports_empty_blob(step):
+        blob = self._target_blob(step)  # what an import hands the target, after its edit (None: not an import)
+        if blob == b"" or step.get("data_hex") == "":
             held.add("empty-input")
         if step.get("pub_key"):
             held.add("pub-key-handle")
         flags = step.get("flags")
         if str(step["op"]).startswith("import") and isinstance(flags, int) and flags & w.CRYPT_IPSEC_HMAC_KEY:
             held.add("ipsec-flag")
-        blob = self._target_blob(step)
-        if blob is not None and len(blob) >= 8:
+        if blob is not None and len(blob) >= w.BLOBHEADER_SIZE:
             if int.from_bytes(blob[4:8], "little") & _ALG_CLASS == _ALG_CLASS_HASH:
                 held.add("hash-alg-blob")
-            announced = 12 + int.from_bytes(blob[8:12], "little") if len(blob) >= 12 else 13  # header, length, key
+            head = w.BLOBHEADER_SIZE + 4  # and the key length field
+            announced = head + int.from_bytes(blob[8:head], "little") if len(blob) >= head else head
             if blob[0] == w.PLAINTEXTKEYBLOB and len(blob) < announced:
                 held.add("short-plaintext")
         for name in ("key", "sender", "receiver"):
@@ -358,10 +359,6 @@ class Lockstep:
                 if step["op"] == "hmac" and hashed and hashed != alg:
                     held.add("long-hmac-key-rehashed")
         return frozenset(held)
-
-    def _imports_empty_blob(self, step: dict[str, object]) -> bool:
-        """An import_blob step whose blob, after its edit, is empty on the target's side."""
-        return step["op"] == "import_blob" and self._target_blob(step) == b""
 
     def _target_blob(self, step: dict[str, object]) -> bytes | None:
         """The bytes an import step hands the target (after its edit), or None for another step."""
