@@ -695,7 +695,10 @@ class Lockstep:
             lambda: self.model.import_key(m, blob, flags=flags, hardware=hardware),
             lambda: self.target.import_key(t, blob, flags=flags, hardware=hardware),
         )
-        made = self._key_result(exp, act, True)
+        return self._marked(self._key_result(exp, act, True), flags)
+
+    def _marked(self, made: int | Observed, flags: int) -> int | Observed:
+        """A key an import made, marked with the import flags deviation conditions name (KeyRef.marks)."""
         if isinstance(made, int):
             self.keys[made].marks = frozenset(mark for flag, mark in _MARKING_FLAGS if flags & flag)
         return made
@@ -728,7 +731,7 @@ class Lockstep:
             lambda: self.model.import_key(m, blob, pub_key=pub_key, flags=flags, hardware=hardware),
             lambda: self.target.import_key(t, blob, pub_key=pub_key, flags=flags, hardware=hardware),
         )
-        return self._key_result(exp, act, True)
+        return self._marked(self._key_result(exp, act, True), flags)
 
     def import_blob(
         self, prov: int, blob: int, flags: int = 0, hardware: bool = False, edit: Edit | None = None
@@ -753,7 +756,7 @@ class Lockstep:
             lambda: self.model.import_key(m, mb, flags=flags, hardware=hardware),
             lambda: self.target.import_key(t, tb, flags=flags, hardware=hardware),
         )
-        return self._key_result(exp, act, ref.known, ref.fixed)
+        return self._marked(self._key_result(exp, act, ref.known, ref.fixed), flags)
 
     def import_foreign(self, prov: int, alg: int, seed: int, size: int) -> int | Observed:
         """Import, on both sides, an OPAQUEKEYBLOB exported by *another installation* (of the target, and of the

@@ -331,3 +331,38 @@ def test_short_plaintext_covers_only_a_blob_that_ends_early(
     if loose:
         with pytest.raises(Divergence, match=r"model NTE_BAD_ALGID .*, target NTE_BAD_DATA"):
             ls.import_bytes(prov, _UNKNOWN_ALG_KEY + bytes(16), 0, False, 0)
+
+
+class IpsecKeysHaveNoIv(Declaring):
+    """Wine-like: a key imported with CRYPT_IPSEC_HMAC_KEY is an HMAC key: its KP_IV reads back empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hmac_keys: set[int] = set()
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        key = super().import_key(prov, blob, pub_key=pub_key, flags=flags, hardware=hardware)
+        if flags & w.CRYPT_IPSEC_HMAC_KEY:
+            self.hmac_keys.add(key)
+        return key
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        return b"" if param == w.KP_IV and key in self.hmac_keys else super().get_key_param(key, param)
+
+
+_IPSEC_KEY = Deviation("ipsec-key", "get_key_param", None, None, "ipsec key", condition="ipsec-import")
+
+
+@pytest.mark.parametrize("how", ["import_plaintext", "import_bytes"])
+def test_ipsec_import_marks_a_key_however_it_was_imported(how: str) -> None:
+    """``ipsec-import`` marks a key imported with the flag from a test key or from harness-made bytes alike (the
+    forged-blob imports used to leave it unmarked, so a declared deviation did not cover their keys)."""
+    ls = Lockstep(type("Planted", (IpsecKeysHaveNoIv,), {"declared": (_IPSEC_KEY,)})())
+    prov = ls.acquire("app")
+    if how == "import_plaintext":
+        key = ls.import_plaintext(prov, w.CALG_DES, 0, 8, w.CRYPT_IPSEC_HMAC_KEY)
+    else:
+        key = ls.import_bytes(prov, bytes([w.PLAINTEXTKEYBLOB, 2, 0, 0, 1, 0x66, 0, 0, 8, 0, 0, 0]) + bytes(8), 0x100)
+    assert isinstance(key, int)
+    ls.get_key_param(key, w.KP_IV)
+    assert ls.deviations["ipsec-key"] == 1
