@@ -19,6 +19,9 @@ from keyhandoff.target import Deviation
 
 __all__ = ["OPERATIONS", "main", "render"]
 
+# Target operations that make a key: a deviation retired on one destroys the key only the target made.
+_MAKING = frozenset({"gen_key", "import_key", "duplicate_key"})
+
 OPERATIONS: tuple[Callable[..., object], ...] = (
     model.acquire,
     model.release,
@@ -85,7 +88,10 @@ def _finding(dev: Deviation) -> str:
     if dev.model_code is None and dev.target_code is None:
         answers = "Model and target: success, with a different value or different bytes."
     how = " (not sent in runs)" if dev.not_sent else ""
-    how += " (retired: the key is detached and the model goes on alone)" if dev.retire else ""
+    if dev.retire and set(dev.operation.split(",")) <= _MAKING:
+        how += " (retired: a key only the target made is destroyed; one only the model made goes on alone)"
+    elif dev.retire:
+        how += " (retired: the key is detached and the model goes on alone)"
     text = f"### {dev.id}\n{dev.description[0].upper()}{dev.description[1:]}.  \n{', '.join(scope)}{how}.  \n"
     text += answers
     if dev.reproducer:

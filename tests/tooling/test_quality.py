@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 import keyhandoff.model
+from keyhandoff.docgen import _finding
+from keyhandoff.model import wincrypt as w
+from keyhandoff.target import Deviation
 
 ROOT = Path(__file__).resolve().parents[2]
 VOCABULARY = {"wincrypt", "errors", "state", "rc2"}
@@ -92,3 +95,19 @@ def test_stale_doc_is_detected(tmp_path: Path) -> None:
     stale.write_text(text.replace("IMPORTED --> EXPORTED", "IMPORTED --> CREATED", 1))
     result = _run(sys.executable, "-m", "keyhandoff.docgen", str(stale), "--check")
     assert result.returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("operation", "says"),
+    [
+        ("import_key", "(retired: a key only the target made is destroyed; one only the model made goes on alone)"),
+        ("gen_key,duplicate_key", "(retired: a key only the target made is destroyed"),
+        ("encrypt", "(retired: the key is detached and the model goes on alone)"),
+        ("import_key,encrypt", "(retired: the key is detached and the model goes on alone)"),
+    ],
+)
+def test_a_retired_finding_says_what_retiring_does_to_its_operation(operation: str, says: str) -> None:
+    """On a call that makes a key, retiring destroys what only the target made; on any other, the key named is
+    detached (keyhandoff.lockstep._retire)."""
+    text = _finding(Deviation("some-id", operation, w.NTE_BAD_DATA, None, "some difference", retire=True))
+    assert says in text
