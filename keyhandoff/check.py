@@ -314,7 +314,7 @@ def _run(
     require_coverage: bool,
     shrink: bool,
 ) -> CheckResult:
-    machine = machine_for(factory, name="Target")
+    machine = machine_for(factory, name="Target", misshapen_plaintext=profile == "thorough")
     coverage = Coverage()
     machine.coverage = coverage
     machine.on_start = [bar.tick]

@@ -429,6 +429,26 @@ def test_the_other_installations_calls_belong_to_the_foreign_step(error: Excepti
     ls.close()
 
 
+class IgnoresUnknownImportFlags(ModelTarget):
+    """Wine-like: CryptImportKey drops the flag bits it does not know instead of refusing them."""
+
+    def import_key(self, prov, blob, *, pub_key=0, flags=0, hardware=False):  # type: ignore[no-untyped-def]
+        known = w.CRYPT_EXPORTABLE | w.CRYPT_IPSEC_HMAC_KEY | w.CRYPT_NO_SALT
+        return super().import_key(prov, blob, pub_key=pub_key, flags=flags & known, hardware=hardware)
+
+
+def test_the_thorough_profile_also_imports_misshapen_plaintext_blobs() -> None:
+    """Only the thorough machine has the rule (the others draw exactly as without it), and it finds what random
+    bytes seldom reach: a right PLAINTEXTKEYBLOB header with an unknown import flag."""
+    assert not hasattr(machine_for(ModelTarget), "import_misshapen_plaintext")
+    assert hasattr(machine_for(ModelTarget, misshapen_plaintext=True), "import_misshapen_plaintext")
+    result = run_check("python:tests:flags", IgnoresUnknownImportFlags, profile="thorough", examples=30, seed=3)
+    assert result.failure is not None
+    assert result.failure.op == "import_bytes"
+    assert "flags=0x8000" in result.failure.message
+    assert "model NTE_BAD_FLAGS" in result.failure.message
+
+
 class _NoHmac(ModelTarget):
     hmac = None  # type: ignore[assignment]  # a target that forgot a method
 
