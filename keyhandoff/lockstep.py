@@ -188,6 +188,13 @@ def _call_facts(step: dict[str, object]) -> tuple[str, int | None, int | None]:
     )
 
 
+class _OtherRefused(Exception):
+    """The other installation of a foreign-blob step refused to acquire, import its test key or export it."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(describe_code(code))
+
+
 class TargetHung(BaseException):
     """The target gave no answer within its timeout. A BaseException, so that Hypothesis stops at once instead
     of shrinking: every replay of the program would wait for the timeout again."""
@@ -781,17 +788,24 @@ class Lockstep:
             return self.model.import_key(m, model.export_key(model.import_key(m_prov, blob), w.OPAQUEKEYBLOB))
 
         def on_target() -> object:
-            if self._other is None:
-                assert self._another is not None
-                other = self._another()
-                self._other = (other, -1)  # closed with this lockstep, even if it cannot acquire
-                self._other = (other, other.acquire("secure"))
-            other, o_prov = self._other
-            return self.target.import_key(t, other.export_key(other.import_key(o_prov, blob), w.OPAQUEKEYBLOB))
+            try:  # the other installation's refusal is not this import's answer: said apart (below)
+                if self._other is None:
+                    assert self._another is not None
+                    other = self._another()
+                    self._other = (other, -1)  # closed with this lockstep, even if it cannot acquire
+                    self._other = (other, other.acquire("secure"))
+                other, o_prov = self._other
+                foreign = other.export_key(other.import_key(o_prov, blob), w.OPAQUEKEYBLOB)
+            except CryptError as err:
+                raise _OtherRefused(err.code) from err
+            return self.target.import_key(t, foreign)
 
         try:
             exp, act = self._both(step, line, on_model, on_target)
         except Divergence as div:
+            if isinstance(div.__cause__, _OtherRefused):
+                refused = f"the other installation refused to make it: {div.__cause__}"
+                raise Divergence(div.step, "a blob from the other installation", refused, "refused") from None
             if isinstance(div.actual, Observed) and div.actual.ok:  # say the likelier cause of the two
                 raise Divergence(div.step, div.expected, div.actual, _FOREIGN_OPENED) from None
             raise

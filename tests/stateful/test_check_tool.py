@@ -415,12 +415,17 @@ class _OtherCrashes(ModelTarget):
     [
         (RuntimeError("lost"), Divergence, "target RuntimeError (the target crashed)"),
         (TargetTimeout("no reply within 1 s"), TargetHung, "the target gave no answer (no reply within 1 s)"),
+        (
+            model.CryptError(w.NTE_BAD_KEY_STATE),
+            Divergence,
+            "target the other installation refused to make it: NTE_BAD_KEY_STATE (0x8009000B) (refused)",
+        ),
     ],
 )
 def test_the_other_installations_calls_belong_to_the_foreign_step(error: Exception, stop: type, says: str) -> None:
-    """A crash or a hang of the installation a foreign blob comes from is the import_foreign step's, recorded in
-    the trace (it used to escape before the step was recorded: the failing program was one step short and was
-    reported as not reproducible)."""
+    """A crash, a hang or a refusal of the installation a foreign blob comes from is the import_foreign step's,
+    recorded in the trace (it used to escape before the step was recorded: the failing program was one step short
+    and was reported as not reproducible); a refusal there is said as such, not as the import's answer."""
     ls = Lockstep(ModelTarget(), another=lambda: _OtherCrashes(error))
     ls.acquire("secure")
     with pytest.raises(stop, match=re.escape(says)):
