@@ -488,16 +488,7 @@ class Lockstep:
         target = self.target
         if not self.inspectable or not isinstance(target, Inspectable):
             return
-        expected_objects = len(self.model.token_objects())
-        actual_objects = len(self.aside("token_objects", target.token_objects))
-        if expected_objects != actual_objects:  # destroy must never delete a hardware object
-            raise Divergence(
-                "token objects",
-                str(expected_objects),
-                str(actual_objects),
-                "hardware objects lost or added",
-                checks=(f"assert len(csp.token_objects()) == {expected_objects}  # the model's count",),
-            )
+        self.check_token_objects(target)
         for ref in self.keys:
             if ref.detached:
                 continue
@@ -516,6 +507,19 @@ class Lockstep:
                     "fields differ: " + ", ".join(names),
                     checks=tuple(self._state_check(ref, name, getattr(expected, name)) for name in names),
                 )
+
+    def check_token_objects(self, target: Inspectable) -> None:
+        """The target's token holds as many objects as the model's: destroy must never delete a hardware object."""
+        expected_objects = len(self.model.token_objects())
+        actual_objects = len(self.aside("token_objects", target.token_objects))
+        if expected_objects != actual_objects:
+            raise Divergence(
+                "token objects",
+                str(expected_objects),
+                str(actual_objects),
+                "hardware objects lost or added",
+                checks=(f"assert len(csp.token_objects()) == {expected_objects}  # the model's count",),
+            )
 
     def _state_check(self, ref: KeyRef, field: str, value: object) -> str:
         """``assert csp.inspect(k).field == <the model's value>``. Key bytes only as the test key the program

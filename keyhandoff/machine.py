@@ -21,7 +21,7 @@ import attrs
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, precondition, rule
 
-from keyhandoff.lockstep import Divergence, Lockstep, Observed
+from keyhandoff.lockstep import Lockstep, Observed
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Inspectable, Target, TargetUnavailable, missing_methods
@@ -143,6 +143,7 @@ def _build(
     hw_algs = sorted(caps.hardware_algorithms & set(DEFAULT_KEY_BYTES))
     opaque = caps.opaque
     hashes = sorted(caps.hmac_algorithms)
+    forged_algs = [*algs, 0x1234, *_NOT_KEY_ALGS]  # what a forged key blob names: right, unknown, no key's
 
     class KeyhandoffMachine(LockstepMachine):
         """Lockstep of the model and one target installation."""
@@ -243,7 +244,7 @@ def _build(
                 st.binary(max_size=40),
                 st.builds(
                     _forged,
-                    st.sampled_from([*algs, 0x1234, *_NOT_KEY_ALGS]),
+                    st.sampled_from(forged_algs),
                     st.integers(0, 0xFF),
                     st.integers(0, 3),
                     st.integers(0, 40),
@@ -261,7 +262,7 @@ def _build(
             @rule(
                 target=keys,
                 prov=providers,
-                alg=st.sampled_from([*algs, 0x1234, *_NOT_KEY_ALGS]),
+                alg=st.sampled_from(forged_algs),
                 size=st.sampled_from([0, 1, 5, 7, 8, 16, 24, 32, 65]),
                 delta=st.sampled_from([0, 0, -1, 1]),
                 flags=st.sampled_from([0, 0, w.CRYPT_IPSEC_HMAC_KEY, 0x8000]),
@@ -562,12 +563,10 @@ def _build(
 
         @invariant()
         def token_keeps_its_objects(self) -> None:
-            """Destroy never deletes a hardware object: the token holds as many objects as the model's."""
-            if hw_algs and isinstance(self.target, Inspectable):
-                expected = len(self.ls.model.token_objects())
-                actual = len(self.ls.aside("token_objects", self.target.token_objects))
-                if expected != actual:
-                    raise Divergence("token objects", str(expected), str(actual), "hardware objects lost or added")
+            """Destroy never deletes a hardware object: the token holds as many objects as the model's (a target
+            whose full state is compared has had them counted there already)."""
+            if hw_algs and not self.ls.inspectable and isinstance(self.target, Inspectable):
+                self.ls.check_token_objects(self.target)
 
     KeyhandoffMachine.__name__ = f"{name}Machine"
     KeyhandoffMachine.__qualname__ = KeyhandoffMachine.__name__
