@@ -483,6 +483,16 @@ class Lockstep:
             raise Divergence(line, expected, actual, "different lengths")
         return False
 
+    def check_invariants(self) -> None:
+        """What holds after every step: the full states agree (a white box); or, where no state is compared, the
+        token still holds the model's count of objects (a target that reports its token and takes hardware keys).
+        The machine's invariant and every replay call this, so a failure found by one is found by the other."""
+        target = self.target
+        if self.inspectable:
+            self.check_states()
+        elif self.capabilities.hardware_algorithms and isinstance(target, Inspectable):
+            self.check_token_objects(target)
+
     def check_states(self) -> None:
         """Every key reference's full state agrees (white-box targets); key bytes only where known."""
         target = self.target

@@ -58,7 +58,7 @@ def replay(steps: list[Step], factory: Callable[[], Target]) -> tuple[Failure | 
         for index, step in enumerate(steps):
             try:
                 ls.apply(step)
-                ls.check_states()
+                ls.check_invariants()
             except Divergence as div:
                 return Failure(index, str(step["op"]), str(div), div.detail), ls
             except TargetHung as hung:  # no answer at all: a failure too, and the rest would wait again
@@ -202,7 +202,7 @@ def reproducer(
             seen, before, made = len(expected), +ls.deviations, len(ls.keys)
             try:
                 ls.apply(step)
-                ls.check_states()
+                ls.check_invariants()
             except Divergence as div:
                 divergence = div
             except TargetHung as hung:  # (it answered in the run that failed): the call, then nothing more

@@ -7,7 +7,7 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
@@ -29,6 +29,7 @@ from keyhandoff.cli import main
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
 from keyhandoff.machine import GETTABLE_PARAMS, machine_for
 from keyhandoff.model import wincrypt as w
+from keyhandoff.model.state import Location
 from keyhandoff.target import Capabilities, Deviation, Target, TargetTimeout, TargetUnavailable
 from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.model_target import ModelTarget
@@ -717,6 +718,37 @@ class BlackBoxModel(ModelTarget):
 
     def capabilities(self) -> Capabilities:
         return attrs.evolve(super().capabilities(), inspect=False)
+
+
+class BlackBoxLosingTokenObjects(BlackBoxModel):
+    """A planted defect only the token's object count shows: each destroy of a hardware key loses one object."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = 0
+
+    def destroy_key(self, key: int) -> None:
+        entry = self.world.keys.get(key)
+        super().destroy_key(key)
+        if entry is not None and entry.state.location is Location.HARDWARE:
+            self.lost += 1
+
+    def token_objects(self) -> Mapping[int, int]:
+        return dict(list(super().token_objects().items())[self.lost :])
+
+
+def test_a_lost_token_object_is_found_and_replayed_without_inspect() -> None:
+    """A target that reports its token but not its key states: the machine counts the token's objects after
+    every step, and so does the replay that confirms and minimises the failure (it used to compare states only,
+    and called such a failure not reproducible)."""
+    result = run_check("model", BlackBoxLosingTokenObjects, profile="default", seed=3)
+    assert result.failure is not None
+    assert result.failure.detail == "hardware objects lost or added", result.failure.message
+    assert [step["op"] for step in result.steps].count("destroy_key") == 1
+    failure, _ = replay(result.steps, BlackBoxLosingTokenObjects)
+    assert failure is not None
+    assert failure.detail == "hardware objects lost or added"
+    assert "assert len(csp.token_objects()) ==" in result.script
 
 
 def _read_backs(program: list[dict[str, object]]) -> int:
