@@ -44,6 +44,7 @@ from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.processes import ProcessCsp
 from keyhandoff.impl.rc4_state import native_rc4
+from keyhandoff.impl.xaes import NONCE_SIZE
 from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
@@ -149,7 +150,7 @@ def bench_opaque(csp: BuiltinCsp) -> None:
     key = csp.import_key(prov, plaintext_blob(w.CALG_AES_128, test_key(2, 16)))
     csp.encrypt(key, bytes(32), False)
     blob = csp.export_key(key, w.OPAQUEKEYBLOB)
-    aead, nonce, payload = AESGCM(os.urandom(32)), os.urandom(12), os.urandom(len(blob) - 36)
+    aead, nonce, payload = AESGCM(os.urandom(32)), os.urandom(12), os.urandom(len(blob) - 8 - NONCE_SIZE - 16)
 
     def raw() -> bytes:
         return aead.decrypt(nonce, aead.encrypt(nonce, payload, blob[:8]), blob[:8])

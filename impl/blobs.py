@@ -6,15 +6,16 @@ BLOBHEADER (8 bytes, little-endian, wincrypt.h): ``bType`` u8, ``bVersion`` u8 (
 PLAINTEXTKEYBLOB = BLOBHEADER{8, 2, 0, alg} || u32 key length in bytes || key bytes. It carries the key bytes
 only: importing it gives a fresh key.
 
-OPAQUEKEYBLOB (vendor-defined; this CSP's layout) = BLOBHEADER{9, 2, 0, alg} || nonce (12 bytes) ||
-AES-256-GCM(payload) with its 16-byte tag. The GCM key is the installation's ``key("opaque-blob")`` and the 8-byte
-header is the associated data, so every byte of the blob is authenticated: a changed, truncated or extended blob,
-or one sealed by another installation (another secret, so another key), fails authentication (NTE_BAD_DATA). The
-nonce is random per blob. The payload (see :class:`OpaqueState`) is the COMPLETE key state; its format version
-is its first byte, inside the seal, so a reader sees it only after authentication: a version newer than this
-code reads is NTE_BAD_VER, an unknown older one NTE_BAD_DATA (version 1, this format without the RC4 state, is
-still read). A hardware key's payload names the token object
-(token serial and object id), never its material.
+OPAQUEKEYBLOB (vendor-defined; this CSP's layout) = BLOBHEADER{9, 2, 0, alg} || nonce (24 bytes) ||
+XAES-256-GCM(payload) with its 16-byte tag (:mod:`keyhandoff.impl.xaes`). The key is the installation's
+``key("opaque-blob-xaes")`` and the 8-byte header is the associated data, so every byte of the blob is
+authenticated: a changed, truncated or extended blob, or one sealed by another installation (another secret, so
+another key), fails authentication (NTE_BAD_DATA). The nonce is random per blob: 192 bits, because the key lives
+as long as the installation and 96-bit random nonces would be safe for only 2**32 blobs. The payload (see
+:class:`OpaqueState`) is the COMPLETE key state; its format version is its first byte, inside the seal, so a reader
+sees it only after authentication: a version newer than this code reads is NTE_BAD_VER, an unknown older one
+NTE_BAD_DATA (version 1, this format without the RC4 state, is still read). A hardware key's payload names the
+token object (token serial and object id), never its material.
 
 Nothing here raises anything but :class:`CryptError`, and no message carries key bytes.
 """
@@ -27,9 +28,9 @@ from typing import Final
 
 import attrs
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from keyhandoff.impl.rc4_state import STATE_BYTES
+from keyhandoff.impl.xaes import NONCE_SIZE, Xaes256Gcm
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import Lifecycle, Location
@@ -53,9 +54,11 @@ __all__ = [
 
 HEADER: Final = struct.Struct("<BBHI")  # bType, bVersion, reserved, aiKeyAlg
 _U32: Final = struct.Struct("<I")
-OPAQUE_PURPOSE: Final = "opaque-blob"  # Installation.key purpose of the sealing key
+# Installation.key purpose of the sealing key. Its own name for XAES-256-GCM: the plain AES-256-GCM blobs of
+# earlier versions were sealed under key("opaque-blob"), and a key serves one construction only.
+OPAQUE_PURPOSE: Final = "opaque-blob-xaes"
 PAYLOAD_VERSION: Final = 2  # version 1: the same without the RC4 state (flags bit 2)
-_NONCE: Final = 12
+_NONCE: Final = NONCE_SIZE
 _TAG: Final = 16
 
 # --- payload, version 2 -----------------------------------------------------------------------------------
@@ -72,7 +75,7 @@ _MAX_SERIAL: Final = 255
 MAX_PAYLOAD: Final = (
     _FIXED.size + (1 + _MAX_BLOCK) * 2 + (1 + _MAX_SALT) + STATE_BYTES + max(4 + _MAX_KEY, 1 + _MAX_SERIAL + 8)
 )  # 65,897 bytes
-MAX_OPAQUE_BLOB: Final = HEADER.size + _NONCE + MAX_PAYLOAD + _TAG  # 65,933 bytes
+MAX_OPAQUE_BLOB: Final = HEADER.size + _NONCE + MAX_PAYLOAD + _TAG  # 65,945 bytes
 
 _LOCATIONS: Final = {Location.SOFTWARE: 0, Location.HARDWARE: 1}
 _LIFECYCLES: Final = {Lifecycle.CREATED: 1, Lifecycle.EXPORTED: 2, Lifecycle.IMPORTED: 3}
@@ -158,7 +161,7 @@ class OpaqueState:
     ..     1+n+8   hardware: token serial (UTF-8, n = 1..255), then the u64 token object id
     ====== ======= ==================================================================
 
-    Size bound: :data:`MAX_PAYLOAD` = 65,897 bytes, so a blob is at most :data:`MAX_OPAQUE_BLOB` = 65,933 bytes.
+    Size bound: :data:`MAX_PAYLOAD` = 65,897 bytes, so a blob is at most :data:`MAX_OPAQUE_BLOB` = 65,945 bytes.
     """
 
     location: Location
@@ -312,10 +315,10 @@ def decode_payload(payload: bytes, operation: str = "import_key") -> OpaqueState
 
 
 class OpaqueSealer:
-    """Seals and opens OPAQUEKEYBLOBs with one installation's key (AES-256-GCM, header as associated data)."""
+    """Seals and opens OPAQUEKEYBLOBs with one installation's key (XAES-256-GCM, header as associated data)."""
 
     def __init__(self, key: bytes) -> None:
-        self._aead = AESGCM(bytes(key))
+        self._aead = Xaes256Gcm(key)
 
     def __repr__(self) -> str:
         return "OpaqueSealer(<key redacted>)"

@@ -4,7 +4,8 @@ Storage. ``token.sqlite3`` (mode 0600; SQLite gives its -wal and -shm files the 
 object: a random positive 62-bit ``id``, the ``alg``, the material sealed with AES-256-GCM under the installation
 key ``token-wrap`` (``wrapped`` = 12-byte nonce || ciphertext || tag, AAD = id and alg packed big-endian, so a row
 cannot be moved to another id or relabelled) and the creation time. Material never sits in the file in clear and
-is worthless without the installation secret.
+is worthless without the installation secret. A random 96-bit nonce suffices here, unlike for opaque blobs
+(``keyhandoff.impl.xaes``): one is drawn per hardware key made, and no token will hold 2**32 of them.
 
 Concurrency. WAL journal, a 10 s busy timeout, every write in a ``BEGIN IMMEDIATE`` transaction: several
 processes may share a token. Inside a process, one connection (``check_same_thread=False``) is guarded by one

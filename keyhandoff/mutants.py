@@ -344,7 +344,7 @@ def _sealed_with(make: Callable[[InstallationLike], OpaqueSealer]) -> type[Csp]:
     return SealerCsp
 
 
-# One sealing key for every installation, instead of the installation's own key("opaque-blob").
+# One sealing key for every installation, instead of the installation's own key(OPAQUE_PURPOSE).
 _SHARED_SEALING_KEY: Final = hashlib.sha256(b"keyhandoff mutant: one sealing key for every installation").digest()
 
 

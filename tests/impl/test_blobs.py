@@ -9,15 +9,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from keyhandoff.impl import engines
-from keyhandoff.impl.blobs import MAX_OPAQUE_BLOB, MAX_PAYLOAD
+from keyhandoff.impl.blobs import MAX_OPAQUE_BLOB, MAX_PAYLOAD, OPAQUE_PURPOSE
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.installation import Installation
 from keyhandoff.impl.rc4_state import STATE_BYTES, native_rc4
+from keyhandoff.impl.xaes import Xaes256Gcm
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from tests.impl.conftest import plaintext_blob, rc4_keystream
@@ -56,7 +56,7 @@ class World:
         self.csp.encrypt(rc4, bytes(RC4_POSITION), False)
         self.rc4 = rc4
         self.rc4_blob = self.csp.export_key(rc4, w.OPAQUEKEYBLOB)  # with its RC4 state where the library is
-        self.sealing_key = Installation(home).key("opaque-blob")
+        self.sealing_key = Installation(home).key(OPAQUE_PURPOSE)
 
     def refused(self, blob: bytes, **kwargs: int) -> int:
         """The code importing ``blob`` answers; fails the test if it is accepted or raises anything else."""
@@ -69,17 +69,18 @@ class World:
         return error.code
 
     def reseal(self, payload: bytes, header: bytes | None = None) -> bytes:
-        """A blob sealed with this installation's key directly (the documented layout, not impl code)."""
+        """A blob sealed with this installation's key directly (the documented layout, not the CSP's code; the
+        AEAD itself is checked against the C2SP vectors in test_xaes.py)."""
         header = header or self.blob[:8]
-        nonce = os.urandom(12)
-        return header + nonce + AESGCM(self.sealing_key).encrypt(nonce, payload, header)
+        nonce = os.urandom(24)
+        return header + nonce + Xaes256Gcm(self.sealing_key).encrypt(nonce, payload, header)
 
     def pick(self, which: str) -> bytes:
         return {"software": self.blob, "hardware": self.hardware_blob, "rc4": self.rc4_blob}[which]
 
     def payload(self, blob: bytes | None = None) -> bytes:
         blob = blob or self.blob
-        return AESGCM(self.sealing_key).decrypt(blob[8:20], blob[20:], blob[:8])
+        return Xaes256Gcm(self.sealing_key).decrypt(blob[8:32], blob[32:], blob[:8])
 
 
 @pytest.fixture(scope="module")
