@@ -10,8 +10,9 @@ OPAQUEKEYBLOB (vendor-defined; this CSP's layout) = BLOBHEADER{9, 2, 0, alg} || 
 XAES-256-GCM(payload) with its 16-byte tag (:mod:`keyhandoff.impl.xaes`). The key is the installation's
 ``key("opaque-blob-xaes")`` and the 8-byte header is the associated data, so every byte of the blob is
 authenticated: a changed, truncated or extended blob, or one sealed by another installation (another secret, so
-another key), fails authentication (NTE_BAD_DATA). The nonce is random per blob: 192 bits, because the key lives
-as long as the installation and 96-bit random nonces would be safe for only 2**32 blobs. The payload (see
+another key), fails authentication (NTE_BAD_DATA). The nonce is 192 bits, because the key lives as long as the
+installation and 96-bit random nonces would be safe for only 2**32 blobs: its second half is random per blob, its
+first half (the subkey's) per 2**24 blobs of one process (:meth:`Xaes256Gcm.new_nonce`). The payload (see
 :class:`OpaqueState`) is the COMPLETE key state; its format version is its first byte, inside the seal, so a reader
 sees it only after authentication: a version newer than this code reads is NTE_BAD_VER, an unknown older one
 NTE_BAD_DATA (version 1, this format without the RC4 state, is still read). A hardware key's payload names the
@@ -22,7 +23,6 @@ Nothing here raises anything but :class:`CryptError`, and no message carries key
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import Final
 
@@ -330,7 +330,7 @@ class OpaqueSealer:
     def seal_payload(self, alg: int, payload: bytes) -> bytes:
         """Seal raw payload bytes under a header for ``alg`` (tests build foreign versions with this)."""
         header = HEADER.pack(w.OPAQUEKEYBLOB, w.CUR_BLOB_VERSION, 0, alg)
-        nonce = os.urandom(_NONCE)
+        nonce = self._aead.new_nonce()
         return header + nonce + self._aead.encrypt(nonce, payload, header)
 
     def open(self, blob: bytes, operation: str = "import_key") -> OpaqueState:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 
 import pytest
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from hypothesis import given
 from hypothesis import strategies as st
 
+from keyhandoff.impl import xaes
 from keyhandoff.impl.xaes import NONCE_SIZE, Xaes256Gcm
 
 # https://c2sp.org/XAES-256-GCM, "Test vectors": key byte, plaintext, associated data, ciphertext with tag.
@@ -139,3 +141,48 @@ def test_threads_share_one_instance() -> None:
     for thread in threads:
         thread.join()
     assert failures == []
+
+
+def test_new_nonces_share_a_first_half_for_an_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """new_nonce keeps its first half (the subkey's) for _EPOCH_NONCES nonces, then draws another; the second
+    half is new every time."""
+    monkeypatch.setattr(xaes, "_EPOCH_NONCES", 3)
+    aead = Xaes256Gcm(bytes(32))
+    nonces = [aead.new_nonce() for _ in range(7)]
+    assert all(len(nonce) == NONCE_SIZE for nonce in nonces)
+    firsts = [nonce[:12] for nonce in nonces]
+    assert firsts[0] == firsts[1] == firsts[2] != firsts[3] == firsts[4] == firsts[5] != firsts[6]
+    assert len({nonce[12:] for nonce in nonces}) == 7
+
+
+def test_a_forked_child_draws_its_own_first_half() -> None:
+    aead = Xaes256Gcm(bytes(32))
+    parents = aead.new_nonce()[:12]
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next nonce's first half, and leave without running pytest's exit
+        os.write(writer, aead.new_nonce()[:12])
+        os._exit(0)
+    os.close(writer)
+    childs = os.read(reader, 12)
+    os.close(reader)
+    os.waitpid(pid, 0)
+    assert len(childs) == 12
+    assert childs != parents
+    assert aead.new_nonce()[:12] == parents
+
+
+def test_cached_subkeys_give_the_standards_bytes_and_stay_bounded() -> None:
+    """Nonces of one first half reuse its subkey; many first halves do not grow the cache past its bound. Every
+    seal is the standards' bytes, whether its subkey was cached or not."""
+    key = bytes(range(32))
+    aead = Xaes256Gcm(key)
+    for first in range(3 * xaes._CACHED_SUBKEYS):
+        for second in range(3):
+            nonce = first.to_bytes(12, "big") + second.to_bytes(12, "big")
+            assert aead.encrypt(nonce, b"data", b"aad") == _by_the_standards(key, nonce, b"data", b"aad")
+            assert len(aead._subkeys) <= xaes._CACHED_SUBKEYS
+    fresh = Xaes256Gcm(key)
+    for nonce in [fresh.new_nonce() for _ in range(10)]:
+        assert fresh.decrypt(nonce, fresh.encrypt(nonce, b"x", None), None) == b"x"
+    assert len(fresh._subkeys) == 1  # ten nonces of one epoch: one subkey
