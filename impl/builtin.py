@@ -101,6 +101,7 @@ class BuiltinCsp:
             "duplicate": True,
             "separate_processes": False,
             "inspect": True,
+            "concurrent": True,  # handle tables and keys are locked; the boundary takes one call at a time
         }
 
     def close(self) -> None:

@@ -38,6 +38,14 @@ def _positive(text: str) -> int:
     return value
 
 
+def _two_or_more(text: str) -> int:
+    """argparse type: a whole number >= 2 (threads: one program alone is what `keyhandoff check` runs)."""
+    value = _positive(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 2")
+    return value
+
+
 def _writable(path: str | None, what: str) -> None:
     """Refuse an output path whose directory is not there or not writable before the work, not after it."""
     if path is None:
@@ -135,6 +143,8 @@ def _replay(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise CannotRun(_file_error(exc)) from None
     spec = args.target or str(meta.get("target") or "builtin")
+    if meta.get("kind") == "concurrent" and not args.alone:
+        return _replay_round(meta.get("programs"), meta.get("thread"), spec, args.timeout)
     factory = fresh_factory(spec)
     try:
         failure, _ = replay(steps, factory)
@@ -205,6 +215,59 @@ def _mutants(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
+def _concurrent(args: argparse.Namespace) -> int:
+    from keyhandoff.concurrent import render, run_concurrent, save_concurrent_trace
+    from keyhandoff.targets.fresh import fresh_factory
+
+    _writable(args.trace, "--trace")
+    result = run_concurrent(
+        args.target,
+        fresh_factory(args.target),
+        threads=args.threads,
+        rounds=args.rounds,
+        steps=args.steps,
+        seed=args.seed,
+        timeout=args.timeout,
+        progress=sys.stderr,
+    )
+    render(result, sys.stdout)
+    found = result.failure
+    if found is not None and found.concurrency:  # (one that fails alone has its reproducer printed already)
+        trace = Path(args.trace) if args.trace else _unused(f"keyhandoff-concurrent-{result.seed}")
+        try:
+            save_concurrent_trace(trace, found, spec=args.target, seed=result.seed)
+        except OSError as exc:
+            print(f"keyhandoff concurrent: trace not saved: {_file_error(exc)}", file=sys.stderr)
+        else:
+            print(f"trace saved: {trace} (keyhandoff replay {trace} re-runs the round)")
+    return 0 if result.ok else 1
+
+
+def _replay_round(programs: object, thread: object, spec: str, timeout: float) -> int:
+    """``keyhandoff replay`` of a trace ``keyhandoff concurrent`` saved: the round, RERUNS times."""
+    from keyhandoff.concurrent import RERUNS, RoundHung, run_round
+    from keyhandoff.targets.fresh import fresh_factory
+
+    if not (isinstance(programs, list) and len(programs) >= 2 and isinstance(thread, int)):
+        raise CannotRun("a concurrent trace holds 'programs' (two or more) and the failing 'thread'")
+    factory = fresh_factory(spec)
+    failed = 0
+    for run in range(RERUNS):
+        try:
+            failures, _ = run_round(factory, programs, timeout)
+        except RoundHung as hung:
+            print(f"run {run + 1}: {hung}")
+            return 1
+        except (IndexError, KeyError, TypeError, ValueError) as exc:
+            raise CannotRun(f"the trace's programs cannot be replayed: {exc}") from None
+        failed += bool(failures)
+        for found in failures:
+            where = f"step {found.failure.index + 1} ({found.failure.op})"
+            print(f"run {run + 1}: thread {found.thread} diverged at {where}: {found.failure.message}")
+    print(f"replayed the round of {len(programs)} programs against {spec} {RERUNS} times: {failed} failed")
+    return 1 if failed else 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keyhandoff",
@@ -257,7 +320,25 @@ def _parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("replay", help="re-run a saved trace and print it as a script")
     rep.add_argument("trace", help="a trace JSON written by keyhandoff check")
     rep.add_argument("--target", default=None, help="replay against another target than the recorded one")
+    rep.add_argument(
+        "--alone", action="store_true", help="of a trace keyhandoff concurrent saved: the failing program alone"
+    )
+    rep.add_argument("--timeout", type=_positive, default=120, help="of a concurrent trace: seconds per round")
     rep.set_defaults(func=_replay)
+
+    con = sub.add_parser(
+        "concurrent", help="run the machine's programs several at once on one installation, one thread each"
+    )
+    con.add_argument("--target", default="builtin-processes", help="target spec (default: builtin-processes)")
+    con.add_argument("--threads", type=_two_or_more, default=4, help="programs at once, one thread each (default: 4)")
+    con.add_argument("--rounds", type=_positive, default=25, help="rounds, each on a new installation (default: 25)")
+    con.add_argument("--steps", type=_positive, default=30, help="rules per program (default: 30)")
+    con.add_argument("--seed", type=int, default=None, help="the programs' seed (the interleaving is the OS's)")
+    con.add_argument("--timeout", type=_positive, default=120, help="seconds a round may take (default: 120)")
+    con.add_argument(
+        "--trace", default=None, help="where to save a failing round (default: keyhandoff-concurrent-SEED.json)"
+    )
+    con.set_defaults(func=_concurrent)
 
     mut = sub.add_parser("mutants", help="run the machine against known-bad CSPs: each must be caught")
     mut.add_argument("--profile", choices=["quick", "default", "thorough"], default="default")

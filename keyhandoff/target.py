@@ -183,6 +183,8 @@ class Capabilities:
     separate_processes: bool = False
     inspect: bool = False
     deviations: tuple[Deviation, ...] = ()
+    # Safe to call from several threads at once, on one installation (what `keyhandoff concurrent` needs).
+    concurrent: bool = False
 
     def deviation(
         self,

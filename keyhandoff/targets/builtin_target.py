@@ -83,6 +83,7 @@ class BuiltinTarget:
             duplicate=bool(data["duplicate"]),
             separate_processes=bool(data["separate_processes"]),
             inspect=bool(data["inspect"]),
+            concurrent=bool(data.get("concurrent", False)),
         )
 
     def close(self) -> None:

@@ -395,3 +395,27 @@ def test_lockstep_machine_on_the_token(hsm_env: dict[str, str]) -> None:
         for home in homes:
             shutil.rmtree(home, ignore_errors=True)
     assert result.ok, result.script
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_programs_at_once_on_the_token(hsm_env: dict[str, str], processes: bool) -> None:
+    """`keyhandoff concurrent` on the PKCS#11 token: python-pkcs11 releases the GIL on every call, so the threads
+    really do run inside the token at once; each program still gets what its model gives."""
+    from keyhandoff.concurrent import run_concurrent
+    from keyhandoff.targets import load
+
+    homes: list[str] = []
+    spec = "builtin-processes" if processes else "builtin"
+
+    def factory() -> Any:
+        home = tempfile.mkdtemp(prefix="keyhandoff-pkcs11-")
+        homes.append(home)
+        return load(spec, home=home, token="pkcs11")
+
+    try:
+        result = run_concurrent(spec, factory, threads=4, rounds=4, steps=30, seed=2)
+    finally:
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
+    assert result.ok, result.failure
+    assert result.steps > 300

@@ -1,0 +1,307 @@
+"""Concurrent sessions: several random programs at once on one installation, each in lockstep with its own model.
+
+Schannel's application process serves many TLS sessions from many threads, each importing and using keys of its
+own. Programs that share no handle commute, so whatever the interleaving, each must get exactly the answers it
+gets alone. `keyhandoff concurrent` generates the lockstep machine's programs (against the model, shaped by the
+target's capabilities), runs them N at a time, one thread each, on one fresh installation per round, and compares
+every answer and key state with the program's own model (:class:`~keyhandoff.lockstep.Lockstep` with
+``shared=True``: the token's object count, which is installation-wide, is left out).
+
+A difference is then one of two kinds. The program fails alone too: a plain conformance failure, reported with
+the sequential reproducer. Or it fails only in company: a concurrency failure (a race, a shared cache, a lost
+update), reported with how often the same round fails again and the programs that make it fail, saved as a trace
+that ``keyhandoff replay`` re-runs. A round that does not finish within its timeout is a hang (a deadlock).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hypothesis_seed
+from hypothesis.stateful import run_state_machine_as_test
+
+from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
+from keyhandoff.machine import machine_for
+from keyhandoff.target import Capabilities, Target, TargetUnavailable
+from keyhandoff.targets.model_target import ModelTarget
+from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
+
+__all__ = ["ConcurrentFailure", "ConcurrentResult", "generate_programs", "run_concurrent", "run_round"]
+
+_run_machine: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
+RERUNS = 5  # re-runs of a failing round: how often it fails, and whether a smaller round still does
+
+
+class RoundHung(TargetHung):
+    """A round's threads did not all finish within the timeout; ``stuck`` are those still running."""
+
+    def __init__(self, programs: int, stuck: list[int], timeout: float) -> None:
+        super().__init__(
+            f"a round of {programs} programs",
+            f"thread(s) {', '.join(map(str, stuck))} still running after {timeout:g} s: a deadlock, or a call that "
+            "never returns",
+        )
+        self.stuck = stuck
+
+
+@attrs.frozen
+class ThreadFailure:
+    """One program's failure in a round: which thread, and the replay failure (step, operation, message)."""
+
+    thread: int
+    failure: Failure
+
+
+@attrs.define
+class ConcurrentFailure:
+    """The first failing round: its programs, the failing thread, and what was learnt about it."""
+
+    programs: list[list[Step]]
+    thread: int
+    failure: Failure
+    alone: Failure | None  # the failing program replayed on its own: None when it passes alone (or hung)
+    failed_reruns: int = 0  # of RERUNS re-runs of the (reduced) round
+    script: str = ""  # the sequential reproducer, when the program fails alone
+
+    @property
+    def concurrency(self) -> bool:
+        """Whether it fails only in company (a race), not on its own."""
+        return self.alone is None and not self.hung
+
+    @property
+    def hung(self) -> bool:
+        return self.failure.detail == "hung"
+
+
+@attrs.define
+class ConcurrentResult:
+    spec: str
+    seed: int
+    threads: int
+    rounds: int
+    steps: int = 0  # steps run, all threads together
+    seconds: float = 0.0
+    failure: ConcurrentFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def generate_programs(caps: Capabilities, count: int, steps: int, seed: int) -> list[list[Step]]:
+    """Up to ``count`` programs of the lockstep machine for a target of ``caps``: its rules, drawn from ``seed``, run
+    against the model alone (fast), kept as their JSON steps. Foreign-blob steps are left in: each program opens
+    another installation of its own for them."""
+
+    class Shaped(ModelTarget):
+        def capabilities(self) -> Capabilities:
+            return caps
+
+    programs: list[list[Step]] = []
+    base = machine_for(Shaped, name="Programs")
+
+    class Recording(base):  # type: ignore[valid-type,misc]  # a class machine_for made
+        def teardown(self) -> None:
+            if any(step["op"] != "acquire" for step in self.ls.trace):  # not only the two opening contexts
+                programs.append(list(self.ls.trace))
+            super().teardown()
+
+    hypothesis_seed(seed)(Recording)
+    config = settings(
+        max_examples=count,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        phases=(Phase.generate,),
+        print_blob=False,
+    )
+    _run_machine(Recording, settings=config)
+    return programs[:count]  # (Hypothesis may run a test case or two more than asked)
+
+
+def run_round(
+    factory: Callable[[], Target], programs: list[list[Step]], timeout: float
+) -> tuple[list[ThreadFailure], int]:
+    """Run ``programs`` at once, one thread each, on one new installation; the failures (by thread) and the steps
+    run. A round still running after ``timeout`` seconds raises TargetHung (its threads are left behind)."""
+    target = factory()
+    start = threading.Barrier(len(programs))
+    failures: list[ThreadFailure] = []
+    done = [0] * len(programs)  # steps each thread ran to the end
+
+    def run(thread: int) -> None:
+        program = programs[thread]
+        ls: Lockstep | None = None
+
+        def failed(message: str, detail: str) -> None:
+            at = done[thread]
+            op = str(program[at]["op"]) if at < len(program) else "start"
+            failures.append(ThreadFailure(thread, Failure(at, op, message, detail)))
+
+        try:
+            ls = Lockstep(target, another=factory, shared=True)
+            start.wait(timeout)  # all threads start their first step together
+            for step in program:
+                ls.apply(step)
+                ls.check_invariants()
+                done[thread] += 1
+        except Divergence as div:
+            failed(str(div), div.detail)
+        except TargetHung as hung:
+            failed(str(hung), "hung")
+        except Exception as exc:  # a step that cannot run (the harness's fault, said as such), a broken barrier
+            failed(repr(exc), "harness error")
+        finally:
+            if ls is not None:
+                ls.close()
+
+    threads = [threading.Thread(target=run, args=(k,), daemon=True, name=f"program-{k}") for k in range(len(programs))]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    stuck = [k for k, thread in enumerate(threads) if thread.is_alive()]
+    if stuck:  # the threads cannot be stopped, nor the target closed under them: both are left as they are
+        raise RoundHung(len(programs), stuck, timeout)
+    target.close()
+    return sorted(failures, key=lambda f: f.thread), sum(done)
+
+
+def run_concurrent(
+    spec: str,
+    factory: Callable[[], Target],
+    *,
+    threads: int = 4,
+    rounds: int = 25,
+    steps: int = 30,
+    seed: int | None = None,
+    timeout: float = 120.0,
+    progress: TextIO | None = None,
+) -> ConcurrentResult:
+    """``rounds`` rounds of ``threads`` programs of up to ``steps`` steps; on a failure, its analysis (alone or
+    only in company, re-runs, the smallest set of programs that still fails)."""
+    if threads < 2 or rounds < 1 or steps < 1:
+        raise ValueError("threads is at least 2, rounds and steps at least 1")
+    probe = factory()
+    try:
+        caps = probe.capabilities()
+    finally:
+        probe.close()
+    if not caps.concurrent:
+        raise TargetUnavailable(
+            f"{spec} does not declare concurrent use (Capabilities(concurrent=True)): its calls may not come "
+            "from several threads at once"
+        )
+    seed = seed if seed is not None else random.randrange(1 << 32)
+    result = ConcurrentResult(spec, seed, threads, rounds)
+    began = time.perf_counter()
+    programs = generate_programs(caps, threads * rounds, steps, seed)
+    if len(programs) < threads:
+        raise TargetUnavailable(f"{spec}: the machine made {len(programs)} programs, fewer than {threads} threads")
+    for number in range(rounds):
+        batch = [programs[(number * threads + k) % len(programs)] for k in range(threads)]
+        if progress is not None:
+            progress.write(f"\rround {number + 1}/{rounds}")
+            progress.flush()
+        try:
+            failures, ran = run_round(factory, batch, timeout)
+        except RoundHung as hung:  # not re-run: each run could wait as long again, and leave more threads stuck
+            failure = Failure(0, "round", str(hung), "hung")
+            result.failure = ConcurrentFailure(batch, hung.stuck[0], failure, None)
+            break
+        result.steps += ran
+        if failures:
+            result.failure = _analyse(spec, factory, batch, failures[0], timeout)
+            break
+    if progress is not None:
+        progress.write("\n")
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _analyse(
+    spec: str, factory: Callable[[], Target], batch: list[list[Step]], first: ThreadFailure, timeout: float
+) -> ConcurrentFailure:
+    program = batch[first.thread][: first.failure.index + 1]  # its later steps cannot have made it fail
+    batch = [program if k == first.thread else other for k, other in enumerate(batch)]
+    alone, _ = replay(program, factory)
+    found = ConcurrentFailure(batch, first.thread, first.failure, alone)
+    if alone is not None:  # not about concurrency: the sequential minimiser and reproducer say it best
+        steps, failure = minimize(program, factory, alone)
+        found.script = reproducer(steps, spec, factory, failure)
+        return found
+    # Fails only in company. How often a round fails is a rate, not a yes or no: another program is dropped only
+    # where the smaller round fails at least as often in as many re-runs, so the saved round stays a good one.
+    kept = list(range(len(batch)))
+    rate = _failing_reruns(factory, batch, timeout)
+    for other in [k for k in range(len(batch)) if k != first.thread]:
+        trial = [k for k in kept if k != other]
+        if len(trial) < 2:
+            continue
+        trial_rate = _failing_reruns(factory, [batch[k] for k in trial], timeout)
+        if trial_rate >= max(rate, 1):
+            kept, rate = trial, trial_rate
+    found.programs = [batch[k] for k in kept]
+    found.thread = kept.index(first.thread)
+    found.failed_reruns = rate
+    return found
+
+
+def _failing_reruns(factory: Callable[[], Target], programs: list[list[Step]], timeout: float) -> int:
+    """How many of RERUNS runs of ``programs`` fail. A run that hangs counts, and ends the count: each would leave
+    more threads stuck."""
+    failed = 0
+    for _ in range(RERUNS):
+        try:
+            failures, _ = run_round(factory, programs, timeout)
+        except RoundHung:
+            return failed + 1
+        failed += bool(failures)
+    return failed
+
+
+def save_concurrent_trace(path: Path, found: ConcurrentFailure, *, spec: str, seed: int) -> None:
+    """The failing round as a trace: ``steps`` is the failing program (``keyhandoff replay`` runs it alone by
+    default), ``programs`` the round (``keyhandoff replay --concurrent`` re-runs it)."""
+    save_trace(path, found.programs[found.thread], spec=spec, failure=found.failure, seed=seed)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.update(kind="concurrent", thread=found.thread, programs=found.programs)
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def render(result: ConcurrentResult, out: TextIO) -> None:
+    """The verdict in a few lines: what ran, and the failure's analysis."""
+    head = (
+        f"keyhandoff concurrent: {result.spec}, {result.threads} threads x {result.rounds} rounds, seed "
+        f"{result.seed}: {result.steps} steps in {result.seconds:.1f} s"
+    )
+    found = result.failure
+    if found is None:
+        out.write(f"{head}\nPASSED: every program got, in company, the answers and states its model gives\n")
+        return
+    failure = found.failure
+    if found.hung:
+        out.write(f"{head}\nFAILED (hung): {failure.message}\n")
+        return
+    where = f"thread {found.thread}'s program diverged at step {failure.index + 1} ({failure.op}): {failure.message}"
+    if not found.concurrency:
+        out.write(
+            f"{head}\nFAILED: {where}\nIt fails on its own as well, so this is no concurrency failure; its minimal "
+            f"reproducer (run `keyhandoff check` for the full sequential verdict):\n\n{found.script}\n"
+        )
+        return
+    out.write(
+        f"{head}\nFAILED (concurrency): {where}\nAlone that program passes. With {len(found.programs) - 1} other "
+        f"program(s) at once it failed again in {found.failed_reruns} of {RERUNS} re-runs: a race, a shared "
+        "cache or a lost update in the target.\n"
+    )

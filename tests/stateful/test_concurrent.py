@@ -1,0 +1,161 @@
+"""`keyhandoff concurrent`: programs at once on one installation, each in lockstep with its own model."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from keyhandoff.check import run_check
+from keyhandoff.cli import main
+from keyhandoff.concurrent import RERUNS, generate_programs, run_concurrent
+from keyhandoff.target import TargetUnavailable
+from keyhandoff.targets.builtin_target import BuiltinTarget
+from keyhandoff.targets.model_target import ModelTarget
+
+
+def _home() -> str:
+    return tempfile.mkdtemp(prefix="keyhandoff-concurrent-test-")
+
+
+class RacyTarget(BuiltinTarget):
+    """Planted, only visible in company: encrypt passes its key through one slot that every thread shares."""
+
+    def __init__(self) -> None:
+        super().__init__(_home())
+        self.slot = 0
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        self.slot = key
+        time.sleep(0)  # another thread may run here, as during any blocking call (a token, a socket)
+        return super().encrypt(self.slot, data, final)
+
+
+class WrongAlone(BuiltinTarget):
+    """Planted, visible alone too: a Final encrypt answers one byte short."""
+
+    def __init__(self) -> None:
+        super().__init__(_home())
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        out = super().encrypt(key, data, final)
+        return out[:-1] if final and out else out
+
+
+class Deadlocks(BuiltinTarget):
+    """Planted: encrypt takes two locks in one order and decrypt in the other (a deadlock in company)."""
+
+    def __init__(self) -> None:
+        super().__init__(_home())
+        self.first, self.second = threading.Lock(), threading.Lock()
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        with self.first:
+            time.sleep(0.005)
+            with self.second:
+                return super().encrypt(key, data, final)
+
+    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        with self.second:
+            time.sleep(0.005)
+            with self.first:
+                return super().decrypt(key, data, final)
+
+
+def make_racy() -> RacyTarget:
+    return RacyTarget()
+
+
+@pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
+def test_the_builtin_csp_passes_in_company(spec: str) -> None:
+    from keyhandoff.targets.fresh import fresh_factory
+
+    result = run_concurrent(spec, fresh_factory(spec), threads=4, rounds=3, steps=25, seed=1)
+    assert result.ok, result.failure
+    assert result.steps > 200
+
+
+def test_programs_fit_the_target_and_are_reproducible() -> None:
+    caps = BuiltinTarget(_home()).capabilities()
+    first = generate_programs(caps, 6, 20, seed=4)
+    assert first == generate_programs(caps, 6, 20, seed=4)
+    assert 4 <= len(first) <= 6
+    assert all(program[0]["op"] == "acquire" for program in first)
+    assert all(any(step["op"] != "acquire" for step in program) for program in first)
+    assert {"export_key", "import_blob", "round_trip", "encrypt"} <= {
+        step["op"] for program in first for step in program
+    }
+
+
+def test_a_race_is_found_only_in_company() -> None:
+    """The sequential check passes the racy target; run in company, a program gets another's ciphertext. The
+    failing program passes alone, the round is cut down to the programs it needs and fails again on re-runs."""
+    assert run_check("python:racy", make_racy, profile="quick", seed=1).ok
+    result = run_concurrent("python:racy", make_racy, threads=4, rounds=10, steps=30, seed=1)
+    found = result.failure
+    assert found is not None
+    assert found.concurrency
+    assert found.alone is None
+    assert found.failure.op == "encrypt"
+    assert found.failure.detail == "different bytes"
+    assert 2 <= len(found.programs) <= 4
+    assert found.failed_reruns >= 1
+    assert len(found.programs[found.thread]) == found.failure.index + 1  # cut after its failing step
+
+
+def test_a_failure_alone_is_said_as_such_with_its_reproducer() -> None:
+    result = run_concurrent("python:wrong", WrongAlone, threads=3, rounds=5, steps=30, seed=2)
+    found = result.failure
+    assert found is not None
+    assert not found.concurrency
+    assert found.alone is not None
+    assert found.script.startswith('"""keyhandoff reproducer')  # the sequential one, minimised
+    assert "csp.encrypt(" in found.script
+
+
+def test_a_deadlock_is_a_hang_within_the_timeout() -> None:
+    began = time.monotonic()
+    result = run_concurrent("python:deadlocks", Deadlocks, threads=4, rounds=5, steps=30, seed=3, timeout=5)
+    found = result.failure
+    assert found is not None
+    assert found.hung
+    assert "still running after 5 s" in found.failure.message
+    assert time.monotonic() - began < 60
+
+
+def test_a_target_not_declared_concurrent_is_refused() -> None:
+    with pytest.raises(TargetUnavailable, match="does not declare concurrent use"):
+        run_concurrent("model", ModelTarget, threads=2, rounds=1, seed=1)
+
+
+def test_the_command_saves_a_race_and_replay_runs_the_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = "python:tests.stateful.test_concurrent:make_racy"
+    trace = tmp_path / "race.json"
+    status = main(["concurrent", "--target", spec, "--rounds", "10", "--seed", "1", "--trace", str(trace)])
+    out = capsys.readouterr().out
+    assert status == 1
+    assert "FAILED (concurrency)" in out
+    saved = json.loads(trace.read_text())
+    assert saved["kind"] == "concurrent"
+    assert len(saved["programs"]) >= 2
+    assert saved["steps"] == saved["programs"][saved["thread"]]
+    assert main(["replay", str(trace)]) == 1
+    assert f"{RERUNS} times:" in capsys.readouterr().out
+    assert main(["replay", str(trace), "--alone"]) == 0  # the program on its own: model and target agree
+
+
+def test_the_command_passes_the_builtin_csp_and_refuses_one_thread(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["concurrent", "--target", "builtin", "--threads", "2", "--rounds", "2", "--steps", "10", "--seed", "1"]
+    assert main(args) == 0
+    assert "PASSED" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["concurrent", "--target", "builtin", "--threads", "1"])
+    assert exited.value.code == 2
+    assert main(["concurrent", "--target", "model", "--rounds", "1"]) == 2
