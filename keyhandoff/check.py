@@ -16,12 +16,10 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis import seed as hypothesis_seed
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis import Phase
 
 from keyhandoff.lockstep import Lockstep, TargetHung
-from keyhandoff.machine import Coverage, LockstepMachine, machine_for
+from keyhandoff.machine import Coverage, LockstepMachine, machine_for, run_machine
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
 from keyhandoff.target import Capabilities, Target, TargetUnavailable
@@ -30,7 +28,6 @@ from keyhandoff.traces import Failure, hung_reproducer, minimize, replay, reprod
 
 __all__ = ["PROFILES", "CheckResult", "ConformanceFailure", "Row", "required_coverage", "run_check", "run_conformance"]
 
-_run_machine: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 _PHASES_NO_SHRINK = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target)
 
@@ -318,23 +315,11 @@ def _run(
     coverage = Coverage()
     machine.coverage = coverage
     machine.on_start = [bar.tick]
-    hypothesis_seed(seed)(machine)
-    config = settings(
-        max_examples=examples,
-        stateful_step_count=steps,
-        deadline=None,
-        database=None,
-        derandomize=False,
-        suppress_health_check=list(HealthCheck),
-        report_multiple_bugs=False,
-        print_blob=False,
-        phases=_PHASES if shrink else _PHASES_NO_SHRINK,
-    )
     caps = machine.capabilities
     result = CheckResult(spec, seed, profile, examples, 0.0, coverage, caps, require_coverage=require_coverage)
     start = time.perf_counter()
     try:
-        _run_machine(machine, settings=config)
+        run_machine(machine, examples=examples, steps=steps, seed=seed, phases=_PHASES if shrink else _PHASES_NO_SHRINK)
     except (TargetHung, Exception) as exc:
         stop = _hidden_stop(exc)
         if isinstance(stop, _InstallationLost):

@@ -24,19 +24,16 @@ from pathlib import Path
 from typing import TextIO
 
 import attrs
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis import seed as hypothesis_seed
-from hypothesis.stateful import run_state_machine_as_test
+from hypothesis import Phase
 
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
-from keyhandoff.machine import machine_for
+from keyhandoff.machine import machine_for, run_machine
 from keyhandoff.target import Capabilities, Target, TargetUnavailable
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
 
 __all__ = ["ConcurrentFailure", "ConcurrentResult", "generate_programs", "run_concurrent", "run_round"]
 
-_run_machine: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
 RERUNS = 5  # re-runs of a failing round: how often it fails, and whether a smaller round still does
 
 
@@ -114,17 +111,7 @@ def generate_programs(caps: Capabilities, count: int, steps: int, seed: int) -> 
                 programs.append(list(self.ls.trace))
             super().teardown()
 
-    hypothesis_seed(seed)(Recording)
-    config = settings(
-        max_examples=count,
-        stateful_step_count=steps,
-        deadline=None,
-        database=None,
-        suppress_health_check=list(HealthCheck),
-        phases=(Phase.generate,),
-        print_blob=False,
-    )
-    _run_machine(Recording, settings=config)
+    run_machine(Recording, examples=count, steps=steps, seed=seed, phases=(Phase.generate,))
     return programs[:count]  # (Hypothesis may run a test case or two more than asked)
 
 

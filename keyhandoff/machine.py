@@ -14,19 +14,30 @@ from __future__ import annotations
 import struct
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import attrs
+from hypothesis import HealthCheck, Phase, settings
+from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, initialize, invariant, multiple, precondition, rule
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from keyhandoff.lockstep import Lockstep, Observed
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Target, TargetUnavailable, missing_methods
 
-__all__ = ["DEFAULT_KEY_BYTES", "GETTABLE_PARAMS", "Coverage", "LockstepMachine", "machine_for"]
+__all__ = ["DEFAULT_KEY_BYTES", "GETTABLE_PARAMS", "Coverage", "LockstepMachine", "machine_for", "run_machine"]
 
 # The default key length of each session-key algorithm, in bytes (the harness's own table: the model and impl
 # each derive theirs independently).
@@ -105,6 +116,30 @@ class LockstepMachine(RuleBasedStateMachine):
     # shrunk, replay; against a target whose answers are not reproducible that replay may pass or stop early
     # ("Inconsistent data generation"), and this is what actually failed.
     first_failure: ClassVar[tuple[list[dict[str, object]], str] | None] = None
+
+
+_run_as_test: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
+
+
+def run_machine(
+    machine: type[LockstepMachine], *, examples: int, steps: int, seed: int, phases: Sequence[Phase]
+) -> None:
+    """Run ``machine`` as keyhandoff runs every machine: from ``seed``, with no example database (a run is its
+    seed; a failure is kept as a trace), no deadline (a target may be slow), no health checks (a slow or
+    filtering target is not the user's test to fix) and one failure reported."""
+    hypothesis_seed(seed)(machine)
+    config = settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        derandomize=False,
+        suppress_health_check=list(HealthCheck),
+        report_multiple_bugs=False,
+        print_blob=False,
+        phases=phases,
+    )
+    _run_as_test(machine, settings=config)
 
 
 def machine_for(
