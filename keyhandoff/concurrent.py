@@ -15,7 +15,6 @@ that ``keyhandoff replay`` re-runs. A round that does not finish within its time
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 import time
@@ -208,7 +207,10 @@ def run_concurrent(
             break
         result.steps += ran
         if failures:
-            result.failure = _analyse(spec, factory, batch, failures[0], timeout)
+            first = failures[0]
+            if first.failure.detail == "harness error":  # keyhandoff's own fault: no verdict on the target
+                raise RuntimeError(f"keyhandoff could not run thread {first.thread}'s step: {first.failure.message}")
+            result.failure = _analyse(spec, factory, batch, first, timeout)
             break
     if progress is not None:
         progress.write("\n")
@@ -258,12 +260,10 @@ def _failing_reruns(factory: Callable[[], Target], programs: list[list[Step]], t
 
 
 def save_concurrent_trace(path: Path, found: ConcurrentFailure, *, spec: str, seed: int) -> None:
-    """The failing round as a trace: ``steps`` is the failing program (``keyhandoff replay`` runs it alone by
-    default), ``programs`` the round (``keyhandoff replay --concurrent`` re-runs it)."""
-    save_trace(path, found.programs[found.thread], spec=spec, failure=found.failure, seed=seed)
-    data = json.loads(path.read_text(encoding="utf-8"))
-    data.update(kind="concurrent", thread=found.thread, programs=found.programs)
-    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    """The failing round as a trace: ``programs`` (``keyhandoff replay`` re-runs the round) and, as ``steps``, the
+    failing program (``keyhandoff replay --alone`` runs it on its own)."""
+    extra = {"kind": "concurrent", "thread": found.thread, "programs": found.programs}
+    save_trace(path, found.programs[found.thread], spec=spec, failure=found.failure, seed=seed, **extra)
 
 
 def render(result: ConcurrentResult, out: TextIO) -> None:

@@ -338,13 +338,17 @@ def _index(step: Step, field: str) -> int:
     return value
 
 
-def save_trace(path: Path, steps: list[Step], *, spec: str, failure: Failure | None, seed: int | None) -> None:
+def save_trace(
+    path: Path, steps: list[Step], *, spec: str, failure: Failure | None, seed: int | None, **extra: object
+) -> None:
+    """``steps`` as a trace file; ``extra`` fields go in beside them (a concurrent round's programs)."""
     data = {
         "format": 1,
         "target": spec,
         "seed": seed,
         "failure": attrs.asdict(failure) if failure else None,
         "steps": steps,
+        **extra,
     }
     path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
 
