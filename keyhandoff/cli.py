@@ -216,10 +216,13 @@ def _mutants(args: argparse.Namespace) -> int:
 
 
 def _concurrent(args: argparse.Namespace) -> int:
+    import json
+
     from keyhandoff.concurrent import render, run_concurrent, save_concurrent_trace
     from keyhandoff.targets.fresh import fresh_factory
 
     _writable(args.trace, "--trace")
+    _writable(args.report, "--report")
     result = run_concurrent(
         args.target,
         fresh_factory(args.target),
@@ -240,6 +243,12 @@ def _concurrent(args: argparse.Namespace) -> int:
             print(f"keyhandoff concurrent: trace not saved: {_file_error(exc)}", file=sys.stderr)
         else:
             print(f"trace saved: {trace} (keyhandoff replay {trace} re-runs the round)")
+    if args.report:
+        try:
+            Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:  # asked for and missing: a CI job reading it must not go on as if it were there
+            print(f"keyhandoff concurrent: error: report not written: {_file_error(exc)}", file=sys.stderr)
+            return 2
     return 0 if result.ok else 1
 
 
@@ -338,6 +347,7 @@ def _parser() -> argparse.ArgumentParser:
     con.add_argument(
         "--trace", default=None, help="where to save a failing round (default: keyhandoff-concurrent-SEED.json)"
     )
+    con.add_argument("--report", default=None, help="write a JSON report here")
     con.set_defaults(func=_concurrent)
 
     mut = sub.add_parser("mutants", help="run the machine against known-bad CSPs: each must be caught")

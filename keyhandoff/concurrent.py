@@ -91,6 +91,38 @@ class ConcurrentResult:
     def ok(self) -> bool:
         return self.failure is None
 
+    @property
+    def verdict(self) -> str:
+        """passed, or the failure's kind: alone (fails on its own too), concurrency, hung."""
+        found = self.failure
+        if found is None:
+            return "passed"
+        return "hung" if found.hung else "concurrency" if found.concurrency else "alone"
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON report of ``keyhandoff concurrent --report``."""
+        found = self.failure
+        return {
+            "target": self.spec,
+            "seed": self.seed,
+            "threads": self.threads,
+            "rounds": self.rounds,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+            "passed": self.ok,
+            "verdict": self.verdict,
+            "failure": None
+            if found is None
+            else {
+                "thread": found.thread,
+                **attrs.asdict(found.failure),
+                "failed_reruns": found.failed_reruns if found.concurrency else None,
+                "reruns": RERUNS,
+                "reproducer": found.script or None,
+                "programs": found.programs,
+            },
+        }
+
 
 def generate_programs(caps: Capabilities, count: int, steps: int, seed: int) -> list[list[Step]]:
     """Up to ``count`` programs of the lockstep machine for a target of ``caps``: its rules, drawn from ``seed``, run

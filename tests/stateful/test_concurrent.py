@@ -138,10 +138,17 @@ def test_the_command_saves_a_race_and_replay_runs_the_round(
     monkeypatch.chdir(tmp_path)
     spec = "python:tests.stateful.test_concurrent:make_racy"
     trace = tmp_path / "race.json"
-    status = main(["concurrent", "--target", spec, "--rounds", "10", "--seed", "1", "--trace", str(trace)])
+    report = tmp_path / "report.json"
+    args = ["concurrent", "--target", spec, "--rounds", "10", "--seed", "1", "--trace", str(trace)]
+    status = main([*args, "--report", str(report)])
     out = capsys.readouterr().out
     assert status == 1
     assert "FAILED (concurrency)" in out
+    verdict = json.loads(report.read_text())
+    assert (verdict["passed"], verdict["verdict"], verdict["seed"]) == (False, "concurrency", 1)
+    assert verdict["target"] == spec
+    assert verdict["failure"]["op"] == "encrypt"
+    assert 1 <= verdict["failure"]["failed_reruns"] <= verdict["failure"]["reruns"]
     saved = json.loads(trace.read_text())
     assert saved["kind"] == "concurrent"
     assert len(saved["programs"]) >= 2
@@ -151,10 +158,16 @@ def test_the_command_saves_a_race_and_replay_runs_the_round(
     assert main(["replay", str(trace), "--alone"]) == 0  # the program on its own: model and target agree
 
 
-def test_the_command_passes_the_builtin_csp_and_refuses_one_thread(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_command_passes_the_builtin_csp_and_refuses_one_thread(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = tmp_path / "report.json"
     args = ["concurrent", "--target", "builtin", "--threads", "2", "--rounds", "2", "--steps", "10", "--seed", "1"]
-    assert main(args) == 0
+    assert main([*args, "--report", str(report)]) == 0
     assert "PASSED" in capsys.readouterr().out
+    verdict = json.loads(report.read_text())
+    assert (verdict["passed"], verdict["verdict"], verdict["failure"], verdict["threads"]) == (True, "passed", None, 2)
+    assert verdict["steps"] > 0
     with pytest.raises(SystemExit) as exited:
         main(["concurrent", "--target", "builtin", "--threads", "1"])
     assert exited.value.code == 2
