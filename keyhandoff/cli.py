@@ -327,7 +327,7 @@ def _parser() -> argparse.ArgumentParser:
     dem.set_defaults(func=_demo)
 
     rep = sub.add_parser("replay", help="re-run a saved trace and print it as a script")
-    rep.add_argument("trace", help="a trace JSON written by keyhandoff check")
+    rep.add_argument("trace", help="a trace JSON written by keyhandoff check or keyhandoff concurrent")
     rep.add_argument("--target", default=None, help="replay against another target than the recorded one")
     rep.add_argument(
         "--alone", action="store_true", help="of a trace keyhandoff concurrent saved: the failing program alone"
