@@ -12,6 +12,7 @@ import atexit
 import functools
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -38,18 +39,23 @@ class _OneAhead:
 
     A builtin-processes target only spawns its app process when constructed (nothing waits for it), so it is
     made right here. A line target waits for its peer's ``hello``, so it is made in a worker thread; it shares
-    nothing with the target in use. A failure to make the spare is raised by the call that asks for it."""
+    nothing with the target in use. A failure to make the spare is raised by the call that asks for it.
+
+    Calls may come from several threads (``keyhandoff concurrent`` opens foreign installations from its program
+    threads): one lock, so that no spare is handed out twice, and none is replaced without being handed out."""
 
     def __init__(self, make: Callable[[], Target], *, in_thread: bool) -> None:
         self._make = make
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="keyhandoff-ahead") if in_thread else None
         self._next: Future[Target] | None = None
+        self._lock = threading.Lock()
 
     def __call__(self) -> Target:
-        pending, self._next = self._next, None
-        target = pending.result() if pending is not None else self._make()
-        self._next = self._start()
-        return target
+        with self._lock:
+            pending, self._next = self._next, None
+            target = pending.result() if pending is not None else self._make()
+            self._next = self._start()
+            return target
 
     def _start(self) -> Future[Target]:
         if self._pool is not None:
@@ -63,7 +69,8 @@ class _OneAhead:
 
     def close(self) -> None:
         """Close the spare, if one was made (waiting for it to be made first). The factory stays usable."""
-        pending, self._next = self._next, None
+        with self._lock:
+            pending, self._next = self._next, None
         if pending is None:
             return
         try:
