@@ -25,6 +25,7 @@ from typing import TextIO
 import attrs
 from hypothesis import Phase
 
+from keyhandoff.check import _InstallationLost, _Opened
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
 from keyhandoff.machine import machine_for, run_machine
 from keyhandoff.target import Capabilities, Target, TargetUnavailable
@@ -154,6 +155,7 @@ def run_round(
     target = factory()
     start = threading.Barrier(len(programs))
     failures: list[ThreadFailure] = []
+    lost: list[_InstallationLost] = []  # a foreign installation that could not be made: no verdict
     done = [0] * len(programs)  # steps each thread ran to the end
 
     def run(thread: int) -> None:
@@ -176,6 +178,8 @@ def run_round(
             failed(str(div), div.detail)
         except TargetHung as hung:
             failed(str(hung), "hung")
+        except _InstallationLost as exc:
+            lost.append(exc)
         except Exception as exc:  # a step that cannot run (the harness's fault, said as such), a broken barrier
             failed(repr(exc), "harness error")
         finally:
@@ -192,6 +196,8 @@ def run_round(
     if stuck:  # the threads cannot be stopped, nor the target closed under them: both are left as they are
         raise RoundHung(len(programs), stuck, timeout)
     target.close()
+    if lost:
+        raise lost[0]
     return sorted(failures, key=lambda f: f.thread), sum(done)
 
 
@@ -210,6 +216,23 @@ def run_concurrent(
     only in company, re-runs, the smallest set of programs that still fails)."""
     if threads < 2 or rounds < 1 or steps < 1:
         raise ValueError("threads is at least 2, rounds and steps at least 1")
+    opened = _Opened(factory)  # a factory failing during the run stops it without a verdict, as in run_check
+    try:
+        return _run(spec, opened, threads, rounds, steps, seed, timeout, progress)
+    except _InstallationLost as lost:
+        raise TargetUnavailable(f"{spec}: the run stopped: {lost}") from lost.__cause__
+
+
+def _run(
+    spec: str,
+    factory: Callable[[], Target],
+    threads: int,
+    rounds: int,
+    steps: int,
+    seed: int | None,
+    timeout: float,
+    progress: TextIO | None,
+) -> ConcurrentResult:
     probe = factory()
     try:
         caps = probe.capabilities()

@@ -172,3 +172,28 @@ def test_the_command_passes_the_builtin_csp_and_refuses_one_thread(
         main(["concurrent", "--target", "builtin", "--threads", "1"])
     assert exited.value.code == 2
     assert main(["concurrent", "--target", "model", "--rounds", "1"]) == 2
+
+
+@pytest.mark.parametrize("works", [1, 2])
+def test_a_factory_failing_mid_run_stops_it_without_a_verdict(works: int) -> None:
+    """Installations the factory cannot make, for a round (after the probe: works=1) or for a program's foreign
+    blob in its thread (works=2: the probe and the round's own): no verdict on the CSP, said as such, and not a
+    'concurrency failure' of a program that happened to need one."""
+    made = 0
+    failed_in: list[str] = []
+
+    def factory() -> BuiltinTarget:
+        nonlocal made
+        made += 1
+        if made > works:
+            failed_in.append(threading.current_thread().name)
+            raise OSError("no room left for another installation")
+        return BuiltinTarget(_home())
+
+    with pytest.raises(TargetUnavailable) as raised:
+        run_concurrent("python:lossy", factory, threads=4, rounds=3, steps=30, seed=1)
+    message = str(raised.value)
+    assert message.startswith(f"python:lossy: the run stopped: making installation {works + 1} of the run failed")
+    assert message.endswith("(OSError: no room left for another installation); this is no verdict on the CSP")
+    where = failed_in[0]  # the round's own installation, or a program thread's foreign one
+    assert where == "MainThread" if works == 1 else where.startswith("program-")
