@@ -22,7 +22,7 @@ from keyhandoff.lockstep import Lockstep, TargetHung
 from keyhandoff.machine import Coverage, LockstepMachine, machine_for, run_machine
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
-from keyhandoff.target import Capabilities, Target, TargetUnavailable
+from keyhandoff.target import Capabilities, RunStopped, Target, TargetUnavailable
 from keyhandoff.targets.fresh import release_spare
 from keyhandoff.traces import Failure, hung_reproducer, minimize, replay, reproducer
 
@@ -265,8 +265,8 @@ def run_check(
     opened = _Opened(factory)
     try:
         result = _run(spec, opened, profile, examples, steps, seed, bar, require_coverage, shrink)
-    except _InstallationLost as lost:  # no verdict: the run could not go on (the target's fault or its host's)
-        raise TargetUnavailable(f"{spec}: the run stopped: {lost}") from lost.__cause__
+    except RunStopped as stop:  # no verdict: the run could not go on (the target's fault or its host's)
+        raise TargetUnavailable(f"{spec}: the run stopped: {stop}") from stop.__cause__
     finally:
         bar.end()
         release_spare(factory)  # a target made one call ahead (builtin-processes) is not needed any more
@@ -276,7 +276,7 @@ def run_check(
     return result
 
 
-class _InstallationLost(BaseException):
+class _InstallationLost(RunStopped):
     """The factory failed to make a new installation during the run. A BaseException, so that Hypothesis stops
     at once: it would otherwise take the test case that could not start for a program that drew less than
     before and report "Inconsistent data generation", blaming the target's answers."""
@@ -322,7 +322,7 @@ def _run(
         run_machine(machine, examples=examples, steps=steps, seed=seed, phases=_PHASES if shrink else _PHASES_NO_SHRINK)
     except (TargetHung, Exception) as exc:
         stop = _hidden_stop(exc)
-        if isinstance(stop, _InstallationLost):
+        if isinstance(stop, RunStopped):
             raise stop from stop.__cause__
         if isinstance(stop, TargetHung):  # not replayed, not shrunk: every replay would wait for the timeout again
             _report_hung(result, machine.last, spec, stop)
@@ -370,14 +370,14 @@ def _report_hung(result: CheckResult, last: Lockstep | None, spec: str, hung: Ta
     result.script = hung_reproducer(result.steps, spec, hung)
 
 
-def _hidden_stop(exc: BaseException) -> TargetHung | _InstallationLost | None:
+def _hidden_stop(exc: BaseException) -> TargetHung | RunStopped | None:
     """The stop (a hang, a lost installation) behind ``exc``, if any. Hypothesis checks each test case's draws
     against the earlier ones as it ends, even one ended by a BaseException: one that stopped at a point where an
     earlier case drew on is reported as "Inconsistent data generation" (FlakyStrategyDefinition), with the real
     stop as its context. A factory failing as a test case starts is always such a case."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (TargetHung, _InstallationLost)):
+        if isinstance(seen, (TargetHung, RunStopped)):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None

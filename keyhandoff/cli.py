@@ -13,7 +13,7 @@ from pathlib import Path
 
 from keyhandoff._version import __version__
 from keyhandoff.model.errors import CryptError
-from keyhandoff.target import TargetUnavailable
+from keyhandoff.target import RunStopped, TargetUnavailable, close_target
 from keyhandoff.targets import SPECS
 
 __all__ = ["main"]
@@ -88,7 +88,7 @@ def _vectors(args: argparse.Namespace) -> int:
                     failed += not ok
                     print(f"{'ok  ' if ok else 'FAIL'} {name}{'  ' + detail if detail else ''}")
     finally:
-        target.close()
+        close_target(target)
     print(f"{failed} failed" if failed else "all vectors passed")
     return 1 if failed else 0
 
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         code: int = args.func(args)
-    except (CannotRun, TargetUnavailable) as exc:
+    except (CannotRun, TargetUnavailable, RunStopped) as exc:
         print(f"keyhandoff {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

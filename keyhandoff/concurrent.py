@@ -25,10 +25,10 @@ from typing import TextIO
 import attrs
 from hypothesis import Phase
 
-from keyhandoff.check import _InstallationLost, _Opened
+from keyhandoff.check import _Opened
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
 from keyhandoff.machine import machine_for, run_machine
-from keyhandoff.target import Capabilities, Target, TargetUnavailable
+from keyhandoff.target import Capabilities, RunStopped, Target, TargetUnavailable, close_target
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
 
@@ -155,7 +155,7 @@ def run_round(
     target = factory()
     start = threading.Barrier(len(programs))
     failures: list[ThreadFailure] = []
-    lost: list[_InstallationLost] = []  # a foreign installation that could not be made: no verdict
+    stopped: list[RunStopped] = []  # a foreign installation that could not be made or ended: no verdict
     done = [0] * len(programs)  # steps each thread ran to the end
 
     def run(thread: int) -> None:
@@ -178,13 +178,16 @@ def run_round(
             failed(str(div), div.detail)
         except TargetHung as hung:
             failed(str(hung), "hung")
-        except _InstallationLost as exc:
-            lost.append(exc)
+        except RunStopped as exc:
+            stopped.append(exc)
         except Exception as exc:  # a step that cannot run (the harness's fault, said as such), a broken barrier
             failed(repr(exc), "harness error")
         finally:
             if ls is not None:
-                ls.close()
+                try:
+                    ls.close()
+                except RunStopped as exc:
+                    stopped.append(exc)
 
     threads = [threading.Thread(target=run, args=(k,), daemon=True, name=f"program-{k}") for k in range(len(programs))]
     for thread in threads:
@@ -195,9 +198,9 @@ def run_round(
     stuck = [k for k, thread in enumerate(threads) if thread.is_alive()]
     if stuck:  # the threads cannot be stopped, nor the target closed under them: both are left as they are
         raise RoundHung(len(programs), stuck, timeout)
-    target.close()
-    if lost:
-        raise lost[0]
+    close_target(target)
+    if stopped:
+        raise stopped[0]
     return sorted(failures, key=lambda f: f.thread), sum(done)
 
 
@@ -219,8 +222,8 @@ def run_concurrent(
     opened = _Opened(factory)  # a factory failing during the run stops it without a verdict, as in run_check
     try:
         return _run(spec, opened, threads, rounds, steps, seed, timeout, progress)
-    except _InstallationLost as lost:
-        raise TargetUnavailable(f"{spec}: the run stopped: {lost}") from lost.__cause__
+    except RunStopped as stop:
+        raise TargetUnavailable(f"{spec}: the run stopped: {stop}") from stop.__cause__
 
 
 def _run(
@@ -237,7 +240,7 @@ def _run(
     try:
         caps = probe.capabilities()
     finally:
-        probe.close()
+        close_target(probe)
     if not caps.concurrent:
         raise TargetUnavailable(
             f"{spec} does not declare concurrent use (Capabilities(concurrent=True)): its calls may not come "

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 
 from keyhandoff.lockstep import Divergence, Lockstep
-from keyhandoff.target import Deviation, Target
+from keyhandoff.target import Deviation, Target, close_target
 
 __all__ = ["FindingCheck", "check_findings"]
 
@@ -47,7 +47,7 @@ def check_findings(factory: Callable[[], Target], ids: Sequence[str] = ()) -> li
     try:
         declared = probe.capabilities().deviations
     finally:
-        probe.close()
+        close_target(probe)
     chosen = [d for d in declared if d.reproducer and (not ids or d.id in ids)]
     unknown = set(ids) - {d.id for d in declared}
     if unknown:
@@ -90,4 +90,4 @@ def _replay(
         return div
     finally:
         ls.close()
-        target.close()
+        close_target(target)

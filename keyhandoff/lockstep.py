@@ -26,7 +26,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Location
 from keyhandoff.model.wincrypt import describe_code
-from keyhandoff.target import Deviation, Inspectable, Target, TargetTimeout
+from keyhandoff.target import Deviation, Inspectable, Target, TargetTimeout, close_target
 from keyhandoff.targets.model_target import ModelTarget
 
 __all__ = [
@@ -834,8 +834,8 @@ class Lockstep:
     def close(self) -> None:
         """Close the other installation, if one was made (the caller closes its own target)."""
         if self._other is not None:
-            self._other[0].close()
-            self._other = None
+            other, self._other = self._other[0], None
+            close_target(other)
 
     def export_key(self, key: int, blob_type: int, flags: int = 0) -> int | Observed:
         ref = self.keys[key]

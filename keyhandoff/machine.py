@@ -35,7 +35,7 @@ from hypothesis.stateful import (
 from keyhandoff.lockstep import Lockstep, Observed
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
-from keyhandoff.target import Capabilities, Target, TargetUnavailable, missing_methods
+from keyhandoff.target import Capabilities, Target, TargetUnavailable, close_target, missing_methods
 
 __all__ = ["DEFAULT_KEY_BYTES", "GETTABLE_PARAMS", "Coverage", "LockstepMachine", "machine_for", "run_machine"]
 
@@ -160,7 +160,7 @@ def machine_for(
     try:
         caps = probe.capabilities()
     finally:
-        probe.close()
+        close_target(probe)
     if not isinstance(caps, Capabilities):
         raise TypeError(f"capabilities() returned a value of type {type(caps).__name__}, not a Capabilities")
     if not caps.algorithms & set(DEFAULT_KEY_BYTES):  # every key-making rule draws one: there is no program
@@ -216,7 +216,7 @@ def _build(
                 type(self).first_failure = (list(self.ls.trace), str(failed))
             type(self).coverage.deviations.update(self.ls.deviations)
             self.ls.close()
-            self.target.close()
+            close_target(self.target)
 
         # --- contexts -----------------------------------------------------------------------------------
         @initialize(target=providers)

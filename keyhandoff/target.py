@@ -25,11 +25,13 @@ __all__ = [
     "Capabilities",
     "Deviation",
     "Inspectable",
+    "RunStopped",
     "Target",
     "TargetTimeout",
     "TargetUnavailable",
     "UnknownTarget",
     "buffer_argument",
+    "close_target",
     "is_dword",
     "missing_methods",
 ]
@@ -45,6 +47,24 @@ class TargetTimeout(Exception):
     """Raised by a target whose CSP gave no answer within its time limit (a hang, a deadlock): the check stops
     there and reports the program, instead of replaying it (each replay would wait again). The line target
     raises it (``PeerTimeout``); a Python target may too."""
+
+
+class RunStopped(BaseException):
+    """The run cannot go on and gives no verdict on the CSP: an installation could not be made, or a target's
+    ``close()`` raised. A BaseException, so that Hypothesis stops at once instead of taking it for the program's
+    failure; the commands print it as one line and exit with status 2."""
+
+
+def close_target(target: Target) -> None:
+    """``target.close()`` as the harness calls it: a close that raises ends the run (:class:`RunStopped`). The
+    harness makes and ends an installation per test case, so it cannot go on past one it cannot end."""
+    try:
+        target.close()
+    except Exception as exc:
+        raise RunStopped(
+            f"{type(target).__name__}.close() raised {type(exc).__name__}: {exc} (a Target's close must end its "
+            "installation without raising); this is no verdict on the CSP"
+        ) from exc
 
 
 class UnknownTarget(TargetUnavailable, ValueError):

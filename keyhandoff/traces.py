@@ -19,7 +19,7 @@ from keyhandoff.lockstep import Divergence, Lockstep, Observed, TargetHung, scri
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import describe_code
-from keyhandoff.target import Target
+from keyhandoff.target import Target, close_target
 from keyhandoff.targets import is_spec
 from keyhandoff.targets.model_target import ModelTarget
 
@@ -68,7 +68,7 @@ def replay(steps: list[Step], factory: Callable[[], Target]) -> tuple[Failure | 
         return None, ls
     finally:
         ls.close()
-        target.close()
+        close_target(target)
 
 
 def _made(steps: list[Step], factory: Callable[[], Target]) -> list[dict[str, int]]:
@@ -88,7 +88,7 @@ def _made(steps: list[Step], factory: Callable[[], Target]) -> list[dict[str, in
             )
     finally:
         ls.close()
-        ls.target.close()
+        close_target(ls.target)
     return counts
 
 
@@ -228,7 +228,7 @@ def reproducer(
                 break
     finally:
         ls.close()
-        target.close()
+        close_target(target)
     if failure is not None and divergence is None:  # a target that answers otherwise from run to run
         body.append(f"# the reported run differed at the last step ({failure.message}); this replay did not")
     if other:

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from keyhandoff.target import Target
+from keyhandoff.target import Target, close_target
 from keyhandoff.targets import load
 
 __all__ = ["fresh", "fresh_factory", "release_spare", "temporary_home"]
@@ -115,7 +115,7 @@ def fresh_factory(spec: str) -> Callable[[], Target]:
         from keyhandoff.targets.wine import WinePrefix
 
         WinePrefix.default().hold()  # let go at exit
-    load(spec).close()  # fail early, with load's message, on an unknown spec
+    close_target(load(spec))  # fail early, with load's message, on an unknown spec
     if spec.startswith("line:"):  # a peer per test case: each starts while the previous test case runs
         return _ahead(lambda: load(spec), in_thread=True)
     return lambda: load(spec)

@@ -768,3 +768,55 @@ def test_a_black_box_key_is_read_back_after_a_handoff() -> None:
     KP_MODE_BITS or KP_EFFECTIVE_KEYLEN a CBC stream gives); with ``inspect`` it compares the records instead."""
     assert sum(_read_backs(program) for program in _programs(BlackBoxModel, 15)) >= 5
     assert sum(_read_backs(program) for program in _programs(ModelTarget, 15)) == 0
+
+
+class ClosingFails(ModelTarget):
+    """A target whose close() raises from its ``after``-th installation on (a bridge whose process died)."""
+
+    made = 0
+    after = 1
+
+    def __init__(self) -> None:
+        super().__init__()
+        type(self).made += 1
+        self.number = type(self).made
+
+    def close(self) -> None:
+        if self.number >= self.after:
+            raise OSError("the bridge is gone")
+
+
+@pytest.mark.parametrize("after", [1, 4])
+def test_a_close_that_raises_stops_the_run_without_a_verdict(after: int) -> None:
+    """At the capability probe (after=1) or as a test case ends (after=4, inside Hypothesis): the run stops with
+    no verdict, said in one line, instead of ending in a traceback or being taken for the program's failure."""
+    target = type(f"ClosingFails{after}", (ClosingFails,), {"made": 0, "after": after})
+    with pytest.raises(TargetUnavailable) as raised:
+        run_check("python:tests:closing", target, profile="quick", seed=3)
+    message = str(raised.value)
+    assert message.startswith(f"python:tests:closing: the run stopped: ClosingFails{after}.close() raised OSError: ")
+    assert message.endswith(
+        "the bridge is gone (a Target's close must end its installation without raising); this is no verdict on the CSP"
+    )
+    assert target.made == after  # nothing went on past the installation that could not be ended
+
+
+def test_a_close_that_raises_is_status_2_in_check_and_replay(tmp_path: Path, monkeypatch, capsys) -> None:
+    module = tmp_path / "closing_bridge.py"
+    module.write_text(
+        "from keyhandoff.targets.model_target import ModelTarget\n"
+        "class Target(ModelTarget):\n"
+        "    def close(self):\n"
+        "        raise OSError('the bridge is gone')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    spec = "python:closing_bridge:Target"
+    assert main(["check", "--target", spec, "--profile", "quick", "--seed", "3"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("keyhandoff check: error: ")  # one line, found as the spec is first opened
+    assert "Target.close() raised OSError: the bridge is gone" in err[-1]
+    trace = tmp_path / "trace.json"
+    save_trace(trace, [{"op": "acquire", "side": "secure"}], spec=spec, failure=None, seed=None)
+    assert main(["replay", str(trace)]) == 2
+    assert capsys.readouterr().err.startswith("keyhandoff replay: error: Target.close() raised OSError")

@@ -197,3 +197,23 @@ def test_a_factory_failing_mid_run_stops_it_without_a_verdict(works: int) -> Non
     assert message.endswith("(OSError: no room left for another installation); this is no verdict on the CSP")
     where = failed_in[0]  # the round's own installation, or a program thread's foreign one
     assert where == "MainThread" if works == 1 else where.startswith("program-")
+
+
+def test_a_close_that_raises_stops_a_concurrent_run_without_a_verdict() -> None:
+    """The round's installation (or a program's foreign one, closed in its thread) that cannot be ended."""
+    made = 0
+
+    class ClosingFails(BuiltinTarget):
+        def __init__(self) -> None:
+            nonlocal made
+            made += 1
+            self.number = made
+            super().__init__(_home())
+
+        def close(self) -> None:
+            super().close()
+            if self.number >= 2:  # the probe closes cleanly; every installation after it does not
+                raise OSError("the bridge is gone")
+
+    with pytest.raises(TargetUnavailable, match=r"the run stopped: ClosingFails.close\(\) raised OSError: the bridge"):
+        run_concurrent("python:closing", ClosingFails, threads=3, rounds=2, steps=20, seed=1)
