@@ -22,7 +22,7 @@ from keyhandoff.lockstep import Lockstep, TargetHung
 from keyhandoff.machine import Coverage, LockstepMachine, machine_for, run_machine
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
-from keyhandoff.target import Capabilities, RunStopped, Target, TargetUnavailable
+from keyhandoff.target import Capabilities, InstallationMaker, RunStopped, Target, TargetUnavailable
 from keyhandoff.targets.fresh import release_spare
 from keyhandoff.traces import Failure, hung_reproducer, minimize, replay, reproducer
 
@@ -262,7 +262,7 @@ def run_check(
     steps = steps if steps is not None else default_steps
     seed = seed if seed is not None else random.randrange(1 << 32)
     bar = _Progress(examples, progress)
-    opened = _Opened(factory)
+    opened = InstallationMaker(factory)
     try:
         result = _run(spec, opened, profile, examples, steps, seed, bar, require_coverage, shrink)
     except RunStopped as stop:  # no verdict: the run could not go on (the target's fault or its host's)
@@ -274,30 +274,6 @@ def run_check(
     result.missing_transitions = [r for r in rows if not result.coverage.transitions.get(r)]
     result.missing_outcomes = [o for o in outcomes if not result.coverage.outcomes.get(o)]
     return result
-
-
-class _InstallationLost(RunStopped):
-    """The factory failed to make a new installation during the run. A BaseException, so that Hypothesis stops
-    at once: it would otherwise take the test case that could not start for a program that drew less than
-    before and report "Inconsistent data generation", blaming the target's answers."""
-
-
-class _Opened:
-    """``factory``, counting what it made and turning its failure into :class:`_InstallationLost`."""
-
-    def __init__(self, factory: Callable[[], Target]) -> None:
-        self.factory, self.made = factory, 0
-
-    def __call__(self) -> Target:
-        try:
-            target = self.factory()
-        except Exception as exc:
-            raise _InstallationLost(
-                f"making installation {self.made + 1} of the run failed ({type(exc).__name__}: {exc}); "
-                "this is no verdict on the CSP"
-            ) from exc
-        self.made += 1
-        return target
 
 
 def _run(

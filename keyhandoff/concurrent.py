@@ -25,10 +25,9 @@ from typing import TextIO
 import attrs
 from hypothesis import Phase
 
-from keyhandoff.check import _Opened
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
 from keyhandoff.machine import machine_for, run_machine
-from keyhandoff.target import Capabilities, RunStopped, Target, TargetUnavailable, close_target
+from keyhandoff.target import Capabilities, InstallationMaker, RunStopped, Target, TargetUnavailable, close_target
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
 
@@ -219,7 +218,7 @@ def run_concurrent(
     only in company, re-runs, the smallest set of programs that still fails)."""
     if threads < 2 or rounds < 1 or steps < 1:
         raise ValueError("threads is at least 2, rounds and steps at least 1")
-    opened = _Opened(factory)  # a factory failing during the run stops it without a verdict, as in run_check
+    opened = InstallationMaker(factory)  # a factory failing during the run stops it without a verdict, as in run_check
     try:
         return _run(spec, opened, threads, rounds, steps, seed, timeout, progress)
     except RunStopped as stop:

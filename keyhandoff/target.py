@@ -25,6 +25,8 @@ __all__ = [
     "Capabilities",
     "Deviation",
     "Inspectable",
+    "InstallationLost",
+    "InstallationMaker",
     "RunStopped",
     "Target",
     "TargetTimeout",
@@ -65,6 +67,30 @@ def close_target(target: Target) -> None:
             f"{type(target).__name__}.close() raised {type(exc).__name__}: {exc} (a Target's close must end its "
             "installation without raising); this is no verdict on the CSP"
         ) from exc
+
+
+class InstallationLost(RunStopped):
+    """The factory failed to make a new installation during the run. A RunStopped, so that Hypothesis stops at
+    once: it would otherwise take the test case that could not start for a program that drew less than before
+    and report "Inconsistent data generation", blaming the target's answers."""
+
+
+class InstallationMaker:
+    """A run's ``factory``, counting what it made and turning its failure into :class:`InstallationLost`."""
+
+    def __init__(self, factory: Callable[[], Target]) -> None:
+        self.factory, self.made = factory, 0
+
+    def __call__(self) -> Target:
+        try:
+            target = self.factory()
+        except Exception as exc:
+            raise InstallationLost(
+                f"making installation {self.made + 1} of the run failed ({type(exc).__name__}: {exc}); "
+                "this is no verdict on the CSP"
+            ) from exc
+        self.made += 1
+        return target
 
 
 class UnknownTarget(TargetUnavailable, ValueError):
