@@ -215,10 +215,10 @@ def reproducer(
                     "other_prov = other.acquire('secure')",
                 ]
             if unanswered and step is steps[-1]:
-                body += [f"# the target gives no answer to the next call: {unanswered}", ls.program[-1]]
+                body += [_comment(f"the target gives no answer to the next call: {unanswered}"), ls.program[-1]]
                 break
             if divergence is not None:
-                body.append(f"# model and target differ from the next step on: {divergence}")
+                body.append(_comment(f"model and target differ from the next step on: {divergence}"))
             declared = sorted((ls.deviations - before).keys())
             body += _render(step, ls.program[-1], observed, ls, declared)
             if len(ls.keys) > made and not declared and (divergence is not None or step is steps[-1]):
@@ -230,7 +230,7 @@ def reproducer(
         ls.close()
         close_target(target)
     if failure is not None and divergence is None:  # a target that answers otherwise from run to run
-        body.append(f"# the reported run differed at the last step ({failure.message}); this replay did not")
+        body.append(_comment(f"the reported run differed at the last step ({failure.message}); this replay did not"))
     if other:
         body.append("other.close()")
     body.append("csp.close()")
@@ -250,6 +250,12 @@ def hung_reproducer(steps: list[Step], spec: str, hung: TargetHung) -> str:
     """The script of a program whose last call the target never answered: the steps before it as the model
     answers them (replayed on the model alone: the target would hang again), then the call itself."""
     return reproducer(steps, spec, ModelTarget, None, unanswered=str(hung))
+
+
+def _comment(text: str) -> str:
+    """``text`` as one comment line of a script: messages may span lines (Hypothesis's do), and a second line
+    outside the comment would make the reproducer unrunnable."""
+    return "# " + " ".join(text.split())
 
 
 def _opener(spec: str) -> str:

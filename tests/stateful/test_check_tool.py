@@ -33,7 +33,7 @@ from keyhandoff.model.state import Location
 from keyhandoff.target import Capabilities, Deviation, Target, TargetTimeout, TargetUnavailable
 from keyhandoff.targets.fresh import fresh_factory
 from keyhandoff.targets.model_target import ModelTarget
-from keyhandoff.traces import hung_reproducer, load_trace, replay, reproducer, save_trace
+from keyhandoff.traces import Failure, hung_reproducer, load_trace, replay, reproducer, save_trace
 from tests.reproducers import marker_line, run_reproducer
 
 
@@ -820,3 +820,16 @@ def test_a_close_that_raises_is_status_2_in_check_and_replay(tmp_path: Path, mon
     save_trace(trace, [{"op": "acquire", "side": "secure"}], spec=spec, failure=None, seed=None)
     assert main(["replay", str(trace)]) == 2
     assert capsys.readouterr().err.startswith("keyhandoff replay: error: Target.close() raised OSError")
+
+
+def test_a_reproducer_stays_a_script_when_a_message_spans_lines() -> None:
+    """A failure that does not replay is said in a comment; Hypothesis's messages span lines ("Inconsistent data
+    generation! ...\\n\\nThe second run stopped drawing earlier ..."), and every line must stay inside it."""
+    steps: list[dict[str, object]] = [{"op": "acquire", "side": "secure"}, {"op": "acquire", "side": "app"}]
+    message = "Inconsistent data generation! Data generation behaved differently.\n\nThe second run stopped earlier."
+    script = reproducer(steps, "model", ModelTarget, Failure(1, "acquire", message, "not replayable"))
+    compile(script, "<reproducer>", "exec")  # a SyntaxError before: the message's second line stood bare
+    assert (
+        "# the reported run differed at the last step (Inconsistent data generation! Data generation behaved "
+        "differently. The second run stopped earlier.); this replay did not" in script
+    )
