@@ -254,25 +254,24 @@ def _concurrent(args: argparse.Namespace) -> int:
 
 def _replay_round(programs: object, thread: object, spec: str, timeout: float) -> int:
     """``keyhandoff replay`` of a trace ``keyhandoff concurrent`` saved: the round, RERUNS times."""
-    from keyhandoff.concurrent import RERUNS, RoundHung, run_round
+    from keyhandoff.concurrent import RERUNS, RoundHung, reruns
     from keyhandoff.targets.fresh import fresh_factory
 
     if not (isinstance(programs, list) and len(programs) >= 2 and isinstance(thread, int)):
         raise CannotRun("a concurrent trace holds 'programs' (two or more) and the failing 'thread'")
     factory = fresh_factory(spec)
     failed = 0
-    for run in range(RERUNS):
-        try:
-            failures, _ = run_round(factory, programs, timeout)
-        except RoundHung as hung:
-            print(f"run {run + 1}: {hung}")
-            return 1
-        except (IndexError, KeyError, TypeError, ValueError) as exc:
-            raise CannotRun(f"the trace's programs cannot be replayed: {exc}") from None
-        failed += bool(failures)
-        for found in failures:
-            where = f"step {found.failure.index + 1} ({found.failure.op})"
-            print(f"run {run + 1}: thread {found.thread} diverged at {where}: {found.failure.message}")
+    try:
+        for run, ended in enumerate(reruns(factory, programs, timeout), 1):
+            if isinstance(ended, RoundHung):
+                print(f"run {run}: {ended}")
+                return 1
+            failed += bool(ended)
+            for found in ended:
+                where = f"step {found.failure.index + 1} ({found.failure.op})"
+                print(f"run {run}: thread {found.thread} diverged at {where}: {found.failure.message}")
+    except (IndexError, KeyError, TypeError, ValueError) as exc:  # StepNotRunnable is a ValueError
+        raise CannotRun(f"the trace's programs cannot be replayed: {exc}") from None
     print(f"replayed the round of {len(programs)} programs against {spec} {RERUNS} times: {failed} failed")
     return 1 if failed else 0
 

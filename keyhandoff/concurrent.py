@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -31,7 +31,7 @@ from keyhandoff.target import Capabilities, InstallationMaker, RunStopped, Targe
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
 
-__all__ = ["ConcurrentFailure", "ConcurrentResult", "generate_programs", "run_concurrent", "run_round"]
+__all__ = ["ConcurrentFailure", "ConcurrentResult", "generate_programs", "reruns", "run_concurrent", "run_round"]
 
 RERUNS = 5  # re-runs of a failing round: how often it fails, and whether a smaller round still does
 
@@ -46,6 +46,11 @@ class RoundHung(TargetHung):
             "never returns",
         )
         self.stuck = stuck
+
+
+class StepNotRunnable(ValueError):
+    """A program step the harness itself could not run (a trace edited by hand, or keyhandoff's own fault): no
+    verdict on the target."""
 
 
 @attrs.frozen
@@ -150,7 +155,8 @@ def run_round(
     factory: Callable[[], Target], programs: list[list[Step]], timeout: float
 ) -> tuple[list[ThreadFailure], int]:
     """Run ``programs`` at once, one thread each, on one new installation; the failures (by thread) and the steps
-    run. A round still running after ``timeout`` seconds raises TargetHung (its threads are left behind)."""
+    run. A round still running after ``timeout`` seconds raises RoundHung (its threads are left behind); a step
+    the harness itself cannot run, StepNotRunnable."""
     target = factory()
     start = threading.Barrier(len(programs))
     failures: list[ThreadFailure] = []
@@ -200,7 +206,26 @@ def run_round(
     close_target(target)
     if stopped:
         raise stopped[0]
-    return sorted(failures, key=lambda f: f.thread), sum(done)
+    failures.sort(key=lambda f: f.thread)
+    for found in failures:
+        if found.failure.detail == "harness error":
+            where = f"step {found.failure.index + 1} ({found.failure.op})"
+            raise StepNotRunnable(f"thread {found.thread}'s {where} cannot be run: {found.failure.message}")
+    return failures, sum(done)
+
+
+def reruns(
+    factory: Callable[[], Target], programs: list[list[Step]], timeout: float
+) -> Iterator[list[ThreadFailure] | RoundHung]:
+    """How each of RERUNS runs of ``programs`` ended: its failures (none: it passed), or its hang, which is the last
+    run (each would leave more threads stuck)."""
+    for _ in range(RERUNS):
+        try:
+            failures, _ = run_round(factory, programs, timeout)
+        except RoundHung as hung:
+            yield hung
+            return
+        yield failures
 
 
 def run_concurrent(
@@ -259,15 +284,11 @@ def _run(
         try:
             failures, ran = run_round(factory, batch, timeout)
         except RoundHung as hung:  # not re-run: each run could wait as long again, and leave more threads stuck
-            failure = Failure(0, "round", str(hung), "hung")
-            result.failure = ConcurrentFailure(batch, hung.stuck[0], failure, None)
+            result.failure = ConcurrentFailure(batch, hung.stuck[0], Failure(0, "round", str(hung), "hung"), None)
             break
         result.steps += ran
         if failures:
-            first = failures[0]
-            if first.failure.detail == "harness error":  # keyhandoff's own fault: no verdict on the target
-                raise RuntimeError(f"keyhandoff could not run thread {first.thread}'s step: {first.failure.message}")
-            result.failure = _analyse(spec, factory, batch, first, timeout)
+            result.failure = _analyse(spec, factory, batch, failures[0], timeout)
             break
     if progress is not None:
         progress.write("\n")
@@ -304,16 +325,8 @@ def _analyse(
 
 
 def _failing_reruns(factory: Callable[[], Target], programs: list[list[Step]], timeout: float) -> int:
-    """How many of RERUNS runs of ``programs`` fail. A run that hangs counts, and ends the count: each would leave
-    more threads stuck."""
-    failed = 0
-    for _ in range(RERUNS):
-        try:
-            failures, _ = run_round(factory, programs, timeout)
-        except RoundHung:
-            return failed + 1
-        failed += bool(failures)
-    return failed
+    """How many of RERUNS runs of ``programs`` fail (a hang counts, and ends the count)."""
+    return sum(isinstance(ended, RoundHung) or bool(ended) for ended in reruns(factory, programs, timeout))
 
 
 def save_concurrent_trace(path: Path, found: ConcurrentFailure, *, spec: str, seed: int) -> None:

@@ -217,3 +217,30 @@ def test_a_close_that_raises_stops_a_concurrent_run_without_a_verdict() -> None:
 
     with pytest.raises(TargetUnavailable, match=r"the run stopped: ClosingFails.close\(\) raised OSError: the bridge"):
         run_concurrent("python:closing", ClosingFails, threads=3, rounds=2, steps=20, seed=1)
+
+
+def test_replay_of_a_round_whose_step_cannot_run_is_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A hand-edited round (a step naming a key no step made) is no divergence of the target: one line, status 2.
+    Each thread's program ran it inside the round, where it used to be printed as the target's divergence."""
+    opening = [{"op": "acquire", "side": "secure"}, {"op": "acquire", "side": "app"}]
+    broken = [*opening, {"op": "destroy_key", "key": 7}]
+    trace = tmp_path / "edited.json"
+    trace.write_text(
+        json.dumps(
+            {
+                "format": 1,
+                "target": "builtin",
+                "seed": 1,
+                "failure": None,
+                "steps": broken,
+                "kind": "concurrent",
+                "thread": 0,
+                "programs": [broken, opening],
+            }
+        )
+    )
+    assert main(["replay", str(trace)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("keyhandoff replay: error: the trace's programs cannot be replayed: thread 0's step 3 ")
