@@ -26,7 +26,7 @@ import attrs
 from hypothesis import Phase
 
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
-from keyhandoff.machine import machine_for, run_machine
+from keyhandoff.machine import machine_for, probed_capabilities, run_machine
 from keyhandoff.target import Capabilities, InstallationMaker, RunStopped, Target, TargetUnavailable, close_target
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
@@ -260,11 +260,7 @@ def _run(
     timeout: float,
     progress: TextIO | None,
 ) -> ConcurrentResult:
-    probe = factory()
-    try:
-        caps = probe.capabilities()
-    finally:
-        close_target(probe)
+    caps = probed_capabilities(factory)
     if not caps.concurrent:
         raise TargetUnavailable(
             f"{spec} does not declare concurrent use (Capabilities(concurrent=True)): its calls may not come "

@@ -37,7 +37,15 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Target, TargetUnavailable, close_target, missing_methods
 
-__all__ = ["DEFAULT_KEY_BYTES", "GETTABLE_PARAMS", "Coverage", "LockstepMachine", "machine_for", "run_machine"]
+__all__ = [
+    "DEFAULT_KEY_BYTES",
+    "GETTABLE_PARAMS",
+    "Coverage",
+    "LockstepMachine",
+    "machine_for",
+    "probed_capabilities",
+    "run_machine",
+]
 
 # The default key length of each session-key algorithm, in bytes (the harness's own table: the model and impl
 # each derive theirs independently).
@@ -142,17 +150,12 @@ def run_machine(
     _run_as_test(machine, settings=config)
 
 
-def machine_for(
-    factory: Callable[[], Target], *, name: str = "Target", misshapen_plaintext: bool = False
-) -> type[LockstepMachine]:
-    """A lockstep state machine class for targets made by ``factory`` (one fresh installation per call).
-
-    ``misshapen_plaintext`` adds a rule importing PLAINTEXTKEYBLOBs with a right header and something else
-    wrong (the thorough profile's): more error paths, at a cost measured on the fault catalog (the default
-    profile needed 2.3 times the test cases to catch all 24 mutants with it), so not in every run."""
+def probed_capabilities(factory: Callable[[], Target]) -> Capabilities:
+    """The capabilities of a first installation ``factory`` makes (then closed), once it is checked to be a
+    Target: what is missing is said before any test case, rather than at the first method a run calls."""
     probe = factory()
     missing = missing_methods(probe)
-    if missing:  # say what to add, rather than fail on the first method the machine happens to call
+    if missing:
         raise TypeError(
             f"the factory returned a value of type {type(probe).__name__}, not a Target: it has no "
             f"{', '.join(missing)} (see keyhandoff.target.Target and docs/conformance.md)"
@@ -163,6 +166,18 @@ def machine_for(
         close_target(probe)
     if not isinstance(caps, Capabilities):
         raise TypeError(f"capabilities() returned a value of type {type(caps).__name__}, not a Capabilities")
+    return caps
+
+
+def machine_for(
+    factory: Callable[[], Target], *, name: str = "Target", misshapen_plaintext: bool = False
+) -> type[LockstepMachine]:
+    """A lockstep state machine class for targets made by ``factory`` (one fresh installation per call).
+
+    ``misshapen_plaintext`` adds a rule importing PLAINTEXTKEYBLOBs with a right header and something else
+    wrong (the thorough profile's): more error paths, at a cost measured on the fault catalog (the default
+    profile needed 2.3 times the test cases to catch all 24 mutants with it), so not in every run."""
+    caps = probed_capabilities(factory)
     if not caps.algorithms & set(DEFAULT_KEY_BYTES):  # every key-making rule draws one: there is no program
         raise TargetUnavailable(
             f"{caps.name or name} supports none of the model's session-key algorithms (its capabilities list "
