@@ -31,7 +31,7 @@ class RacyTarget(BuiltinTarget):
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
         self.slot = key
-        time.sleep(0)  # another thread may run here, as during any blocking call (a token, a socket)
+        time.sleep(0.001)  # another thread runs here, as during any blocking call (a token, a socket)
         return super().encrypt(self.slot, data, final)
 
 
@@ -244,3 +244,9 @@ def test_replay_of_a_round_whose_step_cannot_run_is_status_2(
     assert main(["replay", str(trace)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("keyhandoff replay: error: the trace's programs cannot be replayed: thread 0's step 3 ")
+
+
+def test_a_factory_of_no_target_is_said_before_any_round() -> None:
+    """The same check as keyhandoff check's: a value without the Target methods is named with what it lacks."""
+    with pytest.raises(TypeError, match=r"the factory returned a value of type object, not a Target: it has no "):
+        run_concurrent("python:nothing", object, threads=2, rounds=1, seed=1)  # type: ignore[arg-type]
