@@ -17,6 +17,7 @@ from typing import TextIO
 
 import attrs
 from hypothesis import Phase
+from hypothesis.errors import Flaky, HypothesisException
 
 from keyhandoff.lockstep import Lockstep, TargetHung
 from keyhandoff.machine import Coverage, LockstepMachine, machine_for, run_machine
@@ -303,7 +304,7 @@ def _run(
         if isinstance(stop, TargetHung):  # not replayed, not shrunk: every replay would wait for the timeout again
             _report_hung(result, machine.last, spec, stop)
         else:  # every failure, Divergence or another, is reported with its trace
-            _report_failure(result, machine, spec, factory, str(exc))
+            _report_failure(result, machine, spec, factory, _what_ended(exc, machine))
     result.seconds = time.perf_counter() - start
     return result
 
@@ -344,6 +345,27 @@ def _report_hung(result: CheckResult, last: Lockstep | None, spec: str, hung: Ta
     result.steps = list(last.trace) if last is not None else []
     result.failure = Failure(max(len(result.steps) - 1, 0), _op_of(result.steps), str(hung), "hung")
     result.script = hung_reproducer(result.steps, spec, hung)
+
+
+def _what_ended(exc: BaseException, machine: type[LockstepMachine]) -> str:
+    """What ended the run, said for the report. Hypothesis's "Inconsistent data generation" names no cause: the
+    exception that ended the test case, if there was one, is its context and is said instead. With none, and no
+    test case failed, the same choices drew differently with nothing raised: the machine's draws depend on
+    something besides its choices and the model's answers (a keyhandoff defect), so there is no verdict."""
+    if not isinstance(exc, Flaky) or machine.first_failure is not None:
+        return str(exc)
+    seen: BaseException | None = exc
+    while seen is not None and isinstance(seen, HypothesisException):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        said = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+        raise RunStopped(
+            f"Hypothesis found two test cases that drew differently on the same choices, and none had failed "
+            f"({said}): the harness's draws are not reproducible, not the CSP's answers "
+            "(a keyhandoff defect: please report it with the seed); this is no verdict on the CSP"
+        ) from exc
+    where = "outside the program's steps, as a test case started or ended"
+    return f"{type(seen).__name__}: {seen} (raised {where}; Hypothesis then found the draws inconsistent)"
 
 
 def _hidden_stop(exc: BaseException) -> TargetHung | RunStopped | None:

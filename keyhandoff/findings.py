@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
-from keyhandoff.lockstep import Divergence, Lockstep
+from keyhandoff.lockstep import Divergence, open_lockstep
 from keyhandoff.target import Deviation, Target, close_target
 
 __all__ = ["FindingCheck", "check_findings"]
@@ -77,8 +77,8 @@ def _replay(
 ) -> Divergence | dict[str, int]:
     """Run ``steps`` on a fresh installation with the target's declarations but those ``without``; the
     deviations counted, or the divergence that ended it."""
-    target = factory()
-    ls = Lockstep(target, another=factory)
+    ls = open_lockstep(factory)
+    target = ls.target
     if without:
         caps = ls.capabilities
         ls.capabilities = attrs.evolve(caps, deviations=tuple(d for d in caps.deviations if d.id not in without))

@@ -26,7 +26,15 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Location
 from keyhandoff.model.wincrypt import describe_code
-from keyhandoff.target import Deviation, Inspectable, Target, TargetTimeout, close_target
+from keyhandoff.target import (
+    Deviation,
+    Inspectable,
+    RunStopped,
+    Target,
+    TargetTimeout,
+    capabilities_of,
+    close_target,
+)
 from keyhandoff.targets.model_target import ModelTarget
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "Observed",
     "TargetHung",
     "edit_blob",
+    "open_lockstep",
     "plaintext_blob",
     "script_value",
     "test_key",
@@ -235,6 +244,7 @@ class Lockstep:
         shared: bool = False,
     ) -> None:
         self.target = target
+        self.capabilities = capabilities_of(target)
         # Other programs run on the same installation at the same time (keyhandoff.concurrent): what is counted
         # installation-wide, the token's objects, is not this program's to compare.
         self.shared = shared
@@ -244,7 +254,7 @@ class Lockstep:
         self._other: tuple[Target, int] | None = None
         self._other_model: tuple[ModelTarget, int] | None = None
         self.model = model if model is not None else ModelTarget()
-        self.inspectable = check_state and isinstance(target, Inspectable) and target.capabilities().inspect
+        self.inspectable = check_state and isinstance(target, Inspectable) and self.capabilities.inspect
         self.providers: list[tuple[int, int, str]] = []
         self._released: set[int] = set()  # provider indexes the model has released
         self._detached_providers: dict[int, str] = {}  # released, and the target issued their handle again
@@ -255,7 +265,6 @@ class Lockstep:
         self.trace: list[dict[str, object]] = []
         self.on_step: Callable[[dict[str, object], Observed], None] | None = None
         self.last_actual: Observed | None = None  # the target's answer to the latest call
-        self.capabilities = target.capabilities()
         self.deviations: Counter[str] = Counter()  # declared deviations seen, by id
         self.sent = True  # whether the latest step reached the target (not: a detached reference, not_sent)
         self._test_keys: dict[bytes, str] = {}  # material the program imported, as the script names it
@@ -1039,6 +1048,19 @@ class Lockstep:
             ref.hmac_hash = hash_alg
         self._same_bytes(line, exp, act, ref.known, {"op": "hmac", "key": key, "hash_alg": hash_alg})
         return exp
+
+
+def open_lockstep(factory: Callable[[], Target], *, shared: bool = False) -> Lockstep:
+    """A lockstep on a new installation ``factory`` makes (and may make others with, for foreign blobs). If the
+    lockstep cannot be made (the installation's ``capabilities()`` raised: :class:`RunStopped`), the installation
+    is closed again, not left running behind the error. The caller closes ``ls`` and then ``ls.target``."""
+    target = factory()
+    try:
+        return Lockstep(target, another=factory, shared=shared)
+    except BaseException:
+        with contextlib.suppress(RunStopped):  # a close failing too: the first error is the one to say
+            close_target(target)
+        raise
 
 
 def script_value(value: object) -> str:

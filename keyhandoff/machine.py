@@ -32,7 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from keyhandoff.lockstep import Lockstep, Observed
+from keyhandoff.lockstep import Lockstep, Observed, open_lockstep
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Target, TargetUnavailable, close_target, missing_methods
@@ -210,8 +210,8 @@ def _build(
 
         def __init__(self) -> None:
             super().__init__()
-            self.target = factory()
-            self.ls = Lockstep(self.target, another=factory)
+            self.ls = open_lockstep(factory)
+            self.target = self.ls.target
             self.ls.on_step = self._covered
             self._seen_fired = 0
             type(self).last = self.ls

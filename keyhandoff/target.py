@@ -33,6 +33,7 @@ __all__ = [
     "TargetUnavailable",
     "UnknownTarget",
     "buffer_argument",
+    "capabilities_of",
     "close_target",
     "is_dword",
     "missing_methods",
@@ -66,6 +67,20 @@ def close_target(target: Target) -> None:
         raise RunStopped(
             f"{type(target).__name__}.close() raised {type(exc).__name__}: {exc} (a Target's close must end its "
             "installation without raising); this is no verdict on the CSP"
+        ) from exc
+
+
+def capabilities_of(target: Target) -> Capabilities:
+    """``target.capabilities()`` as the harness asks it of each new installation: one that raises (a line
+    target's peer that died or hung while probed) ends the run (:class:`RunStopped`). No step has run, so there
+    is nothing to report; raised inside Hypothesis, it would otherwise end a test case before its first draw and
+    come out as "Inconsistent data generation", blamed on the target's answers."""
+    try:
+        return target.capabilities()
+    except Exception as exc:
+        raise RunStopped(
+            f"a new installation's {type(target).__name__}.capabilities() raised {type(exc).__name__}: {exc}; "
+            "this is no verdict on the CSP"
         ) from exc
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import attrs
 
-from keyhandoff.lockstep import Divergence, Lockstep, Observed, TargetHung, script_value
+from keyhandoff.lockstep import Divergence, Lockstep, Observed, TargetHung, open_lockstep, script_value
 from keyhandoff.machine import DEFAULT_KEY_BYTES
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import describe_code
@@ -52,8 +52,8 @@ class Failure:
 
 def replay(steps: list[Step], factory: Callable[[], Target]) -> tuple[Failure | None, Lockstep]:
     """Run ``steps`` on a fresh target; the first divergence (outcome, state) ends it."""
-    target = factory()
-    ls = Lockstep(target, another=factory)
+    ls = open_lockstep(factory)
+    target = ls.target
     try:
         for index, step in enumerate(steps):
             try:
@@ -73,7 +73,7 @@ def replay(steps: list[Step], factory: Callable[[], Target]) -> tuple[Failure | 
 
 def _made(steps: list[Step], factory: Callable[[], Target]) -> list[dict[str, int]]:
     """For each step, how many providers, keys and blobs it made (from a replay of the whole trace)."""
-    ls = Lockstep(factory(), another=factory)
+    ls = open_lockstep(factory)
     counts: list[dict[str, int]] = []
     try:
         for step in steps:
@@ -191,8 +191,8 @@ def reproducer(
     answered: it is printed bare, after a note that says so.
     """
     expected: list[Observed | None] = []
-    target = factory()
-    ls = Lockstep(target, another=factory)
+    ls = open_lockstep(factory)
+    target = ls.target
     ls.on_step = lambda _step, observed: expected.append(observed)
     body: list[str] = []
     divergence: Divergence | None = None
