@@ -29,9 +29,28 @@ from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
 from keyhandoff.machine import machine_for, probed_capabilities, run_machine
 from keyhandoff.target import Capabilities, InstallationMaker, RunStopped, Target, TargetUnavailable, close_target
 from keyhandoff.targets.model_target import ModelTarget
-from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
+from keyhandoff.traces import (
+    Failure,
+    Step,
+    factory_stub,
+    minimize,
+    opener,
+    replay,
+    reproducer,
+    save_trace,
+    script,
+    script_body,
+)
 
-__all__ = ["ConcurrentFailure", "ConcurrentResult", "generate_programs", "reruns", "run_concurrent", "run_round"]
+__all__ = [
+    "ConcurrentFailure",
+    "ConcurrentResult",
+    "generate_programs",
+    "reruns",
+    "run_concurrent",
+    "run_round",
+    "threaded_reproducer",
+]
 
 RERUNS = 5  # re-runs of a failing round: how often it fails, and whether a smaller round still does
 
@@ -70,7 +89,8 @@ class ConcurrentFailure:
     failure: Failure
     alone: Failure | None  # the failing program replayed on its own: None when it passes alone (or hung)
     failed_reruns: int = 0  # of RERUNS re-runs of the (reduced) round
-    script: str = ""  # the sequential reproducer, when the program fails alone
+    # The sequential reproducer when the program fails alone; the threaded one of the round when only in company.
+    script: str = ""
 
     @property
     def concurrency(self) -> bool:
@@ -317,12 +337,95 @@ def _analyse(
     found.programs = [batch[k] for k in kept]
     found.thread = kept.index(first.thread)
     found.failed_reruns = rate
+    note = f"the round failed again in {rate} of {RERUNS} re-runs: a race shows in some interleavings only"
+    found.script = threaded_reproducer(found.programs, found.thread, spec, factory, timeout=timeout, note=note)
     return found
 
 
 def _failing_reruns(factory: Callable[[], Target], programs: list[list[Step]], timeout: float) -> int:
     """How many of RERUNS runs of ``programs`` fail (a hang counts, and ends the count)."""
     return sum(isinstance(ended, RoundHung) or bool(ended) for ended in reruns(factory, programs, timeout))
+
+
+ROUNDS_IN_SCRIPT = 50  # rounds a threaded reproducer runs before it says the failure did not show
+
+
+def threaded_reproducer(
+    programs: list[list[Step]],
+    thread: int,
+    spec: str,
+    factory: Callable[[], Target],
+    *,
+    timeout: float,
+    note: str = "",
+) -> str:
+    """A runnable script of a round: each program a function asserting what its model answers (rendered from a
+    replay of it alone, as the sequential reproducer is), all of them run at once, one thread each, on one new
+    installation, round after round until one raises, a round hangs, or ROUNDS_IN_SCRIPT rounds pass. A race shows
+    in some interleavings only, so the script says how many rounds it ran. ``note`` says how often it failed."""
+    functions: list[str] = []
+    for number, program in enumerate(programs):
+        role = "the program that failed" if number == thread else "another program of the round"
+        body = script_body(program, spec, factory, None)
+        functions += [
+            "",
+            "",
+            f"def program_{number}(csp):",
+            f'    """Thread {number}: {role}."""',
+            *(f"    {line}" if line else "" for line in body),
+        ]
+    text = "\n".join(
+        [
+            *factory_stub(spec),
+            f"ROUNDS = {ROUNDS_IN_SCRIPT}  # {note or 'a race shows in some interleavings only'}",
+            f"TIMEOUT = {timeout:g}  # seconds a round may take before it counts as hung",
+            *functions,
+            "",
+            "",
+            f"PROGRAMS = [{', '.join(f'program_{n}' for n in range(len(programs)))}]",
+            "",
+            "",
+            "def one_round():",
+            '    """Every program at once, one thread each, on one new installation: what each raised, by thread."""',
+            f"    csp = {opener(spec)}",
+            "    start = threading.Barrier(len(PROGRAMS))",
+            "    raised = {}",
+            "",
+            "    def run(number, program):",
+            "        start.wait()",
+            "        try:",
+            "            program(csp)",
+            "        except Exception as exc:",
+            "            raised[number] = exc",
+            "",
+            "    threads = [threading.Thread(target=run, args=pair, daemon=True) for pair in enumerate(PROGRAMS)]",
+            "    for thread in threads:",
+            "        thread.start()",
+            "    for thread in threads:",
+            "        thread.join(TIMEOUT)",
+            "    stuck = [number for number, thread in enumerate(threads) if thread.is_alive()]",
+            "    if stuck:",
+            '        raise SystemExit(f"thread(s) {stuck} still running after {TIMEOUT} s: a deadlock, or a call '
+            'that never returns")',
+            "    csp.close()",
+            "    return raised",
+            "",
+            "",
+            "for done in range(1, ROUNDS + 1):",
+            "    raised = one_round()",
+            "    for number, exc in sorted(raised.items()):",
+            '        print(f"round {done}: thread {number} raised {type(exc).__name__}")',
+            "        traceback.print_exception(exc, file=sys.stdout)",
+            "    if raised:",
+            "        raise SystemExit(1)",
+            'print(f"no thread raised in {ROUNDS} rounds: the interleaving that fails did not occur")',
+        ]
+    )
+    doc = (
+        "keyhandoff concurrency reproducer: programs at once on one installation, each asserting what its\n"
+        "model answers; run it against the target."
+    )
+    return script(text, doc=doc, modules=("sys", "threading", "traceback"))
 
 
 def save_concurrent_trace(path: Path, found: ConcurrentFailure, *, spec: str, seed: int) -> None:
@@ -356,5 +459,6 @@ def render(result: ConcurrentResult, out: TextIO) -> None:
     out.write(
         f"{head}\nFAILED (concurrency): {where}\nAlone that program passes. With {len(found.programs) - 1} other "
         f"program(s) at once it failed again in {found.failed_reruns} of {RERUNS} re-runs: a race, a shared "
-        "cache or a lost update in the target.\n"
+        "cache or a lost update in the target. The round as a script, each program in a thread of its own, run "
+        f"until a thread raises (at most {ROUNDS_IN_SCRIPT} rounds):\n\n{found.script}\n"
     )

@@ -190,6 +190,17 @@ def reproducer(
     to the target, it stays a comment). With ``unanswered`` (why), the last step is a call the target never
     answered: it is printed bare, after a note that says so.
     """
+    body = script_body(steps, spec, factory, failure, unanswered=unanswered)
+    text = "\n".join([*factory_stub(spec), f"csp = {opener(spec)}  # a new installation", *body, "csp.close()"])
+    return script(text)
+
+
+def script_body(
+    steps: list[Step], spec: str, factory: Callable[[], Target], failure: Failure | None, *, unanswered: str = ""
+) -> list[str]:
+    """The lines of :func:`reproducer` between opening ``csp`` and closing it: ``steps`` run on a new installation
+    of ``factory``, each asserting what the model answers (another installation it opens for foreign blobs is
+    closed again at the end)."""
     expected: list[Observed | None] = []
     ls = open_lockstep(factory)
     target = ls.target
@@ -211,7 +222,7 @@ def reproducer(
             if step.get("op") == "import_foreign" and not other:
                 other = True
                 body += [
-                    f"other = {_opener(spec)}  # another installation: its blobs must not open in this one",
+                    f"other = {opener(spec)}  # another installation: its blobs must not open in this one",
                     "other_prov = other.acquire('secure')",
                 ]
             if unanswered and step is steps[-1]:
@@ -233,17 +244,28 @@ def reproducer(
         body.append(_comment(f"the reported run differed at the last step ({failure.message}); this replay did not"))
     if other:
         body.append("other.close()")
-    body.append("csp.close()")
-    opening = [f"csp = {_opener(spec)}  # a new installation"]
-    if not is_spec(spec):  # a factory the script cannot name: its reader supplies it
-        opening[:0] = [
-            f"def new_installation():  # <- your factory ({spec}): a new installation of your CSP on each call",
-            '    raise NotImplementedError("return a new installation of your CSP here")',
-            "",
-            "",
-        ]
-    text = "\n".join([*opening, *body])
-    return "\n".join([*_preamble(text), text]) + "\n"
+    return body
+
+
+def factory_stub(spec: str) -> list[str]:
+    """Where the spec names no target a script can open: a ``new_installation()`` its reader fills in."""
+    if is_spec(spec):
+        return []
+    return [
+        f"def new_installation():  # <- your factory ({spec}): a new installation of your CSP on each call",
+        '    raise NotImplementedError("return a new installation of your CSP here")',
+        "",
+        "",
+    ]
+
+
+_DOC = "keyhandoff reproducer: each step asserts what the model answers; run it against the target."
+
+
+def script(text: str, *, doc: str = _DOC, modules: tuple[str, ...] = ()) -> str:
+    """A script's ``text`` under its docstring, the standard ``modules`` it imports and the keyhandoff helpers it
+    uses."""
+    return "\n".join([*_preamble(text, doc, modules), text]) + "\n"
 
 
 def hung_reproducer(steps: list[Step], spec: str, hung: TargetHung) -> str:
@@ -258,7 +280,7 @@ def _comment(text: str) -> str:
     return "# " + " ".join(text.split())
 
 
-def _opener(spec: str) -> str:
+def opener(spec: str) -> str:
     """How a script opens a new installation of the target: ``fresh(spec)``, or the reader's own factory."""
     return f"fresh({spec!r})" if is_spec(spec) else "new_installation()"
 
@@ -276,13 +298,14 @@ _SCRIPT_NAMES = (
 )
 
 
-def _preamble(body: str) -> list[str]:
+def _preamble(body: str, doc: str, modules: tuple[str, ...]) -> list[str]:
     used: dict[str, list[str]] = {}
     for name, module in _SCRIPT_NAMES:
         if re.search(rf"\b{name}\b", body):
             used.setdefault(module, []).append(name)
     return [
-        '"""keyhandoff reproducer: each step asserts what the model answers; run it against the target."""',
+        f'"""{doc}"""',
+        *(f"import {module}" for module in sorted(modules)),
         *(f"from {module} import {', '.join(names)}" for module, names in sorted(used.items())),
         "",
     ]

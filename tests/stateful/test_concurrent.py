@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -156,6 +159,34 @@ def test_the_command_saves_a_race_and_replay_runs_the_round(
     assert main(["replay", str(trace)]) == 1
     assert f"{RERUNS} times:" in capsys.readouterr().out
     assert main(["replay", str(trace), "--alone"]) == 0  # the program on its own: model and target agree
+    script = verdict["failure"]["reproducer"]
+    assert script.startswith('"""keyhandoff concurrency reproducer')
+    assert script in out  # printed, and reported
+    failed = verdict["failure"]["thread"]
+    assert f'def program_{failed}(csp):\n    """Thread {failed}: the program that failed."""' in script
+
+
+def _run_script(script: str) -> subprocess.CompletedProcess[str]:
+    """A printed script run as its user would, from the project's root (where its spec's module imports)."""
+    root = Path(__file__).resolve().parents[2]
+    return subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_the_threaded_reproducer_fails_on_the_race_and_passes_without_it() -> None:
+    """The round of a concurrency failure as a runnable script: each program in a thread of its own on one
+    installation, asserting its model's answers. It fails against the racy target; the same programs against
+    the built-in CSP pass every round."""
+    spec = "python:tests.stateful.test_concurrent:make_racy"
+    found = run_concurrent(spec, make_racy, threads=4, rounds=10, steps=30, seed=1).failure
+    assert found is not None
+    assert found.concurrency
+    raced = _run_script(found.script)
+    assert raced.returncode == 1, raced.stderr
+    assert re.search(r"^round \d+: thread \d+ raised AssertionError$", raced.stdout, re.MULTILINE)
+    assert re.search(r'File "<string>", line \d+, in program_\d+', raced.stdout)  # the program's own line
+    clean = _run_script(found.script.replace(f"fresh({spec!r})", "fresh('builtin')"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.strip() == "no thread raised in 50 rounds: the interleaving that fails did not occur"
 
 
 def test_the_command_passes_the_builtin_csp_and_refuses_one_thread(
