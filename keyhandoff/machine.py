@@ -11,10 +11,14 @@ and the hardware token has lost nothing.
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 import struct
 import sys
 from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -129,12 +133,30 @@ class LockstepMachine(RuleBasedStateMachine):
 _run_as_test: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
 
 
+@functools.cache
+def _load_every_module() -> None:
+    """Import all of keyhandoff. Hypothesis draws, now and then, a constant found in the source of the local
+    modules loaded so far (keyhandoff's, when it is installed from a checkout), so a seed's programs depended on
+    which of them a process had imported (a test suite, or one command, or a bridge loaded mid-run). With all of
+    them loaded before any draw, a seed makes the same programs wherever keyhandoff is installed the same way and
+    the same adapter is loaded."""
+    for name in _PACKAGES:
+        folder = Path(importlib.import_module(name).__file__ or "").parent  # its own folder: keyhandoff's __path__
+        for module in pkgutil.iter_modules([str(folder)]):  # also holds a checkout's root (see keyhandoff/__init__)
+            if not module.ispkg:
+                importlib.import_module(f"{name}.{module.name}")
+
+
+_PACKAGES = ("keyhandoff", "keyhandoff.targets", "keyhandoff.model", "keyhandoff.impl")  # those holding code
+
+
 def run_machine(
     machine: type[LockstepMachine], *, examples: int, steps: int, seed: int, phases: Sequence[Phase]
 ) -> None:
     """Run ``machine`` as keyhandoff runs every machine: from ``seed``, with no example database (a run is its
     seed; a failure is kept as a trace), no deadline (a target may be slow), no health checks (a slow or
     filtering target is not the user's test to fix) and one failure reported."""
+    _load_every_module()
     hypothesis_seed(seed)(machine)
     config = settings(
         max_examples=examples,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -910,3 +912,66 @@ def test_a_reproducer_stays_a_script_when_a_message_spans_lines() -> None:
         "# the reported run differed at the last step (Inconsistent data generation! Data generation behaved "
         "differently. The second run stopped earlier.); this replay did not" in script
     )
+
+
+_PROGRAMS_OF_SEED = """
+import hashlib, json, sys
+for name in sys.argv[1:]:
+    __import__(name)
+from hypothesis import Phase
+from keyhandoff.machine import machine_for, run_machine
+from keyhandoff.targets.model_target import ModelTarget
+programs = []
+class Recording(machine_for(ModelTarget)):
+    def teardown(self):
+        programs.append(self.ls.trace)
+        super().teardown()
+run_machine(Recording, examples=12, steps=30, seed=7, phases=(Phase.generate,))
+print(hashlib.sha256(json.dumps(programs).encode()).hexdigest())
+"""
+
+
+def test_a_seed_makes_the_same_programs_whatever_else_the_process_imported() -> None:
+    """Hypothesis draws constants from the local modules loaded so far: with keyhandoff from a checkout, a seed's
+    programs depended on which of its modules a process had imported (the same seed ran other programs in the test
+    suite than on the command line)."""
+    imported = [[], ["keyhandoff.concurrent", "keyhandoff.mutants", "keyhandoff.docgen", "keyhandoff.impl.xaes"]]
+    for layout in _LAYOUTS:  # as installed, and straight from the checkout (as pytest imports it)
+        digests = {
+            subprocess.run(
+                [sys.executable, "-c", _PROGRAMS_OF_SEED, *extra],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=300,
+                env=layout,
+                cwd=tempfile.gettempdir(),
+            ).stdout.strip()
+            for extra in imported
+        }
+        assert len(digests) == 1, digests
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+_LAYOUTS = [os.environ | {"PYTHONPATH": ""}, os.environ | {"PYTHONPATH": str(_ROOT)}]
+
+
+def test_every_module_of_keyhandoff_is_loaded_before_a_run() -> None:
+    """What makes the test above hold: each module of keyhandoff's (model/ and impl/ included) is imported before
+    the first draw, in both layouts; a module in a new package would be missed, and is caught here."""
+    sources = [*(_ROOT / "keyhandoff").rglob("*.py"), *(_ROOT / "model").rglob("*.py"), *(_ROOT / "impl").rglob("*.py")]
+    expected = set()
+    for source in sources:
+        parts = source.relative_to(_ROOT).with_suffix("").parts
+        if parts[0] != "keyhandoff":
+            parts = ("keyhandoff", *parts)
+        expected.add(".".join(parts).removesuffix(".__init__"))
+    probe = (
+        "import sys\nfrom keyhandoff.machine import _load_every_module\n_load_every_module()\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] == 'keyhandoff')))"
+    )
+    for layout in _LAYOUTS:
+        done = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=layout, cwd=_ROOT / "docs"
+        )
+        assert set(done.stdout.split()) >= expected, expected - set(done.stdout.split())
