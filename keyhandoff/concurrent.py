@@ -300,7 +300,10 @@ def _run(
         try:
             failures, ran = run_round(factory, batch, timeout)
         except RoundHung as hung:  # not re-run: each run could wait as long again, and leave more threads stuck
-            result.failure = ConcurrentFailure(batch, hung.stuck[0], Failure(0, "round", str(hung), "hung"), None)
+            found = ConcurrentFailure(batch, hung.stuck[0], Failure(0, "round", str(hung), "hung"), None)
+            # Its script is rendered from the model alone (as a sequential hang's is): the target could hang again.
+            found.script = threaded_reproducer(batch, found.thread, spec, ModelTarget, timeout=timeout, note=_HUNG_NOTE)
+            result.failure = found
             break
         result.steps += ran
         if failures:
@@ -348,6 +351,7 @@ def _failing_reruns(factory: Callable[[], Target], programs: list[list[Step]], t
 
 
 ROUNDS_IN_SCRIPT = 50  # rounds a threaded reproducer runs before it says the failure did not show
+_HUNG_NOTE = "the round hung in the run: a deadlock, too, shows in some interleavings only"
 
 
 def threaded_reproducer(
@@ -357,12 +361,13 @@ def threaded_reproducer(
     factory: Callable[[], Target],
     *,
     timeout: float,
-    note: str = "",
+    note: str,
 ) -> str:
     """A runnable script of a round: each program a function asserting what its model answers (rendered from a
     replay of it alone, as the sequential reproducer is), all of them run at once, one thread each, on one new
     installation, round after round until one raises, a round hangs, or ROUNDS_IN_SCRIPT rounds pass. A race shows
-    in some interleavings only, so the script says how many rounds it ran. ``note`` says how often it failed."""
+    in some interleavings only, so the script says how many rounds it ran. ``note`` says how often it failed (or
+    that it hung)."""
     functions: list[str] = []
     for number, program in enumerate(programs):
         role = "the program that failed" if number == thread else "another program of the round"
@@ -377,7 +382,7 @@ def threaded_reproducer(
     text = "\n".join(
         [
             *factory_stub(spec),
-            f"ROUNDS = {ROUNDS_IN_SCRIPT}  # {note or 'a race shows in some interleavings only'}",
+            f"ROUNDS = {ROUNDS_IN_SCRIPT}  # {note}",
             f"TIMEOUT = {timeout:g}  # seconds a round may take before it counts as hung",
             *functions,
             "",
@@ -447,7 +452,11 @@ def render(result: ConcurrentResult, out: TextIO) -> None:
         return
     failure = found.failure
     if found.hung:
-        out.write(f"{head}\nFAILED (hung): {failure.message}\n")
+        out.write(
+            f"{head}\nFAILED (hung): {failure.message}\nThe round as a script, each program in a thread of its own "
+            f"(its assertions are the model's answers), run until a round hangs or {ROUNDS_IN_SCRIPT} rounds "
+            f"pass:\n\n{found.script}\n"
+        )
         return
     where = f"thread {found.thread}'s program diverged at step {failure.index + 1} ({failure.op}): {failure.message}"
     if not found.concurrency:

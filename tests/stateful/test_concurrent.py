@@ -130,6 +130,20 @@ def test_a_deadlock_is_a_hang_within_the_timeout() -> None:
     assert time.monotonic() - began < 60
 
 
+def test_a_deadlock_comes_with_a_script_that_hangs_on_it_and_not_on_the_builtin_csp() -> None:
+    spec = "python:tests.stateful.test_concurrent:Deadlocks"
+    found = run_concurrent(spec, Deadlocks, threads=4, rounds=5, steps=30, seed=3, timeout=5).failure
+    assert found is not None
+    assert found.hung
+    assert "TIMEOUT = 5  #" in found.script
+    hung = _run_script(found.script)
+    assert hung.returncode == 1
+    assert re.search(r"^thread\(s\) \[[\d, ]+\] still running after 5 s: a deadlock", hung.stderr, re.MULTILINE)
+    clean = _run_script(found.script.replace(f"fresh({spec!r})", "fresh('builtin')"))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert clean.stdout.startswith("no thread raised in 50 rounds")
+
+
 def test_a_target_not_declared_concurrent_is_refused() -> None:
     with pytest.raises(TargetUnavailable, match="does not declare concurrent use"):
         run_concurrent("model", ModelTarget, threads=2, rounds=1, seed=1)
