@@ -144,7 +144,9 @@ def _replay(args: argparse.Namespace) -> int:
         raise CannotRun(_file_error(exc)) from None
     spec = args.target or str(meta.get("target") or "builtin")
     if meta.get("kind") == "concurrent" and not args.alone:
-        return _replay_round(meta.get("programs"), meta.get("thread"), spec, args.timeout)
+        failure = meta.get("failure")
+        hung = isinstance(failure, dict) and failure.get("detail") == "hung"
+        return _replay_round(meta.get("programs"), meta.get("thread"), spec, args.timeout, hung)
     factory = fresh_factory(spec)
     try:
         failure, _ = replay(steps, factory)
@@ -252,16 +254,20 @@ def _concurrent(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
-def _replay_round(programs: object, thread: object, spec: str, timeout: float) -> int:
-    """``keyhandoff replay`` of a trace ``keyhandoff concurrent`` saved: the round, RERUNS times."""
-    from keyhandoff.concurrent import RERUNS, RoundHung, reruns
+def _replay_round(programs: object, thread: object, spec: str, timeout: float, hung: bool) -> int:
+    """``keyhandoff replay`` of a trace ``keyhandoff concurrent`` saved: the round as its threaded script (from the
+    model alone if the round hung: the target could hang again), then the round run RERUNS times."""
+    from keyhandoff.concurrent import RERUNS, RoundHung, reruns, threaded_reproducer
     from keyhandoff.targets.fresh import fresh_factory
+    from keyhandoff.targets.model_target import ModelTarget
 
     if not (isinstance(programs, list) and len(programs) >= 2 and isinstance(thread, int)):
         raise CannotRun("a concurrent trace holds 'programs' (two or more) and the failing 'thread'")
     factory = fresh_factory(spec)
     failed = 0
+    note = "replayed from a saved round: a race shows in some interleavings only"
     try:
+        print(threaded_reproducer(programs, thread, spec, ModelTarget if hung else factory, timeout=timeout, note=note))
         for run, ended in enumerate(reruns(factory, programs, timeout), 1):
             if isinstance(ended, RoundHung):
                 print(f"run {run}: {ended}")

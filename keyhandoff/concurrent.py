@@ -371,7 +371,10 @@ def threaded_reproducer(
     functions: list[str] = []
     for number, program in enumerate(programs):
         role = "the program that failed" if number == thread else "another program of the round"
-        body = script_body(program, spec, factory, None)
+        try:
+            body = script_body(program, spec, factory, None)
+        except ValueError as exc:  # a step the harness cannot run (a hand-edited trace)
+            raise StepNotRunnable(f"thread {number}'s {exc}") from None
         functions += [
             "",
             "",

@@ -210,7 +210,7 @@ def script_body(
     divergence: Divergence | None = None
     other = False  # whether the script has opened another installation (for foreign blobs)
     try:
-        for step in steps:
+        for index, step in enumerate(steps):
             seen, before, made = len(expected), +ls.deviations, len(ls.keys)
             try:
                 ls.apply(step)
@@ -219,6 +219,8 @@ def script_body(
                 divergence = div
             except TargetHung as hung:  # (it answered in the run that failed): the call, then nothing more
                 divergence = Divergence(hung.step, "an answer", "none", str(hung))
+            except (IndexError, KeyError, TypeError, ValueError) as exc:  # a trace that does not fit, as in replay
+                raise ValueError(f"step {index + 1} ({step.get('op')}) cannot be replayed: {exc}") from None
             observed = expected[seen] if len(expected) > seen else None
             if step.get("op") == "import_foreign" and not other:
                 other = True

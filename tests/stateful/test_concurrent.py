@@ -171,7 +171,9 @@ def test_the_command_saves_a_race_and_replay_runs_the_round(
     assert len(saved["programs"]) >= 2
     assert saved["steps"] == saved["programs"][saved["thread"]]
     assert main(["replay", str(trace)]) == 1
-    assert f"{RERUNS} times:" in capsys.readouterr().out
+    replayed = capsys.readouterr().out
+    assert replayed.startswith('"""keyhandoff concurrency reproducer')  # the round as its script, then its re-runs
+    assert f"{RERUNS} times:" in replayed
     assert main(["replay", str(trace), "--alone"]) == 0  # the program on its own: model and target agree
     script = verdict["failure"]["reproducer"]
     assert script.startswith('"""keyhandoff concurrency reproducer')
