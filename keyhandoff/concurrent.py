@@ -354,6 +354,44 @@ ROUNDS_IN_SCRIPT = 50  # rounds a threaded reproducer runs before it says the fa
 _HUNG_NOTE = "the round hung in the run: a deadlock, too, shows in some interleavings only"
 
 
+# A threaded reproducer after its programs: OPEN_INSTALLATION stands for how it opens a new installation.
+_RUNNER = """
+
+def one_round():
+    \"\"\"Every program at once, one thread each, on one new installation: what each raised, by thread.\"\"\"
+    csp = OPEN_INSTALLATION
+    start = threading.Barrier(len(PROGRAMS))
+    raised = {}
+
+    def run(number, program):
+        start.wait()
+        try:
+            program(csp)
+        except Exception as exc:
+            raised[number] = exc
+
+    threads = [threading.Thread(target=run, args=pair, daemon=True) for pair in enumerate(PROGRAMS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    stuck = [number for number, thread in enumerate(threads) if thread.is_alive()]
+    if stuck:
+        raise SystemExit(f"thread(s) {stuck} still running after {TIMEOUT} s: a deadlock, or a call that never returns")
+    csp.close()
+    return raised
+
+
+for done in range(1, ROUNDS + 1):
+    raised = one_round()
+    for number, exc in sorted(raised.items()):
+        print(f"round {done}: thread {number} raised {type(exc).__name__}")
+        traceback.print_exception(exc, file=sys.stdout)
+    if raised:
+        raise SystemExit(1)
+print(f"no thread raised in {ROUNDS} rounds: the interleaving that fails did not occur")"""
+
+
 def threaded_reproducer(
     programs: list[list[Step]],
     thread: int,
@@ -391,42 +429,7 @@ def threaded_reproducer(
             "",
             "",
             f"PROGRAMS = [{', '.join(f'program_{n}' for n in range(len(programs)))}]",
-            "",
-            "",
-            "def one_round():",
-            '    """Every program at once, one thread each, on one new installation: what each raised, by thread."""',
-            f"    csp = {opener(spec)}",
-            "    start = threading.Barrier(len(PROGRAMS))",
-            "    raised = {}",
-            "",
-            "    def run(number, program):",
-            "        start.wait()",
-            "        try:",
-            "            program(csp)",
-            "        except Exception as exc:",
-            "            raised[number] = exc",
-            "",
-            "    threads = [threading.Thread(target=run, args=pair, daemon=True) for pair in enumerate(PROGRAMS)]",
-            "    for thread in threads:",
-            "        thread.start()",
-            "    for thread in threads:",
-            "        thread.join(TIMEOUT)",
-            "    stuck = [number for number, thread in enumerate(threads) if thread.is_alive()]",
-            "    if stuck:",
-            '        raise SystemExit(f"thread(s) {stuck} still running after {TIMEOUT} s: a deadlock, or a call '
-            'that never returns")',
-            "    csp.close()",
-            "    return raised",
-            "",
-            "",
-            "for done in range(1, ROUNDS + 1):",
-            "    raised = one_round()",
-            "    for number, exc in sorted(raised.items()):",
-            '        print(f"round {done}: thread {number} raised {type(exc).__name__}")',
-            "        traceback.print_exception(exc, file=sys.stdout)",
-            "    if raised:",
-            "        raise SystemExit(1)",
-            'print(f"no thread raised in {ROUNDS} rounds: the interleaving that fails did not occur")',
+            _RUNNER.replace("OPEN_INSTALLATION", opener(spec)),
         ]
     )
     doc = (
