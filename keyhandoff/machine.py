@@ -421,8 +421,9 @@ def _build(
             self, alg: int, seed: int, forty: bool, tweak: set[str], blocks: int, blob_type: int, hardware: bool
         ) -> Any:
             """The seed's scenario with a live state worth carrying: a key (salted 40-bit RC2/RC4 too) whose salt,
-            effective length, mode or IV may be set, advanced mid-stream, exported (opaque: exactly this state;
-            plaintext: a fresh key), destroyed, imported on the app side and continued."""
+            effective length, mode or IV may be set, advanced mid-stream, exported (opaque: exactly this state, and
+            never in plaintext, lacking CRYPT_EXPORT; plaintext: a fresh key), destroyed, imported on the app side
+            and continued."""
             size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else DEFAULT_KEY_BYTES[alg]
             hardware = hardware and alg in hw_algs
             # Exportable only where the blob type needs it: an opaque source without CRYPT_EXPORT lets a later
@@ -443,6 +444,10 @@ def _build(
             if "iv" in tweak and alg != w.CALG_RC4:
                 self.ls.set_key_param(made, w.KP_IV, bytes(range(block)))
             self.ls.encrypt(made, bytes(range(block)) * blocks, False)
+            if blob_type == w.OPAQUEKEYBLOB and w.PLAINTEXTKEYBLOB in caps.blob_types:
+                # A session key without CRYPT_EXPORT leaves only as an opaque blob: never in plaintext (the
+                # generic export rule seldom draws this pair).
+                self.ls.export_key(made, w.PLAINTEXTKEYBLOB)
             blob = self.ls.export_key(made, blob_type)
             self.ls.destroy_key(made)
             if not isinstance(blob, int):
