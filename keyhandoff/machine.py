@@ -376,8 +376,11 @@ def _build(
         @rule(
             target=blobs,
             key=keys,
-            blob_type=st.sampled_from([*sorted(caps.blob_types), w.SIMPLEBLOB, w.KEYSTATEBLOB, 0x55]),
-            flags=st.sampled_from([0, 0, w.CRYPT_DESTROYKEY, 0x100]),
+            # Mostly a type the target exports and no bad flag: this rule alone fills the blobs bundle, and when it
+            # drew each type alike one export in ten succeeded, so the rules importing a kept blob (with flags, a
+            # hardware request, an edit anywhere) almost never ran.
+            blob_type=st.sampled_from([*sorted(caps.blob_types) * 3, w.SIMPLEBLOB, w.KEYSTATEBLOB, 0x55]),
+            flags=st.sampled_from([0, 0, 0, w.CRYPT_DESTROYKEY, 0x100]),
         )
         def export_key(self, key: int, blob_type: int, flags: int) -> Any:
             if blob_type == w.SIMPLEBLOB and w.SIMPLEBLOB in caps.blob_types:
@@ -423,7 +426,7 @@ def _build(
             """The seed's scenario with a live state worth carrying: a key (salted 40-bit RC2/RC4 too) whose salt,
             effective length, mode or IV may be set, advanced mid-stream, exported (opaque: exactly this state, and
             never in plaintext, lacking CRYPT_EXPORT; plaintext: a fresh key), destroyed, imported on the app side
-            and continued."""
+            and continued, then handed a block that does not decrypt (a Final bad pad resets the key)."""
             size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else DEFAULT_KEY_BYTES[alg]
             hardware = hardware and alg in hw_algs
             # Exportable only where the blob type needs it: an opaque source without CRYPT_EXPORT lets a later
@@ -460,6 +463,8 @@ def _build(
             for key in (moved, again):
                 if isinstance(key, int):
                     self.ls.encrypt(key, bytes(block) * blocks, False)
+            if isinstance(moved, int):  # a record that does not decrypt (a bad pad, nearly always): the key resets
+                self.ls.decrypt(moved, bytes(block), True)
             return moved if isinstance(moved, int) else multiple()
 
         @precondition(lambda self: opaque)
