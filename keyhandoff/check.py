@@ -23,6 +23,7 @@ from keyhandoff.lockstep import Lockstep, TargetHung
 from keyhandoff.machine import Coverage, LockstepMachine, machine_for, run_machine
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
+from keyhandoff.model_rules import reachable_rules
 from keyhandoff.target import Capabilities, InstallationMaker, RunStopped, Target, TargetUnavailable
 from keyhandoff.targets.fresh import release_spare
 from keyhandoff.traces import Failure, hung_reproducer, minimize, replay, reproducer
@@ -121,6 +122,8 @@ class CheckResult:
     several_failures: bool = False
     missing_transitions: list[str] = attrs.field(factory=list)
     missing_outcomes: list[tuple[str, str]] = attrs.field(factory=list)
+    # The model's refusal rules this target can reach that answered no step (information: never required).
+    rules_not_fired: list[str] = attrs.field(factory=list)
     require_coverage: bool = False
 
     @property
@@ -198,6 +201,7 @@ class CheckResult:
             "coverage": self.coverage.to_json(),
             "missing_transitions": self.missing_transitions,
             "missing_outcomes": [f"{op} -> {code}" for op, code in self.missing_outcomes],
+            "refusal_rules_not_fired": self.rules_not_fired,
             "failure": attrs.asdict(self.failure) if self.failure else None,
             "reproducer_steps": len(self.steps) if self.failure else 0,
             "reproducer": self.script if self.failure else None,  # the script the summary prints
@@ -274,6 +278,7 @@ def run_check(
     rows, outcomes = required_coverage(result.capabilities)
     result.missing_transitions = [r for r in rows if not result.coverage.transitions.get(r)]
     result.missing_outcomes = [o for o in outcomes if not result.coverage.outcomes.get(o)]
+    result.rules_not_fired = [r.text for r in reachable_rules(result.capabilities) if not result.coverage.rules[r.text]]
     return result
 
 
@@ -406,6 +411,8 @@ def render_summary(result: CheckResult, out: TextIO | None = None) -> None:
     fired = len(rows) - len(result.missing_transitions)
     out.write(f"\nlifecycle transitions fired: {fired}/{len(rows)}")
     out.write(f"; error outcomes fired: {len(outcomes) - len(result.missing_outcomes)}/{len(outcomes)}")
+    reachable = len(reachable_rules(result.capabilities))
+    out.write(f"; model refusal rules met: {reachable - len(result.rules_not_fired)}/{reachable}")
     if result.failure is not None:  # the run stopped at the failure: what it did not reach says nothing
         out.write(" (up to the failure)\n")
     else:
@@ -414,6 +421,8 @@ def render_summary(result: CheckResult, out: TextIO | None = None) -> None:
             out.write(f"  never fired: {label}\n")
         for op, code in result.missing_outcomes:
             out.write(f"  never seen: {op} -> {code}\n")
+        for text in result.rules_not_fired:
+            out.write(f"  no step refused by: {text}\n")
     if result.failure is not None:
         out.write(f"\nFAILED at step {result.failure.index + 1} ({result.failure.op}): {result.failure.message}\n")
         out.write(f"minimal reproducer ({len(result.steps)} steps):\n\n{result.script}\n")

@@ -91,20 +91,24 @@ def _outcome(observed: Observed) -> str:
 
 @attrs.define
 class Coverage:
-    """What a run exercised: operations, outcomes per operation, lifecycle transitions fired."""
+    """What a run exercised: operations, outcomes per operation, lifecycle transitions fired, the model's refusal
+    rules that answered a step (keyhandoff.model_rules)."""
 
     steps: int = 0
     operations: Counter[str] = attrs.field(factory=Counter)
     outcomes: Counter[tuple[str, str]] = attrs.field(factory=Counter)
     transitions: Counter[str] = attrs.field(factory=Counter)
     deviations: Counter[str] = attrs.field(factory=Counter)  # declared deviations seen, by id
+    rules: Counter[str] = attrs.field(factory=Counter)  # the model's refusal rules that answered a step, by text
 
-    def record(self, step: dict[str, object], observed: Observed, fired: list[str]) -> None:
+    def record(self, step: dict[str, object], observed: Observed, fired: list[str], rule: str = "") -> None:
         op = str(step["op"])
         self.steps += 1
         self.operations[op] += 1
         self.outcomes[(op, _outcome(observed))] += 1
         self.transitions.update(fired)
+        if rule and not observed.ok:
+            self.rules[rule] += 1
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -113,6 +117,7 @@ class Coverage:
             "outcomes": {f"{op} -> {out}": n for (op, out), n in sorted(self.outcomes.items())},
             "transitions": dict(self.transitions),
             "known_deviations": dict(self.deviations),
+            "refusal_rules": dict(self.rules),
         }
 
 
@@ -243,7 +248,7 @@ def _build(
         def _covered(self, step: dict[str, object], observed: Observed) -> None:
             fired = self.ls.model.fired[self._seen_fired :]
             self._seen_fired = len(self.ls.model.fired)
-            type(self).coverage.record(step, observed, [row.label for row in fired])
+            type(self).coverage.record(step, observed, [row.label for row in fired], self.ls.model.last_rule)
 
         def teardown(self) -> None:
             # Hypothesis calls teardown in a finally clause: the exception ending the test case, if any, is

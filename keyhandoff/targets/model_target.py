@@ -70,6 +70,7 @@ class ModelTarget:
         try:
             parsed = Side(side)
         except ValueError:
+            self.last_rule = ""  # refused here, by no rule of the model's
             raise CryptError(w.ERROR_INVALID_PARAMETER, "acquire") from None
         return self._run(model.acquire(self.world, parsed), "acquire")
 
