@@ -1050,13 +1050,13 @@ class Lockstep:
         return exp
 
 
-def open_lockstep(factory: Callable[[], Target], *, shared: bool = False) -> Lockstep:
+def open_lockstep(factory: Callable[[], Target]) -> Lockstep:
     """A lockstep on a new installation ``factory`` makes (and may make others with, for foreign blobs). If the
     lockstep cannot be made (the installation's ``capabilities()`` raised: :class:`RunStopped`), the installation
     is closed again, not left running behind the error. The caller closes ``ls`` and then ``ls.target``."""
     target = factory()
     try:
-        return Lockstep(target, another=factory, shared=shared)
+        return Lockstep(target, another=factory)
     except BaseException:
         with contextlib.suppress(RunStopped):  # a close failing too: the first error is the one to say
             close_target(target)
