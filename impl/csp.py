@@ -576,7 +576,7 @@ class Csp:
                     if block >= 0 and engine is not None and entry.tombstone is None:
                         mode = entry.mode
                         if not block or (data and not len(data) % block and mode in USABLE_MODES):
-                            return engine.run(mode, data, decrypt=False)
+                            return engine.hot(mode, data, False)
                 except CryptError as error:  # from a hardware key's token: the code, under this call's name
                     raise CryptError(error.code, "encrypt") from None
                 finally:
@@ -596,7 +596,7 @@ class Csp:
                     if block >= 0 and engine is not None and entry.tombstone is None:
                         mode = entry.mode
                         if not block or (data and not len(data) % block and mode in USABLE_MODES):
-                            return engine.run(mode, data, decrypt=True)
+                            return engine.hot(mode, data, True)
                 except CryptError as error:  # from a hardware key's token: the code, under this call's name
                     raise CryptError(error.code, "decrypt") from None
                 finally:

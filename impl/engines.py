@@ -85,6 +85,11 @@ class Engine(Protocol):
         """Encrypt or decrypt ``data`` in ``mode`` (a usable CRYPT_MODE_*; ignored by RC4), moving the state on."""
         ...
 
+    def hot(self, mode: int, data: bytes, decrypt: bool, /) -> bytes:
+        """``run`` for the CSP's per-call fast path, on data it has checked (non-empty whole blocks in a usable
+        mode; any length for RC4): positional, and skipping run's own checks where an engine can."""
+        ...
+
     def reset(self, iv: bytes) -> None:
         """Back to the start: register := ``iv`` (block ciphers), or the RC4 key schedule."""
         ...
@@ -142,6 +147,9 @@ class _BlockEngine(abc.ABC):
         ciphertext = data if decrypt else out
         self._register = ciphertext[-self._block :]
         return out
+
+    def hot(self, mode: int, data: bytes, decrypt: bool, /) -> bytes:
+        return self.run(mode, data, decrypt=decrypt)
 
     def reset(self, iv: bytes) -> None:
         if len(iv) != self._block:
@@ -219,6 +227,16 @@ class CryptographyBlockEngine(_BlockEngine):
             return out
         self._settle()  # the general path reads and writes _register itself
         return super().run(mode, data, decrypt=decrypt)
+
+    def hot(self, mode: int, data: bytes, decrypt: bool, /) -> bytes:
+        # run's hot path without its length checks (the CSP's fast path made them).
+        context = self._context
+        if context is not None and mode == self._context_mode and decrypt is self._context_decrypt:
+            out = context.update(data)
+            if mode != _ECB:
+                self._tail = data if decrypt else out
+            return out
+        return self.run(mode, data, decrypt=decrypt)
 
     def _stream(self, mode: int, decrypt: bool) -> CipherContext:
         """The live context for this mode and direction, rebuilt from the register when they changed.
@@ -477,6 +495,9 @@ class RC4Engine:
         out = self._live().update(data)
         self._pos += len(data)
         return out
+
+    def hot(self, mode: int, data: bytes, decrypt: bool, /) -> bytes:
+        return self.run(mode, data, decrypt=decrypt)
 
     def reset(self, iv: bytes) -> None:
         self.wipe()

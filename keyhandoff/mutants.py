@@ -373,6 +373,9 @@ class _HeldReset:
     def run(self, mode: int, data: bytes, *, decrypt: bool) -> bytes:
         return self.engine.run(mode, data, decrypt=decrypt)
 
+    def hot(self, mode: int, data: bytes, decrypt: bool, /) -> bytes:
+        return self.engine.hot(mode, data, decrypt)
+
     def reset(self, iv: bytes) -> None:
         self.held.append(iv)
 
