@@ -51,6 +51,24 @@ def test_chunks_equal_one_shot(spec: tuple[int, int, int], mode: int, blocks: li
     assert engine.register == expected
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    st.sampled_from([(w.CALG_AES_128, 16, 16), (w.CALG_3DES, 24, 8), (w.CALG_RC2, 16, 8), (w.CALG_RC4, 16, 1)]),
+    st.lists(st.tuples(st.sampled_from(MODES), st.booleans(), st.integers(1, 3)), min_size=1, max_size=8),
+)
+def test_hot_is_run(spec: tuple[int, int, int], calls: list[tuple[int, bool, int]]) -> None:
+    """The fast path's positional ``hot`` gives what ``run`` gives, call for call, mode and direction changing
+    under it, and leaves the same state behind."""
+    alg, key_len, block = spec
+    key, iv = os.urandom(key_len), os.urandom(block if block > 1 else 0)
+    fast = software_engine(alg, key, b"", key_len * 8, iv)
+    full = fast.clone()
+    for mode, decrypt, count in calls:
+        data = os.urandom(count * max(block, 1))
+        assert fast.hot(mode, data, decrypt) == full.run(mode, data, decrypt=decrypt)
+    assert (fast.register, fast.stream_pos) == (full.register, full.stream_pos)
+
+
 def test_cbc_direction_change_rebuilds_from_the_register() -> None:
     """Switching encrypt -> decrypt -> encrypt continues from the shared register each time."""
     key, iv = os.urandom(16), os.urandom(16)
