@@ -322,10 +322,17 @@ def _build(
                 st.builds(
                     _forged,
                     st.sampled_from(forged_algs),
-                    st.integers(0, 0xFF),
-                    st.integers(0, 3),
+                    # a key blob's type and version often enough that the checks after them are reached
+                    st.one_of(st.sampled_from([w.PLAINTEXTKEYBLOB, w.OPAQUEKEYBLOB]), st.integers(0, 0xFF)),
+                    st.one_of(st.just(w.CUR_BLOB_VERSION), st.integers(0, 3)),
                     st.integers(0, 40),
                     st.integers(-2, 2),
+                ),
+                # a PLAINTEXTKEYBLOB header cut before its length field ends
+                st.builds(
+                    lambda alg, cut: _forged(alg, w.PLAINTEXTKEYBLOB, w.CUR_BLOB_VERSION, 0, 0)[:cut],
+                    st.sampled_from(forged_algs),
+                    st.integers(8, 11),
                 ),
             ),
             flags=st.sampled_from([0, w.CRYPT_EXPORTABLE, w.CRYPT_IPSEC_HMAC_KEY, 0x8000]),
@@ -443,7 +450,7 @@ def _build(
             block = 16 if alg in (w.CALG_AES_128, w.CALG_AES_192, w.CALG_AES_256) else 8
             if "salt" in tweak:
                 self.ls.set_key_param(made, w.KP_SALT, bytes(range(1, 12)))
-            if "effective" in tweak:
+            if "effective" in tweak or alg == w.CALG_RC2:  # RC2's always: other rules hand off its default
                 self.ls.set_key_param(made, w.KP_EFFECTIVE_KEYLEN, 64)
             if "mode" in tweak:
                 self.ls.set_key_param(made, w.KP_MODE, w.CRYPT_MODE_CFB)

@@ -69,12 +69,15 @@ def test_a_run_reports_the_rules_it_met_and_those_it_did_not() -> None:
     assert all(f"  no step refused by: {text}\n" in out.getvalue() for text in result.rules_not_fired)
 
 
-# Reachable, but only by a rarely drawn shape of input: the default profile may miss them (the thorough one's
-# misshapen-plaintext rule reaches the last two).
+# Reachable, but only by a rarely drawn shape of input (a blob header or length field off in one way, a salt one
+# byte too long): a default-profile run meets most of them, not always all. Seeds 0 to 3 left two or none unmet.
 RARE = {
+    "BLOBHEADER.reserved is not 0",
     "hPubKey must be 0 for this blob type",
     "PLAINTEXTKEYBLOB truncated before its length field",
+    "PLAINTEXTKEYBLOB body shorter than its length field",
     "key length not valid for the algorithm",
+    "salt longer than 24 bytes",
 }
 
 
@@ -92,4 +95,6 @@ def test_the_default_profile_meets_every_reachable_rule_of_the_model_but_a_rare_
         timeout=600,
         cwd=tmp_path,
     )
-    assert set(json.loads(report.read_text())["refusal_rules_not_fired"]) <= RARE
+    not_met = set(json.loads(report.read_text())["refusal_rules_not_fired"])
+    assert not_met <= RARE
+    assert len(not_met) <= 2
