@@ -11,7 +11,7 @@ import sys
 import textwrap
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -359,9 +359,7 @@ def _what_ended(exc: BaseException, machine: type[LockstepMachine]) -> str:
     something besides its choices and the model's answers (a keyhandoff defect), so there is no verdict."""
     if not isinstance(exc, Flaky) or machine.first_failure is not None:
         return str(exc)
-    seen: BaseException | None = exc
-    while seen is not None and isinstance(seen, HypothesisException):
-        seen = seen.__cause__ or seen.__context__
+    seen = next((link for link in _chain(exc) if not isinstance(link, HypothesisException)), None)
     if seen is None:
         said = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
         raise RunStopped(
@@ -378,12 +376,15 @@ def _hidden_stop(exc: BaseException) -> TargetHung | RunStopped | None:
     against the earlier ones as it ends, even one ended by a BaseException: one that stopped at a point where an
     earlier case drew on is reported as "Inconsistent data generation" (FlakyStrategyDefinition), with the real
     stop as its context. A factory failing as a test case starts is always such a case."""
+    return next((link for link in _chain(exc) if isinstance(link, (TargetHung, RunStopped))), None)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it was raised from or during, nearest first."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (TargetHung, RunStopped)):
-            return seen
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _op_of(steps: list[dict[str, object]]) -> str:

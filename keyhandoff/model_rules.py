@@ -85,8 +85,9 @@ def _rule_of(node: ast.AST) -> tuple[str, str] | None:
     code, text = node.args[position], node.args[position + 1]
     if not isinstance(text, ast.Constant) or not isinstance(text.value, str):
         return None
-    named = isinstance(code, ast.Attribute) and isinstance(code.value, ast.Name) and code.value.id == "ErrorCode"
-    return text.value, code.attr if named and isinstance(code, ast.Attribute) else "varies"
+    if isinstance(code, ast.Attribute) and isinstance(code.value, ast.Name) and code.value.id == "ErrorCode":
+        return text.value, code.attr
+    return text.value, "varies"  # computed (a key length's code depends on the algorithm)
 
 
 def reachable_rules(caps: Capabilities) -> list[RefusalRule]:
