@@ -3,7 +3,10 @@
 Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1] [--sections 12345]   (recorded in docs/benchmarks.md)
 
 1. AES-128-CBC encrypt through the CSP vs a persistent raw `cryptography` context (goals: <= 1.10x at 64 KiB,
-   <= 3x at 16 bytes); RC4 the same way (no goal).
+   <= 3x at 16 bytes); RC4 the same way (no goal). At 16 bytes, three floor lines: the raw call under a lock,
+   a minimal Python wrapper (handle lookup, the key's lock, the call, the register kept) and the same wrapper in
+   C (bench/native_hot.c, if a C compiler and Python's headers are at hand): what any CSP keeping a lock per
+   key pays at least, in Python and in native code.
 2. OPAQUEKEYBLOB export + import in one process vs a raw AES-GCM seal + open of the same payload size.
 3. Cross-process handoff of one blob vs a raw pipe round trip of the same bytes to a child process (goal <= 2x):
    the handoff is the import round trip (blob in, handle out); the destroy round trip is reported on its own
@@ -19,26 +22,33 @@ Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1] [--sections 12345]   (r
    imported key's first call replays the keystream).
 5. Memory a process keeps of keys it made and destroyed (no baseline: the figure must not grow with N).
 
-With ``--runs N`` sections 1 and 3 are measured N times, side by side with their baselines; each line shows the
-median over the runs of its best-of-5 time, and the ratio is the median of the per-run ratios.
+Section 1's lines take turns: 100 x N rounds (``--runs N``), each timing a millisecond's batch of every line, and
+a line shows its best batch (``timing.interleaved_best``). With ``--runs N`` section 3 is measured N times, side by
+side with its baselines; each line shows the median over the runs of its best-of-5 time, and the ratio is the
+median of the per-run ratios. Sections 2, 4 and 5 are measured once, best of 5.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import os
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
+import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from timing import per_call, row
+from timing import interleaved_best, per_call, row
 
 from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
@@ -105,8 +115,84 @@ def bench_encrypt(csp: BuiltinCsp, runs: int) -> None:
     live = Cipher(algorithms.AES(key_bytes), modes.CBC(bytes(16))).encryptor()
     titles = [(size, f"AES-128-CBC encrypt, {size} bytes per call (goal <= {goal:.2f}x)") for size, goal in _GOALS]
     labels = ("raw cryptography, persistent context (baseline)", "BuiltinCsp.encrypt (live engine)")
-    encrypt_rows(csp, key, live, runs, titles, labels)
+    encrypt_rows(csp, key, live, runs, titles, labels, {16: floor_calls(key_bytes)})
     bench_rc4_encrypt(csp, prov, runs)
+
+
+class _Record:
+    """A key as the floor lines keep it: its lock, its live context's update, its last ciphertext (the register)."""
+
+    __slots__ = ("lock", "tail", "update")
+
+    def __init__(self, update: Callable[[bytes], bytes]) -> None:
+        self.lock = threading.Lock()
+        self.update = update
+        self.tail = b""
+
+
+def floor_calls(key_bytes: bytes) -> list[tuple[str, Callable[[bytes], object]]]:
+    """The 16-byte floor lines: each one a call on its own live AES-128-CBC context under ``key_bytes``."""
+
+    def context() -> Callable[[bytes], bytes]:
+        return Cipher(algorithms.AES(key_bytes), modes.CBC(bytes(16))).encryptor().update
+
+    bare = _Record(context())
+    acquire, release, update = bare.lock.acquire, bare.lock.release, bare.update
+
+    def locked(data: bytes) -> bytes:
+        acquire()
+        try:
+            return update(data)
+        finally:
+            release()
+
+    handle = 0x2A5F_0C31_9D47_B1E6  # any int: a handle-table key
+    table = {handle: _Record(context())}
+    lookup = table.get
+
+    def wrapper(data: bytes) -> bytes:
+        record = lookup(handle)
+        assert record is not None
+        lock = record.lock
+        lock.acquire()
+        try:
+            out = record.update(data)
+            record.tail = out
+            return out
+        finally:
+            lock.release()
+
+    floors: list[tuple[str, Callable[[bytes], object]]] = [
+        ("  floor: the raw call under a lock", locked),
+        ("  floor: in Python (lookup, lock, call, register)", wrapper),
+    ]
+    native = build_native_hot()
+    if native is not None:
+        native_table = {handle: _Record(context())}
+        # partial: a C-level call, so the line adds no Python frame of its own
+        in_c = functools.partial(native.encrypt, native_table, handle)
+        floors.append(("  floor: the same in C (bench/native_hot.c)", in_c))
+    return floors
+
+
+def build_native_hot() -> ModuleType | None:
+    """bench/native_hot.c built and loaded; None (and the reason printed) if it cannot be built."""
+    source = os.path.join(os.path.dirname(os.path.abspath(__file__)), "native_hot.c")
+    with tempfile.TemporaryDirectory() as workdir:
+        path = os.path.join(workdir, "native_hot" + str(sysconfig.get_config_var("EXT_SUFFIX")))
+        include = sysconfig.get_paths()["include"]
+        command = ["cc", "-O2", "-Wall", "-Wextra", "-shared", "-fPIC", f"-I{include}", "-o", path, source]
+        try:
+            subprocess.run(command, check=True, capture_output=True)
+        except (OSError, subprocess.CalledProcessError) as err:
+            print(f"\n(the C floor line is not measured: {' '.join(command)} failed: {err})")
+            return None
+        spec = importlib.util.spec_from_file_location("native_hot", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)  # loaded now; the file may go
+        return module
 
 
 def bench_rc4_encrypt(csp: BuiltinCsp, prov: int, runs: int) -> None:
@@ -128,21 +214,26 @@ def encrypt_rows(
     runs: int,
     titles: Sequence[tuple[int, str]],
     labels: tuple[str, str],
+    floors: Mapping[int, Sequence[tuple[str, Callable[[bytes], object]]]] | None = None,
 ) -> None:
-    """Per size: the raw context (baseline) and the CSP's encrypt, measured side by side ``runs`` times."""
+    """Per size: the raw context (baseline), the CSP's encrypt and that size's ``floors`` (label, call), measured
+    side by side ``runs`` times."""
     for size, title in titles:
         data = os.urandom(size)
+        extra = (floors or {}).get(size, ())
 
-        def raw_call(d: bytes = data) -> float:
-            return per_call(lambda: live.update(d))
+        def call_with(call: Callable[[bytes], object], d: bytes = data) -> Callable[[], object]:
+            return lambda: call(d)
 
-        def csp_call(d: bytes = data) -> float:
-            return per_call(lambda: csp.encrypt(key, d, False))
+        def csp_call(d: bytes = data) -> Callable[[], object]:
+            encrypt = csp.encrypt
+            return lambda: encrypt(key, d, False)  # as a caller writes it
 
-        raw, ours = measure_runs(runs, [raw_call, csp_call])
+        lines = [call_with(live.update), csp_call(), *(call_with(call) for _, call in extra)]
+        measured = interleaved_best(lines, rounds=100 * runs)
         print(f"\n{title}")
-        print(median_row(labels[0], raw))
-        print(median_row(labels[1], ours))
+        for label, seconds in zip([*labels, *(label for label, _ in extra)], measured, strict=True):
+            print(row(label, seconds, measured[0]))
 
 
 def bench_opaque(csp: BuiltinCsp) -> None:
@@ -418,10 +509,10 @@ def bench_memory(home: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rc4-gib", type=float, default=1.0)
-    parser.add_argument("--runs", type=int, default=1, help="repeat sections 1 and 3, report medians")
+    parser.add_argument("--runs", type=int, default=1, help="section 1: 100 x N rounds; section 3: N runs, medians")
     parser.add_argument("--sections", default="12345", help="the sections to run, e.g. 4 or 13 (default: all)")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; times are best of 5 (see bench/timing.py)")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; best times (see bench/timing.py)")
     with tempfile.TemporaryDirectory() as home:
         csp = BuiltinCsp(home)
         try:

@@ -26,7 +26,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 
 _ROOT = Path(__file__).resolve().parents[1]
 _WATCHED = (_ROOT, _ROOT / "docs" / "examples")  # where a command run from the checkout writes its files
-_CACHES = {".hypothesis", ".pytest_cache", ".mypy_cache", ".ruff_cache", ".import_linter_cache", "build", ".venv"}
+# Tools' own folders; .benchmarks is pytest-benchmark's, made in the root by any pytest run where it is installed.
+_CACHES = {
+    ".hypothesis",
+    ".pytest_cache",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".import_linter_cache",
+    ".benchmarks",
+    "build",
+    ".venv",
+}
 
 
 def _entries() -> set[Path]:
