@@ -74,6 +74,11 @@ _PARAMS_SET = [
     w.KP_EFFECTIVE_KEYLEN,
 ]
 GETTABLE_PARAMS = [*_PARAMS_SET, w.KP_ALGID, w.KP_BLOCKLEN, w.KP_KEYLEN]
+_AT_BOUNDS = [  # (parameter, byte length or value)
+    *((w.KP_SALT, n) for n in (10, 11, 12)),
+    *((w.KP_SALT_EX, n) for n in (0, 24, 25)),
+    *((w.KP_EFFECTIVE_KEYLEN, n) for n in (0, 1, 1024, 1025)),
+]
 _LENGTHS = st.sampled_from([0, 8, 16, 16, 32, 48, 64, 1, 5, 13, 24])
 # ALG_IDs a CSP knows that are no session key's: a key blob naming one must be refused (NTE_BAD_ALGID) like one
 # naming an ALG_ID no CSP has (0x1234).
@@ -341,6 +346,22 @@ def _build(
         def import_malformed(self, prov: int, blob: bytes, flags: int, pub_key: int) -> Any:
             return self._key(self.ls.import_bytes(prov, blob, flags, False, pub_key))
 
+        @rule(
+            target=keys,
+            prov=providers,
+            alg=st.sampled_from(algs),
+            defect=st.sampled_from(_NEAR_MISSES),
+            pick=st.integers(0, 255),
+        )
+        def import_near_miss(self, prov: int, alg: int, defect: str, pick: int) -> Any:
+            """A PLAINTEXTKEYBLOB import with exactly one thing wrong, each the subject of one refusal rule of the
+            model. import_malformed's random bytes, forged headers and random flags reached some of those rules
+            (a reserved header field, hPubKey, a body short of its length field, a bad key length) once in a few
+            runs, and Hypothesis tends to draw the same flags with the same shape."""
+            flags = 0x8000 if defect == "flag" else 0
+            pub_key = 7 if defect == "hPubKey" else 0
+            return self._key(self.ls.import_bytes(prov, _near_miss(alg, defect, pick), flags, False, pub_key))
+
         if misshapen_plaintext:  # defined only when asked for: other machines draw exactly as without it
 
             @rule(
@@ -553,6 +574,14 @@ def _build(
                     value = raw.ljust(11, b"\0")[:11]
             self.ls.set_key_param(key, param, value)
 
+        @rule(key=keys, edge=st.sampled_from(_AT_BOUNDS))
+        def set_key_param_at_its_bound(self, key: int, edge: tuple[int, int]) -> None:
+            """What RC2 and RC4 keys take, at and just past its bounds (set_key_param's draws reached some of
+            them once in a few runs): KP_SALT (exactly 11 bytes), KP_SALT_EX (up to 24 bytes) and RC2's
+            KP_EFFECTIVE_KEYLEN (1 to 1024 bits). Any key: the others must refuse them all."""
+            param, size = edge
+            self.ls.set_key_param(key, param, size if param == w.KP_EFFECTIVE_KEYLEN else bytes(range(size)))
+
         @rule(key=keys, param=st.sampled_from([*GETTABLE_PARAMS, 77]))
         def get_key_param(self, key: int, param: int) -> None:
             self.ls.get_key_param(key, param)
@@ -660,6 +689,51 @@ def _build(
     KeyhandoffMachine.__name__ = f"{name}Machine"
     KeyhandoffMachine.__qualname__ = KeyhandoffMachine.__name__
     return KeyhandoffMachine
+
+
+# The one thing wrong in each near-miss import (the machine's import_near_miss), each the subject of one refusal
+# rule of the model, in its order: the header, hPubKey, the flags, the algorithm, the length field, the body, the
+# key's length.
+_NEAR_MISSES = (
+    "header cut",
+    "version",
+    "reserved",
+    "type",
+    "hPubKey",
+    "flag",
+    "algorithm",
+    "length cut",
+    "short",
+    "long",
+    "key length",
+)
+
+
+def _near_miss(alg: int, defect: str, pick: int) -> bytes:
+    """A PLAINTEXTKEYBLOB of a right ``alg`` key, but for ``defect`` (the blob is right for "hPubKey" and "flag":
+    the call's arguments are wrong); ``pick`` chooses among that defect's forms."""
+    size = DEFAULT_KEY_BYTES[alg]
+    blob_type, version, reserved, length, body = w.PLAINTEXTKEYBLOB, w.CUR_BLOB_VERSION, 0, size, size
+    if defect == "version":
+        version = (0, 1, 3, 0xFF)[pick % 4]
+    elif defect == "reserved":
+        reserved = (1, 0x100, 0xFFFF)[pick % 3]
+    elif defect == "type":
+        blob_type = (0, 0x55)[pick % 2]
+    elif defect == "algorithm":
+        alg = (0x1234, *_NOT_KEY_ALGS)[pick % 3]
+    elif defect == "short":
+        body = pick % size
+    elif defect == "long":
+        body = size + 1 + pick % 2
+    elif defect == "key length":  # no session key has 0, 33 or 40 bytes (RC2 and RC4 take them for HMAC only)
+        length = body = (0, 33, 40)[pick % 3]
+    blob = struct.pack("<BBHII", blob_type, version, reserved, alg, length) + bytes(range(1, body + 1))
+    if defect == "header cut":
+        return blob[: pick % w.BLOBHEADER_SIZE]
+    if defect == "length cut":
+        return blob[: w.BLOBHEADER_SIZE + pick % 4]
+    return blob
 
 
 def _forged(alg: int, blob_type: int, version: int, length: int, delta: int) -> bytes:

@@ -35,8 +35,12 @@ def test_builtin_without_the_rc4_library_agrees_with_the_model(monkeypatch: pyte
         replay(keystream, count)  # type: ignore[arg-type]
 
     monkeypatch.setattr(engines, "_replay", counted)
-    # A seed whose programs hand off RC4 keys past position 0 (9 restores replay the stream at seed 105; at 103,
-    # since the machine's changes of 2026-11-29, none did): the assertion below says when a seed stops doing so.
-    result = run_check("builtin", fresh_factory("builtin"), profile="quick", examples=40, seed=105)
-    assert result.ok, result.script
-    assert any(replayed), "the run restored no RC4 key past position 0: the fallback went unexercised"
+    # Runs from seed 105 on, until one restores an RC4 key past position 0 (the fallback's replay). Whether a seed
+    # does changes with every change of the machine's draws (103, then 105, then neither after 2026-11-29's), so
+    # the test takes up to six seeds, each of which must agree, and fails if none of them replays.
+    for seed in range(105, 111):
+        result = run_check("builtin", fresh_factory("builtin"), profile="quick", examples=40, seed=seed)
+        assert result.ok, result.script
+        if any(replayed):
+            break
+    assert any(replayed), "six runs restored no RC4 key past position 0: the fallback went unexercised"

@@ -73,6 +73,10 @@ def make_racy() -> RacyTarget:
     return RacyTarget()
 
 
+# The steps that call the racy encrypt: an encrypt, and a round trip (it encrypts on a duplicate, then decrypts).
+_ENCRYPTING = {"encrypt", "round_trip"}
+
+
 @pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
 def test_the_builtin_csp_passes_in_company(spec: str) -> None:
     from keyhandoff.targets.fresh import fresh_factory
@@ -103,7 +107,7 @@ def test_a_race_is_found_only_in_company() -> None:
     assert found is not None
     assert found.concurrency
     assert found.alone is None
-    assert found.failure.op == "encrypt"
+    assert found.failure.op in _ENCRYPTING  # the racy call
     assert found.failure.detail == "different bytes"
     assert 2 <= len(found.programs) <= 4
     assert found.failed_reruns >= 1
@@ -164,7 +168,7 @@ def test_the_command_saves_a_race_and_replay_runs_the_round(
     verdict = json.loads(report.read_text())
     assert (verdict["passed"], verdict["verdict"], verdict["seed"]) == (False, "concurrency", 1)
     assert verdict["target"] == spec
-    assert verdict["failure"]["op"] == "encrypt"
+    assert verdict["failure"]["op"] in _ENCRYPTING
     assert 1 <= verdict["failure"]["failed_reruns"] <= verdict["failure"]["reruns"]
     saved = json.loads(trace.read_text())
     assert saved["kind"] == "concurrent"
