@@ -93,15 +93,17 @@ def _made(steps: list[Step], factory: Callable[[], Target]) -> list[dict[str, in
     return counts
 
 
-def _without(steps: list[Step], made: list[dict[str, int]], index: int) -> list[Step] | None:
-    """``steps`` minus step ``index``, later references renumbered; None if a later step uses what it made."""
-    base = {kind: sum(m[kind] for m in made[:index]) for kind in ("providers", "keys", "blobs")}
-    removed = made[index]
+def _without(steps: list[Step], made: list[dict[str, int]], start: int, stop: int) -> list[Step] | None:
+    """``steps`` minus steps ``start`` to ``stop - 1``, later references renumbered; None if a later step uses
+    what they made."""
+    kinds = ("providers", "keys", "blobs")
+    base = {kind: sum(m[kind] for m in made[:start]) for kind in kinds}
+    removed = {kind: sum(m[kind] for m in made[start:stop]) for kind in kinds}
     out: list[Step] = []
     for position, step in enumerate(steps):
-        if position == index:
+        if start <= position < stop:
             continue
-        if position > index:
+        if position >= stop:
             step = dict(step)
             for field, kind in _REFS.items():
                 value = step.get(field)
@@ -157,24 +159,36 @@ def _fix_material(steps: list[Step], factory: Callable[[], Target], failure: Fai
 
 
 def minimize(steps: list[Step], factory: Callable[[], Target], failure: Failure) -> tuple[list[Step], Failure]:
-    """Delete steps one at a time (last first) while the same kind of failure persists, repeating until a whole
-    pass deletes nothing; then replace generated keys by fixed test keys where the failure survives it."""
+    """Delete runs of steps while the same kind of failure persists: runs of half the program's length, then of
+    a quarter, and so on down to single steps (last first), repeating until a whole pass deletes nothing, so no
+    single step can go; then replace generated keys by fixed test keys where the failure survives it.
+
+    A failing program of a few hundred steps mostly holds steps that do not matter: deleting them a run at a time
+    takes a few replays where one at a time took one per step (each a replay of the whole program)."""
     steps = steps[: failure.index + 1]
     changed = True
     while changed:
         changed = False
-        index = len(steps) - 2
-        while index >= 0:
-            candidate = _without(steps, _made(steps, factory), index) if index < len(steps) - 1 else None
-            if candidate is not None:
-                try:
-                    again, _ = replay(candidate, factory)
-                except (IndexError, ValueError, KeyError):
-                    again = None
-                if again is not None and again.same_kind(failure):
-                    steps, failure = candidate[: again.index + 1], again
-                    changed = True
-            index -= 1
+        size = max(1, (len(steps) - 1) // 2)
+        while size >= 1:
+            made = _made(steps, factory)  # what each step makes: renumbering needs it, and it changes with steps
+            stop = len(steps) - 1  # the failing step stays
+            while stop > 0:
+                start = max(0, stop - size)
+                candidate = _without(steps, made, start, stop)
+                if candidate is not None:
+                    try:
+                        again, _ = replay(candidate, factory)
+                    except (IndexError, ValueError, KeyError):
+                        again = None
+                    if again is not None and again.same_kind(failure):
+                        steps, failure = candidate[: again.index + 1], again
+                        made = _made(steps, factory)
+                        changed = True
+                        stop = min(start, len(steps) - 1)
+                        continue
+                stop = start
+            size //= 2
     return _fix_material(steps, factory, failure)
 
 
