@@ -226,6 +226,7 @@ def _build(
     opaque = caps.opaque
     hashes = sorted(caps.hmac_algorithms)
     forged_algs = [*algs, 0x1234, *_NOT_KEY_ALGS]  # what a forged key blob names: right, unknown, no key's
+    salted = [alg for alg in algs if alg in (w.CALG_RC2, w.CALG_RC4)]  # the algorithms that take a salt
 
     class KeyhandoffMachine(LockstepMachine):
         """Lockstep of the model and one target installation."""
@@ -574,13 +575,25 @@ def _build(
                     value = raw.ljust(11, b"\0")[:11]
             self.ls.set_key_param(key, param, value)
 
-        @rule(key=keys, edge=st.sampled_from(_AT_BOUNDS))
-        def set_key_param_at_its_bound(self, key: int, edge: tuple[int, int]) -> None:
-            """What RC2 and RC4 keys take, at and just past its bounds (set_key_param's draws reached some of
-            them once in a few runs): KP_SALT (exactly 11 bytes), KP_SALT_EX (up to 24 bytes) and RC2's
-            KP_EFFECTIVE_KEYLEN (1 to 1024 bits). Any key: the others must refuse them all."""
-            param, size = edge
-            self.ls.set_key_param(key, param, size if param == w.KP_EFFECTIVE_KEYLEN else bytes(range(size)))
+        @precondition(lambda self: bool(salted))
+        @rule(
+            prov=providers,
+            alg=st.sampled_from(salted or [0]),
+            seed=st.integers(0, 1 << 16),
+            edge=st.sampled_from(_AT_BOUNDS),
+        )
+        def set_key_param_at_its_bound(self, prov: int, alg: int, seed: int, edge: tuple[int, int]) -> None:
+            """What RC2 and RC4 keys take, at and just past its bounds, on a key of its own: KP_SALT (exactly 11
+            bytes), KP_SALT_EX (up to 24 bytes) and RC2's KP_EFFECTIVE_KEYLEN (1 to 1024 bits); then a block
+            under the key (what it was set to keys the cipher). misuse_parameters sends the values past the
+            bounds to a key of the bundle, mostly of another algorithm, which refuses them before their own
+            checks: those were reached once in a few runs."""
+            key = self.ls.import_plaintext(prov, alg, seed, DEFAULT_KEY_BYTES[alg], 0)
+            if isinstance(key, int):
+                param, size = edge
+                self.ls.set_key_param(key, param, size if param == w.KP_EFFECTIVE_KEYLEN else bytes(range(size)))
+                self.ls.encrypt(key, bytes(16), False)
+                self.ls.destroy_key(key)
 
         @rule(key=keys, param=st.sampled_from([*GETTABLE_PARAMS, 77]))
         def get_key_param(self, key: int, param: int) -> None:

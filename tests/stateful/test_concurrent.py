@@ -93,9 +93,8 @@ def test_programs_fit_the_target_and_are_reproducible() -> None:
     assert 4 <= len(first) <= 6
     assert all(program[0]["op"] == "acquire" for program in first)
     assert all(any(step["op"] != "acquire" for step in program) for program in first)
-    assert {"export_key", "import_blob", "round_trip", "encrypt"} <= {
-        step["op"] for program in first for step in program
-    }
+    # the handoff's own steps; a given rule (round_trip, once) may or may not be drawn in 6 programs of 20 rules
+    assert {"export_key", "import_blob", "encrypt"} <= {step["op"] for program in first for step in program}
 
 
 def test_a_race_is_found_only_in_company() -> None:
