@@ -166,12 +166,12 @@ def minimize(steps: list[Step], factory: Callable[[], Target], failure: Failure)
     A failing program of a few hundred steps mostly holds steps that do not matter: deleting them a run at a time
     takes a few replays where one at a time took one per step (each a replay of the whole program)."""
     steps = steps[: failure.index + 1]
+    made = _made(steps, factory)  # what each step makes (renumbering needs it), kept true to steps
     changed = True
     while changed:
         changed = False
         size = max(1, (len(steps) - 1) // 2)
         while size >= 1:
-            made = _made(steps, factory)  # what each step makes: renumbering needs it, and it changes with steps
             stop = len(steps) - 1  # the failing step stays
             while stop > 0:
                 start = max(0, stop - size)
