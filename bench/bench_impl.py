@@ -217,7 +217,7 @@ def encrypt_rows(
     floors: Mapping[int, Sequence[tuple[str, Callable[[bytes], object]]]] | None = None,
 ) -> None:
     """Per size: the raw context (baseline), the CSP's encrypt and that size's ``floors`` (label, call), measured
-    side by side ``runs`` times."""
+    in turns over 100 x ``runs`` rounds (``timing.interleaved_best``)."""
     for size, title in titles:
         data = os.urandom(size)
         extra = (floors or {}).get(size, ())
