@@ -136,8 +136,8 @@ def floor_calls(key_bytes: bytes) -> list[tuple[str, Callable[[bytes], object]]]
     def context() -> Callable[[bytes], bytes]:
         return Cipher(algorithms.AES(key_bytes), modes.CBC(bytes(16))).encryptor().update
 
-    bare = _Record(context())
-    acquire, release, update = bare.lock.acquire, bare.lock.release, bare.update
+    lock, update = threading.Lock(), context()
+    acquire, release = lock.acquire, lock.release
 
     def locked(data: bytes) -> bytes:
         acquire()
