@@ -395,7 +395,10 @@ def render_summary(result: CheckResult, out: TextIO | None = None) -> None:
     """The table per property and operation, coverage, and the verdict (to stdout by default)."""
     out = out if out is not None else sys.stdout
     out.write(f"\nkeyhandoff check: target {result.spec}, profile {result.profile}, seed {result.seed}\n")
-    out.write(f"{result.examples} examples, {result.coverage.steps} steps in {result.seconds:.1f} s\n\n")
+    out.write(
+        f"{result.examples} examples, {result.coverage.steps} steps (calls on model and target) "
+        f"in {result.seconds:.1f} s\n\n"
+    )
     width = max(len(r.name) for r in result.rows()) + 2
     out.write(f"{'property / operation':<{width}} {'verdict':<16} {'passed':>8} {'failed':>7}\n")
     for row in result.rows():

@@ -304,7 +304,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     chk.add_argument("--profile", choices=["quick", "default", "thorough"], default="default")
     chk.add_argument("--examples", type=_positive, default=None, help="test cases (overrides the profile)")
-    chk.add_argument("--steps", type=_positive, default=None, help="steps per test case (overrides the profile)")
+    chk.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="rules per test case; a rule makes one or more steps, its calls (overrides the profile)",
+    )
     chk.add_argument("--seed", type=int, default=None, help="make the run reproducible")
     chk.add_argument("--report", default=None, help="write a JSON report here")
     chk.add_argument("--junit", default=None, help="write a JUnit XML report here")
