@@ -31,7 +31,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from timing import fmt, per_call
+from timing import fmt, machine_line, per_call
 
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.pkcs11_token import ENV_MODULE, ENV_PIN, ENV_PIN_FILE, ENV_TOKEN, Pkcs11Token
@@ -168,10 +168,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; each row the median of {args.runs} runs of a "
-        "best-of-5 time (see bench/timing.py)"
-    )
+    print(machine_line())
+    print(f"each row the median of {args.runs} runs of a best-of-5 time (see bench/timing.py)")
     with tempfile.TemporaryDirectory() as root:
         fresh_softhsm_token(Path(root))
         version = subprocess.run(["softhsm2-util", "--version"], capture_output=True, text=True).stdout.strip()

@@ -48,7 +48,7 @@ from types import ModuleType
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
 from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from timing import interleaved_best, per_call, row
+from timing import interleaved_best, machine_line, per_call, row
 
 from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
@@ -512,7 +512,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1, help="section 1: 100 x N rounds; section 3: N runs, medians")
     parser.add_argument("--sections", default="12345", help="the sections to run, e.g. 4 or 13 (default: all)")
     args = parser.parse_args()
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores; best times (see bench/timing.py)")
+    print(machine_line() + "; best times (see bench/timing.py)")
     with tempfile.TemporaryDirectory() as home:
         csp = BuiltinCsp(home)
         try:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -53,6 +56,23 @@ def interleaved_best(funcs: Sequence[Callable[[], object]], *, rounds: int, batc
                 func()
             best[index] = min(best[index], (time.perf_counter() - start) / number)
     return best
+
+
+def machine_line() -> str:
+    """Python, cores, and what a system call costs here: a line for each script's header.
+
+    Whatever crosses into the kernel (a pipe round trip, SoftHSM2's file backend, which opens, locks and reads
+    two files on every C_Encrypt) moves with it from one VM to the next: getppid measured 0.47 us on one of
+    this project's VMs, several times a bare-metal figure. Printing it lets runs on different days be told apart.
+    """
+    with tempfile.NamedTemporaryFile() as probe:
+        name = probe.name
+        bare = per_call(os.getppid, min_time=0.05, repeat=3)
+        opened = per_call(lambda: os.close(os.open(name, os.O_RDONLY)), min_time=0.05, repeat=3)
+    return (
+        f"python {sys.version.split()[0]}, {os.cpu_count()} cores; a system call (getppid) {bare * 1e6:.2f} us, "
+        f"open + close of a file {opened * 1e6:.2f} us"
+    )
 
 
 def fmt(seconds: float) -> str:
