@@ -5,7 +5,9 @@ from __future__ import annotations
 import marshal
 import os
 import sys
+import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -99,12 +101,54 @@ def test_hung_child_times_out_and_is_killed(child: ChildProcess) -> None:
     assert not child.alive()
 
 
-def test_close_ends_the_child() -> None:
-    """Closing the pipe makes the child exit cleanly."""
+def test_close_ends_the_child(tmp_path: Path) -> None:
+    """Closing the pipe makes the child exit cleanly: status 0, its exit handlers run (the child skips only the
+    interpreter's teardown)."""
     proc = ChildProcess([SPEC], env={"PYTHONPATH": ROOT})
     proc.call("echo", 1)
+    proc.call("at_exit", str(tmp_path / "left"))
     proc.close()
     assert not proc.alive()
+    assert proc._proc.returncode == 0
+    assert (tmp_path / "left").read_text() == "exit handlers ran"
+
+
+def test_close_kills_a_child_that_does_not_exit() -> None:
+    """A child that ignores the end of its input is killed once the close's timeout has passed."""
+    proc = ChildProcess([], program=[sys.executable, "-c", "import time; time.sleep(60)"], timeout=10)
+    proc.close(timeout=0.5)
+    assert not proc.alive()
+    assert proc._proc.returncode != 0
+
+
+def test_close_drops_a_frame_nobody_asked_for() -> None:
+    """A child that writes a last frame as it exits: the close reads past it to the end of the pipe."""
+    server = f"import os, sys\nsys.stdin.buffer.read()\nos.write(1, bytes.fromhex('{encode_frame(('ok', 1)).hex()}'))\n"
+    proc = ChildProcess([], program=[sys.executable, "-c", server], timeout=10)
+    proc.close()
+    assert not proc.alive()
+    assert proc._proc.returncode == 0
+
+
+def test_close_during_a_call_waits_for_the_exit(child: ChildProcess) -> None:
+    """Closing while another thread waits on a reply: the close does not read the reply pipe under that call
+    (it waits for the exit instead), and the call gets its answer or a clear error, never a hang."""
+    outcome: list[object] = []
+
+    def slow_call() -> None:
+        try:
+            outcome.append(child.call("hang", 0.5))
+        except CryptError as error:
+            outcome.append(error.code)
+
+    thread = threading.Thread(target=slow_call)
+    thread.start()
+    time.sleep(0.1)  # the call is in flight
+    child.close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert not child.alive()
+    assert outcome in ([None], [w.NTE_FAIL])
 
 
 def test_stray_output_in_the_child_does_not_corrupt_frames(child: ChildProcess) -> None:
