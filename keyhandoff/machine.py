@@ -148,13 +148,20 @@ def _load_every_module() -> None:
     """Import all of keyhandoff. Hypothesis draws, now and then, a constant found in the source of the local
     modules loaded so far (keyhandoff's, when it is installed from a checkout), so a seed's programs depended on
     which of them a process had imported (a test suite, or one command, or a bridge loaded mid-run). With all of
-    them loaded before any draw, a seed makes the same programs wherever keyhandoff is installed the same way and
-    the same adapter is loaded."""
+    them loaded before any draw, a seed makes the same programs wherever keyhandoff is installed the same way (the
+    same extras too) and the same adapter is loaded.
+
+    A module needing an optional dependency that is not installed (``keyhandoff.impl.pkcs11_token`` without the
+    ``pkcs11`` extra) is left out: a bare install must run, and its programs then lack that module's constants."""
     for name in _PACKAGES:
         folder = Path(importlib.import_module(name).__file__ or "").parent  # its own folder: keyhandoff's __path__
         for module in pkgutil.iter_modules([str(folder)]):  # also holds a checkout's root (see keyhandoff/__init__)
             if not module.ispkg:
-                importlib.import_module(f"{name}.{module.name}")
+                try:
+                    importlib.import_module(f"{name}.{module.name}")
+                except ModuleNotFoundError as missing:
+                    if (missing.name or "keyhandoff").partition(".")[0] == "keyhandoff":
+                        raise  # one of ours is missing: a broken install, not an optional extra
 
 
 _PACKAGES = ("keyhandoff", "keyhandoff.targets", "keyhandoff.model", "keyhandoff.impl")  # those holding code
@@ -209,6 +216,7 @@ def machine_for(
     ``misshapen_plaintext`` adds a rule importing PLAINTEXTKEYBLOBs with a right header and something else
     wrong (the thorough profile's): more error paths, at a cost measured on the fault catalog (the default
     profile needed 2.3 times the test cases to catch all 24 mutants with it), so not in every run."""
+    _load_every_module()  # here too, before any run: a module that cannot load is the tool's error, not a verdict
     caps = probed_capabilities(factory)
     if not caps.algorithms & set(DEFAULT_KEY_BYTES):  # every key-making rule draws one: there is no program
         raise TargetUnavailable(
