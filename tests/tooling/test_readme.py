@@ -69,10 +69,8 @@ class OnlyTheBareInstall:
         if "." in name or name in ALLOWED:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
-        origin = (spec.origin or "") if spec is not None else ""
-        if origin.startswith(THIRD_PARTY) or (spec is not None and spec.origin is None
-                                              and any(loc.startswith(THIRD_PARTY)
-                                                      for loc in spec.submodule_search_locations or ())):
+        places = [spec.origin or "", *(spec.submodule_search_locations or ())] if spec is not None else []
+        if any(place.startswith(THIRD_PARTY) for place in places):  # a module file, or a namespace package's
             raise ModuleNotFoundError(f"No module named {{name!r}} (not in a bare install)", name=name)
         return None
 
