@@ -102,9 +102,9 @@ class Counted(NamedTuple):
     calls: int
     seconds: float
 
-    def __add__(self, other: object) -> Counted:
-        assert isinstance(other, Counted)
-        return Counted(self.rules + other.rules, self.calls + other.calls, self.seconds + other.seconds)
+    @classmethod
+    def total(cls, runs: list[Counted]) -> Counted:
+        return cls(sum(r.rules for r in runs), sum(r.calls for r in runs), sum(r.seconds for r in runs))
 
     def line(self, label: str, base: Counted) -> str:
         rules, calls = self.rules / self.seconds, self.calls / self.seconds
@@ -170,13 +170,13 @@ def main() -> None:
         runs = [rate("hollow", Hollow, examples, seed, rules_run) for seed in seeds]
     finally:
         lockstep_module.ModelTarget = real_model  # type: ignore[attr-defined]
-    hollow = sum(runs[1:], runs[0])
+    hollow = Counted.total(runs)
     print(hollow.line("hollow machine (baseline)", hollow))
     for spec in args.targets.split(","):
         factory = ModelTarget if spec == "model" else fresh_factory(spec)
         count = examples if spec in ("model", "builtin") else examples // 2
         runs = [rate(spec, factory, count, seed, rules_run) for seed in seeds]
-        print(sum(runs[1:], runs[0]).line("machine against " + spec, hollow))
+        print(Counted.total(runs).line("machine against " + spec, hollow))
 
 
 if __name__ == "__main__":
