@@ -221,8 +221,11 @@ def _observe(call: Callable[[], object], who: str, step: str) -> Observed:
     except TargetTimeout as exc:
         raise TargetHung(step, str(exc)) from exc
     except Exception as exc:  # a target must refuse with CryptError only
-        if who == "model":
-            raise
+        if who == "model":  # keyhandoff's own defect: reported as such, never as the target's failure
+            raise RunStopped(
+                f"{step}: the model raised {type(exc).__name__} (a keyhandoff defect: please report it with the "
+                "seed); this is no verdict on the CSP"
+            ) from exc
         raise Divergence(step, "a value or CryptError", f"{type(exc).__name__}", "the target crashed") from exc
 
 

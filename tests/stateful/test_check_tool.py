@@ -477,6 +477,27 @@ def test_a_crash_in_the_harness_own_calls_is_a_reproducible_failure() -> None:
     assert again.detail == "the target crashed"
 
 
+class _ModelThatBreaks(ModelTarget):
+    """A model with a defect of its own: its encrypt raises what no refusal is."""
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        raise ZeroDivisionError("the model's own arithmetic")
+
+
+def test_an_error_in_the_model_is_no_verdict_on_the_target(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """The model raising anything but a refusal is keyhandoff's defect: the run stops without a verdict (status 2
+    from the command), never a failure of the CSP under test with a reproducer that blames it."""
+    import keyhandoff.lockstep as lockstep_module
+
+    monkeypatch.setattr(lockstep_module, "ModelTarget", _ModelThatBreaks)
+    with pytest.raises(TargetUnavailable, match=r"the model raised ZeroDivisionError \(a keyhandoff defect") as stopped:
+        run_check("builtin", fresh_factory("builtin"), profile="quick", seed=3)
+    assert "csp.encrypt(" in str(stopped.value)  # the step it was running
+    assert isinstance(stopped.value.__cause__, ZeroDivisionError)
+    assert main(["check", "--target", "builtin", "--profile", "quick", "--seed", "3"]) == 2
+    assert "no verdict on the CSP" in capsys.readouterr().err
+
+
 class _OtherCrashes(ModelTarget):
     """The other installation of a target that crashes (or hangs) as it exports an opaque blob."""
 
