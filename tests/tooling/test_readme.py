@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -45,10 +46,10 @@ def _bare_install_modules() -> set[str]:
         for text in importlib.metadata.distribution(name).requires or []:
             req = Requirement(text)
             if req.marker is None or req.marker.evaluate({"extra": ""}):
-                todo.append(req.name.lower().replace("_", "-"))
+                todo.append(canonicalize_name(req.name))
     by_module = importlib.metadata.packages_distributions()
     return {
-        module for module, dists in by_module.items() if any(dist.lower().replace("_", "-") in wanted for dist in dists)
+        module for module, dists in by_module.items() if any(canonicalize_name(dist) in wanted for dist in dists)
     } | {"keyhandoff"}
 
 
