@@ -20,7 +20,7 @@ from hypothesis import Phase
 from hypothesis.errors import Flaky, HypothesisException
 
 from keyhandoff.lockstep import Lockstep, TargetHung
-from keyhandoff.machine import Coverage, LockstepMachine, machine_for, run_machine
+from keyhandoff.machine import Coverage, LockstepMachine, harness_defect, machine_for, run_machine
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.lifecycle import TRANSITIONS
 from keyhandoff.model_rules import reachable_rules
@@ -308,8 +308,10 @@ def _run(
             raise stop from stop.__cause__
         if isinstance(stop, TargetHung):  # not replayed, not shrunk: every replay would wait for the timeout again
             _report_hung(result, machine.last, spec, stop)
-        else:  # every failure, Divergence or another, is reported with its trace
-            _report_failure(result, machine, spec, factory, _what_ended(exc, machine))
+        else:  # the target's failure is reported with its trace; keyhandoff's own is no verdict
+            ended = _what_ended(exc, machine)
+            _stop_if_ours(exc, machine)
+            _report_failure(result, machine, spec, factory, ended)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -369,6 +371,25 @@ def _what_ended(exc: BaseException, machine: type[LockstepMachine]) -> str:
         ) from exc
     where = "outside the program's steps, as a test case started or ended"
     return f"{type(seen).__name__}: {seen} (raised {where}; Hypothesis then found the draws inconsistent)"
+
+
+def _stop_if_ours(exc: BaseException, machine: type[LockstepMachine]) -> None:
+    """Raise RunStopped if what ended the run was keyhandoff's own defect (harness_defect), not the target's
+    failure: the exception Hypothesis raised or, if it found the program flaky, the first failing test case's."""
+    trace = list(machine.last.trace) if machine.last is not None else []
+    if isinstance(exc, Flaky):
+        seen = next((link for link in _chain(exc) if not isinstance(link, HypothesisException)), None)
+        defect = harness_defect(seen) if seen is not None else None
+        if machine.first_failure is not None:
+            trace, _, defect = machine.first_failure
+    else:
+        defect = harness_defect(exc)
+    if defect is not None:
+        where = f"after {len(trace)} steps (the last: {trace[-1]['op']})" if trace else "before the first step"
+        raise RunStopped(
+            f"{where}: keyhandoff raised {defect}, outside any call on the target (a keyhandoff defect: please "
+            "report it with the seed); this is no verdict on the CSP"
+        ) from exc
 
 
 def _hidden_stop(exc: BaseException) -> TargetHung | RunStopped | None:

@@ -26,7 +26,7 @@ import attrs
 from hypothesis import Phase
 
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung
-from keyhandoff.machine import machine_for, probed_capabilities, run_machine
+from keyhandoff.machine import harness_defect, machine_for, probed_capabilities, run_machine
 from keyhandoff.target import Capabilities, InstallationMaker, RunStopped, Target, TargetUnavailable, close_target
 from keyhandoff.targets.model_target import ModelTarget
 from keyhandoff.traces import (
@@ -206,7 +206,7 @@ def run_round(
         except RunStopped as exc:
             stopped.append(exc)
         except Exception as exc:  # a step that cannot run (the harness's fault, said as such), a broken barrier
-            failed(repr(exc), "harness error")
+            failed(f"keyhandoff raised {harness_defect(exc)}", "harness error")
         finally:
             if ls is not None:
                 try:

@@ -17,7 +17,7 @@ import enum
 import hashlib
 import struct
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 from typing import ParamSpec, TypeVar
 
 import attrs
@@ -184,6 +184,21 @@ class BlobRef:
 def _int(value: object) -> int:
     if not isinstance(value, int):
         raise TypeError(f"a handle must be an int, got {type(value).__name__}")
+    return value
+
+
+def _issued(line: str, value: object) -> int:
+    """A handle the target issued at ``line``: an int, or the target's failure (a Divergence, never a TypeError
+    that would be taken for keyhandoff's own)."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        name = line.partition(" = ")[0] if " = " in line else "_"
+        raise Divergence(
+            line,
+            "a handle (an int)",
+            f"a value of type {type(value).__name__}",
+            "a handle must be an int",
+            checks=(f"assert isinstance({name}, int) and not isinstance({name}, bool)  # a handle",),
+        )
     return value
 
 
@@ -461,7 +476,8 @@ class Lockstep:
         is destroyed; one only the model made gets a detached reference."""
         if str(step["op"]) in _CREATING:
             if actual.ok:
-                self.aside("destroy_key", _quietly, self.target.destroy_key, _int(actual.value))
+                line = self.program[-1] if self.program else str(step["op"])
+                self.aside("destroy_key", _quietly, self.target.destroy_key, _issued(line, actual.value))
             if expected.ok:
                 self._detach_next = reason
             return
@@ -519,7 +535,7 @@ class Lockstep:
             if ref.detached:
                 continue
             expected = self.model.inspect(ref.model)
-            actual = self.aside(f"inspect({ref.name})", target.inspect, ref.target)
+            actual = self._inspected(f"state of {ref.name}", ref.name, ref.target)
             if not ref.known:
                 # Unknown material: the key bytes and the encryption register depend on it (twins check those).
                 expected = attrs.evolve(expected, key=b"", register=b"")
@@ -539,7 +555,16 @@ class Lockstep:
         if self.shared:
             return
         expected_objects = len(self.model.token_objects())
-        actual_objects = len(self.aside("token_objects", target.token_objects))
+        objects = self.aside("token_objects", target.token_objects)
+        if not isinstance(objects, Sized):
+            raise Divergence(
+                "token objects",
+                "a mapping",
+                f"a value of type {type(objects).__name__}",
+                "token_objects() must return a mapping",
+                checks=("assert hasattr(csp.token_objects(), '__len__')  # a mapping of the token's objects",),
+            )
+        actual_objects = len(objects)
         if expected_objects != actual_objects:
             raise Divergence(
                 "token objects",
@@ -548,6 +573,21 @@ class Lockstep:
                 "hardware objects lost or added",
                 checks=(f"assert len(csp.token_objects()) == {expected_objects}  # the model's count",),
             )
+
+    def _inspected(self, step: str, name: str, handle: int) -> KeyState:
+        """``target.inspect(handle)`` of the key a script calls ``name``, beside ``step``: a KeyState, or the
+        target's failure."""
+        assert isinstance(self.target, Inspectable)  # only called where ``inspectable`` holds
+        state = self.aside(f"inspect({name})", self.target.inspect, handle)
+        if not isinstance(state, KeyState):
+            raise Divergence(
+                step,
+                "a KeyState",
+                f"a value of type {type(state).__name__}",
+                "inspect() must return a KeyState",
+                checks=(f"assert isinstance(csp.inspect({name}), KeyState)",),
+            )
+        return state
 
     def _state_check(self, ref: KeyRef, field: str, value: object) -> str:
         """``assert csp.inspect(k).field == <the model's value>``. Key bytes only as the test key the program
@@ -583,7 +623,8 @@ class Lockstep:
             ref = KeyRef(_int(model_handle), -1 - len(self.keys), known, f"k{len(self.keys)}", fixed)
             ref.detached, self._detach_next = self._detach_next, ""
         else:
-            ref = KeyRef(_int(model_handle), _int(target_handle), known, f"k{len(self.keys)}", fixed)
+            line = self.program[-1] if self.program else "a new key"
+            ref = KeyRef(_int(model_handle), _issued(line, target_handle), known, f"k{len(self.keys)}", fixed)
             for old in self.keys:
                 if old.target == ref.target:
                     alive = not old.detached and self.model.inspect(old.model).lifecycle.alive
@@ -636,22 +677,21 @@ class Lockstep:
     # --- operations ---------------------------------------------------------------------------------------
     def acquire(self, side: str) -> int:
         name = f"p{len(self.providers)}"
+        line = f"{name} = csp.acquire({side!r})"
         exp, act = self._both(
-            {"op": "acquire", "side": side},
-            f"{name} = csp.acquire({side!r})",
-            lambda: self.model.acquire(side),
-            lambda: self.target.acquire(side),
+            {"op": "acquire", "side": side}, line, lambda: self.model.acquire(side), lambda: self.target.acquire(side)
         )
         if not exp.ok:
             return -1
+        issued = _issued(line, act.value)
         for index, (_, target_handle, old) in enumerate(self.providers):
-            if target_handle == act.value:
+            if target_handle == issued:
                 reuse = self._reissued(old, index not in self._released, name)
                 self._detached_providers.setdefault(index, reuse)
                 for ref in self.keys:  # the released context's keys would now reach the new one (Wine: they work)
                     if ref.prov == index and not ref.detached:
                         ref.detached = reuse
-        self.providers.append((_int(exp.value), _int(act.value), name))
+        self.providers.append((_int(exp.value), issued, name))
         return len(self.providers) - 1
 
     def release(self, prov: int) -> Observed:
@@ -700,7 +740,7 @@ class Lockstep:
         actual = _observe(target_call, "target", line)
         known = False
         if actual.ok and self.inspectable and not hardware and isinstance(self.target, Inspectable):
-            material = self.aside("inspect", self.target.inspect, _int(actual.value)).key
+            material = self._inspected(line, line.partition(" = ")[0], _issued(line, actual.value)).key
             if material:  # a white-box target: the model generates the same material
                 self.model.queue_material(material)
                 known = True

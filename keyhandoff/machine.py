@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 import struct
 import sys
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ import attrs
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
+from hypothesis.errors import Flaky
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -36,7 +38,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from keyhandoff.lockstep import Lockstep, Observed, open_lockstep
+from keyhandoff.lockstep import Divergence, Lockstep, Observed, open_lockstep
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
 from keyhandoff.target import Capabilities, Target, TargetUnavailable, close_target, missing_methods
@@ -46,6 +48,7 @@ __all__ = [
     "GETTABLE_PARAMS",
     "Coverage",
     "LockstepMachine",
+    "harness_defect",
     "machine_for",
     "probed_capabilities",
     "run_machine",
@@ -134,10 +137,27 @@ class LockstepMachine(RuleBasedStateMachine):
     last: ClassVar[Lockstep | None]
     capabilities: ClassVar[Capabilities]
     on_start: ClassVar[list[Callable[[int], None]]] = []  # each is called with the steps run so far
-    # The program and message of the first test case that failed. Hypothesis reports the failure of its last,
-    # shrunk, replay; against a target whose answers are not reproducible that replay may pass or stop early
-    # ("Inconsistent data generation"), and this is what actually failed.
-    first_failure: ClassVar[tuple[list[dict[str, object]], str] | None] = None
+    # The program and message of the first test case that failed, and what keyhandoff's own code raised there
+    # (harness_defect; None: the target failed). Hypothesis reports the failure of its last, shrunk, replay;
+    # against a target whose answers are not reproducible that replay may pass or stop early ("Inconsistent data
+    # generation"), and this is what actually failed.
+    first_failure: ClassVar[tuple[list[dict[str, object]], str, str | None] | None] = None
+
+
+def harness_defect(exc: BaseException) -> str | None:
+    """What keyhandoff's own code raised, if ``exc`` is no failure of the target's, said by its type and the
+    innermost line of keyhandoff it passed (never its message, which may quote a value). Every failure of the
+    target's is a Divergence: a different answer, a crash inside a call on it, an answer of the wrong type; a
+    hang or a lost installation is a BaseException of its own. Flaky (the same program failing one way and then
+    another) says nothing by itself: what it wraps does."""
+    if not isinstance(exc, Exception) or isinstance(exc, (Divergence, Flaky)):
+        return None
+    ours = [
+        (str(frame.f_globals.get("__name__", "")), frame.f_code.co_name, line)
+        for frame, line in traceback.walk_tb(exc.__traceback__)
+        if str(frame.f_globals.get("__name__", "")).startswith("keyhandoff.")
+    ]
+    return f"{type(exc).__name__} in {ours[-1][0]}.{ours[-1][1]}, line {ours[-1][2]}" if ours else type(exc).__name__
 
 
 _run_as_test: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
@@ -269,7 +289,7 @@ def _build(
             # visible here (its own control flow is BaseException, not Exception).
             failed = sys.exc_info()[1]
             if isinstance(failed, Exception) and type(self).first_failure is None:
-                type(self).first_failure = (list(self.ls.trace), str(failed))
+                type(self).first_failure = (list(self.ls.trace), str(failed), harness_defect(failed))
             type(self).coverage.deviations.update(self.ls.deviations)
             self.ls.close()
             close_target(self.target)

@@ -309,6 +309,7 @@ _SCRIPT_NAMES = (
     ("plaintext_blob", "keyhandoff.lockstep"),
     ("test_key", "keyhandoff.lockstep"),
     ("CryptError", "keyhandoff.model.errors"),
+    ("KeyState", "keyhandoff.model.state"),
     ("Lifecycle", "keyhandoff.model.state"),
     ("Location", "keyhandoff.model.state"),
     ("fresh", "keyhandoff.targets.fresh"),

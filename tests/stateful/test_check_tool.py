@@ -1013,3 +1013,72 @@ def test_a_final_decrypt_with_a_generated_key_is_scripted_as_either_outcome() ->
     assert script.count("with expect_refusal(0x80090005)") == 1  # the ragged one stays asserted
     for _ in range(60):  # 1,920 Final decrypts under keys the model generates anew each time: none may fail
         assert run_reproducer(script, "model", ModelTarget).error is None
+
+
+class _HandsOutStrings(ModelTarget):
+    """A target whose CryptGenKey hands out a string for a handle."""
+
+    def gen_key(self, prov: int, alg: int, flags: int = 0, *, hardware: bool = False) -> int:
+        return str(super().gen_key(prov, alg, flags, hardware=hardware))  # type: ignore[return-value]
+
+
+class _InspectsAsText(ModelTarget):
+    """A target whose inspect answers with text, not a KeyState."""
+
+    def inspect(self, key: int) -> model.KeyState:
+        return "a key"  # type: ignore[return-value]
+
+
+class _CountsObjects(ModelTarget):
+    """A target whose token_objects answers with a count, not a mapping."""
+
+    def token_objects(self) -> Mapping[int, int]:
+        return len(super().token_objects())  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize(
+    ("target", "detail", "check"),
+    [
+        (_HandsOutStrings, "a handle must be an int", "assert isinstance(k0, int)"),
+        (_InspectsAsText, "inspect() must return a KeyState", "assert isinstance(csp.inspect(k0), KeyState)"),
+        (_CountsObjects, "token_objects() must return a mapping", "assert hasattr(csp.token_objects(), '__len__')"),
+    ],
+)
+def test_an_answer_of_the_wrong_type_is_the_targets_failure(target: type[Target], detail: str, check: str) -> None:
+    """A handle, a state or a token listing of the wrong type fails the target, with a reproducer whose last
+    assertion fails on it and holds on the model. (They used to raise TypeError or AttributeError in keyhandoff's
+    own code, taken for a trace that does not fit: ``run_check`` raised ValueError, and there was no report.)"""
+    result = run_check("python:tests:wrong-type", target, profile="quick", seed=3)
+    assert result.failure is not None
+    assert result.failure.detail == detail, result.failure.message
+    assert result.script.rstrip().splitlines()[-2].startswith(check)  # the last line before csp.close()
+    stop = run_reproducer(result.script, "python:tests:wrong-type", target)
+    assert isinstance(stop.error, AssertionError)
+    assert stop.line.startswith(check)
+    assert run_reproducer(result.script, "python:tests:wrong-type", ModelTarget).error is None
+
+
+def test_an_error_in_keyhandoffs_own_code_is_no_verdict(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """An exception keyhandoff's own code raises outside any call on the target (here: a KeyError planted in the
+    lockstep's state comparison) stops the run without a verdict (status 2 from the command). It is said by type
+    and place, never with its message (which may quote a value), and never reported as the CSP's failure."""
+    import keyhandoff.lockstep as lockstep_module
+
+    def breaks_after_five_steps(ls: Lockstep, secret: bytes = b"KEY-BYTES-" + bytes(range(6))) -> None:
+        if len(ls.trace) > 5:
+            {}[secret]
+        ls.check_token_objects(ls.target)
+
+    monkeypatch.setattr(lockstep_module.Lockstep, "check_states", breaks_after_five_steps)
+    with pytest.raises(TargetUnavailable, match=r"keyhandoff raised KeyError in keyhandoff\.lockstep\.") as stopped:
+        run_check("builtin", fresh_factory("builtin"), profile="quick", seed=3)
+    said = str(stopped.value)
+    assert "after 6 steps" in said
+    assert "a keyhandoff defect" in said
+    assert "no verdict on the CSP" in said
+    assert "KEY-BYTES" not in said
+    assert isinstance(stopped.value.__cause__, KeyError)
+    assert main(["check", "--target", "builtin", "--profile", "quick", "--seed", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "keyhandoff raised KeyError" in err
+    assert "KEY-BYTES" not in err
