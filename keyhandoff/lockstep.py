@@ -109,6 +109,10 @@ def _redact(value: object) -> str:
     return f"<{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()[:12]}>"
 
 
+_STATE_FIELDS = tuple(field.name for field in attrs.fields(KeyState))
+_STATE_FIELDS_BUT_MATERIAL = tuple(name for name in _STATE_FIELDS if name not in ("key", "register"))
+
+
 @attrs.frozen
 class Observed:
     """One side's answer: a value, or a CryptoAPI error code."""
@@ -272,7 +276,9 @@ class Lockstep:
         self._other: tuple[Target, int] | None = None
         self._other_model: tuple[ModelTarget, int] | None = None
         self.model = model if model is not None else ModelTarget()
-        self.inspectable = check_state and isinstance(target, Inspectable) and self.capabilities.inspect
+        # The target as an Inspectable, if it is one: asked once (isinstance on a Protocol takes some 10 us).
+        self.inspector = target if isinstance(target, Inspectable) else None
+        self.inspectable = check_state and self.inspector is not None and self.capabilities.inspect
         self.providers: list[tuple[int, int, str]] = []
         self._released: set[int] = set()  # provider indexes the model has released
         self._detached_providers: dict[int, str] = {}  # released, and the target issued their handle again
@@ -519,16 +525,15 @@ class Lockstep:
         """What holds after every step: the full states agree (a white box); or, where no state is compared, the
         token still holds the model's count of objects (a target that reports its token and takes hardware keys).
         The machine's invariant and every replay call this, so a failure found by one is found by the other."""
-        target = self.target
         if self.inspectable:
             self.check_states()
-        elif self.capabilities.hardware_algorithms and isinstance(target, Inspectable):
-            self.check_token_objects(target)
+        elif self.capabilities.hardware_algorithms and self.inspector is not None:
+            self.check_token_objects(self.inspector)
 
     def check_states(self) -> None:
         """Every key reference's full state agrees (white-box targets); key bytes only where known."""
-        target = self.target
-        if not self.inspectable or not isinstance(target, Inspectable):
+        target = self.inspector
+        if not self.inspectable or target is None:
             return
         self.check_token_objects(target)
         for ref in self.keys:
@@ -536,12 +541,10 @@ class Lockstep:
                 continue
             expected = self.model.inspect(ref.model)
             actual = self._inspected(f"state of {ref.name}", ref.name, ref.target)
-            if not ref.known:
-                # Unknown material: the key bytes and the encryption register depend on it (twins check those).
-                expected = attrs.evolve(expected, key=b"", register=b"")
-                actual = attrs.evolve(actual, key=b"", register=b"")
-            if expected != actual:
-                names = [f.name for f in attrs.fields(KeyState) if getattr(expected, f.name) != getattr(actual, f.name)]
+            # Unknown material: the key bytes and the encryption register depend on it (twins check those).
+            fields = _STATE_FIELDS if ref.known else _STATE_FIELDS_BUT_MATERIAL
+            if expected != actual and any(getattr(expected, n) != getattr(actual, n) for n in fields):
+                names = [name for name in fields if getattr(expected, name) != getattr(actual, name)]
                 raise Divergence(
                     f"state of {ref.name}",
                     "a state",
@@ -577,8 +580,8 @@ class Lockstep:
     def _inspected(self, step: str, name: str, handle: int) -> KeyState:
         """``target.inspect(handle)`` of the key a script calls ``name``, beside ``step``: a KeyState, or the
         target's failure."""
-        assert isinstance(self.target, Inspectable)  # only called where ``inspectable`` holds
-        state = self.aside(f"inspect({name})", self.target.inspect, handle)
+        assert self.inspector is not None  # only called where ``inspectable`` holds
+        state = self.aside(f"inspect({name})", self.inspector.inspect, handle)
         if not isinstance(state, KeyState):
             raise Divergence(
                 step,
@@ -739,7 +742,7 @@ class Lockstep:
         dead = self._names_dead(step)
         actual = _observe(target_call, "target", line)
         known = False
-        if actual.ok and self.inspectable and not hardware and isinstance(self.target, Inspectable):
+        if actual.ok and self.inspectable and not hardware:
             material = self._inspected(line, line.partition(" = ")[0], _issued(line, actual.value)).key
             if material:  # a white-box target: the model generates the same material
                 self.model.queue_material(material)
