@@ -24,14 +24,20 @@ __all__ = ["BuiltinCsp"]
 class BuiltinCsp:
     """An installation (``home``: a directory; None: ``KEYHANDOFF_HOME`` or the user data dir) and one Csp;
     ``token`` chooses the installation's token (``"sqlite"``, ``"pkcs11"``; None: ``KEYHANDOFF_TOKEN`` or sqlite);
-    ``handle_space`` (0..3) is carried by every handle it issues (see ``keyhandoff.impl.handles``)."""
+    ``handle_space`` (0..3) is carried by every handle it issues (see ``keyhandoff.impl.handles``); ``durable=False``
+    makes a scratch installation, nothing fsynced (see ``keyhandoff.impl.installation``)."""
 
     name = "builtin"
 
     def __init__(
-        self, home: str | os.PathLike[str] | None = None, *, token: str | None = None, handle_space: int = 0
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        token: str | None = None,
+        handle_space: int = 0,
+        durable: bool = True,
     ) -> None:
-        self._installation = Installation(home, token=token)
+        self._installation = Installation(home, token=token, durable=durable)
         try:
             self._csp = Csp(self._installation, handle_space=handle_space)
         except BaseException:

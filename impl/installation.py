@@ -15,6 +15,11 @@ Everything else is derived from the secret with HKDF-SHA256: the public installa
 ``keyhandoff/installation-id``) and one 32-byte key per purpose (info ``keyhandoff/<purpose>``). The secret and the
 derived keys live only in this object's memory; ``repr`` shows the path alone, and pickling carries the path alone
 (a child process re-reads the secret from the directory).
+
+``durable=False`` makes a scratch installation, for a directory thrown away after use (each test case of a
+conformance run gets one): nothing is fsynced, neither the secret nor the token's commits. It is as safe as a
+durable one against a process that crashes or is killed; only a crash of the whole system may lose or corrupt
+it, which cannot matter to a directory no one will open again.
 """
 
 from __future__ import annotations
@@ -139,32 +144,35 @@ def _read_secret(file: Path) -> bytes:
     return data
 
 
-def _create_secret(directory: Path, file: Path) -> None:
-    """Publish a fresh secret unless another process already has; never leaves a partial ``secret``."""
+def _create_secret(directory: Path, file: Path, durable: bool) -> None:
+    """Publish a fresh secret unless another process already has; never leaves a partial ``secret`` (durable:
+    on disk before it is published)."""
     temp = directory / f".{SECRET_FILE}.{os.getpid()}.{secrets.token_hex(8)}.tmp"
     fd = os.open(temp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0), 0o600)
     try:
         try:
             _write_all(fd, secrets.token_bytes(SECRET_SIZE))
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
         try:
             os.link(temp, file)  # atomic and exclusive: fails if a concurrent creator won
         except FileExistsError:
             return
-        _fsync_dir(directory)
+        if durable:
+            _fsync_dir(directory)
     finally:
         temp.unlink(missing_ok=True)
 
 
-def _load_or_create_secret(directory: Path) -> bytes:
+def _load_or_create_secret(directory: Path, durable: bool) -> bytes:
     file = directory / SECRET_FILE
     try:
         return _read_secret(file)
     except FileNotFoundError:
         pass
-    _create_secret(directory, file)
+    _create_secret(directory, file, durable)
     return _read_secret(file)
 
 
@@ -173,19 +181,34 @@ class Installation:
 
     ``token`` chooses the token: ``"sqlite"`` (the embedded token in the directory) or ``"pkcs11"`` (a PKCS#11
     token configured by the ``KEYHANDOFF_PKCS11_*`` environment variables, see ``keyhandoff.impl.pkcs11_token``);
-    None means ``KEYHANDOFF_TOKEN`` if set, else ``"sqlite"``.
+    None means ``KEYHANDOFF_TOKEN`` if set, else ``"sqlite"``. ``durable=False``: a scratch installation (see the
+    module's docstring).
     """
 
-    __slots__ = ("__weakref__", "_id", "_keys", "_lock", "_path", "_secret", "_token", "_token_kind", "_token_lock")
+    __slots__ = (
+        "__weakref__",
+        "_durable",
+        "_id",
+        "_keys",
+        "_lock",
+        "_path",
+        "_secret",
+        "_token",
+        "_token_kind",
+        "_token_lock",
+    )
 
-    def __init__(self, home: str | os.PathLike[str] | None = None, *, token: str | None = None) -> None:
+    def __init__(
+        self, home: str | os.PathLike[str] | None = None, *, token: str | None = None, durable: bool = True
+    ) -> None:
         kind = token if token is not None else (os.environ.get(ENV_TOKEN_KIND) or "sqlite")
         if kind not in TOKEN_KINDS:
             raise ValueError(f"unknown token kind {kind!r}; known: {', '.join(TOKEN_KINDS)}")
         self._token_kind: str = kind
+        self._durable = bool(durable)
         self._path = _resolve_home(home)
         _ensure_dir(self._path)
-        self._secret = _load_or_create_secret(self._path)
+        self._secret = _load_or_create_secret(self._path, self._durable)
         self._id = _hkdf(self._secret, _INFO_PREFIX + _ID_PURPOSE.encode(), ID_SIZE)
         self._keys: dict[str, bytes] = {}
         self._lock = threading.Lock()  # guards the key cache
@@ -221,6 +244,11 @@ class Installation:
             return derived
 
     @property
+    def durable(self) -> bool:
+        """False for a scratch installation: nothing fsynced (see the module's docstring)."""
+        return self._durable
+
+    @property
     def token_kind(self) -> str:
         """``"sqlite"`` or ``"pkcs11"``."""
         return self._token_kind
@@ -254,14 +282,13 @@ class Installation:
         self.close()
 
     def __repr__(self) -> str:
-        if self._token_kind == "sqlite":
-            return f"Installation({str(self._path)!r})"
-        return f"Installation({str(self._path)!r}, token={self._token_kind!r})"
+        token = f", token={self._token_kind!r}" if self._token_kind != "sqlite" else ""
+        return f"Installation({str(self._path)!r}{token}{'' if self._durable else ', durable=False'})"
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
         # Only the path and the token kind cross a process boundary; the child reads the secret from the directory
         # itself and the PKCS#11 configuration from its (inherited) environment.
-        return (_reopen, (str(self._path), self._token_kind))
+        return (_reopen, (str(self._path), self._token_kind, self._durable))
 
     def _after_fork_in_child(self) -> None:
         # A lock held by another thread of the parent at fork time would never be released in the child.
@@ -269,8 +296,8 @@ class Installation:
         self._token_lock = threading.Lock()
 
 
-def _reopen(path: str, token: str) -> Installation:
-    return Installation(path, token=token)
+def _reopen(path: str, token: str, durable: bool = True) -> Installation:
+    return Installation(path, token=token, durable=durable)
 
 
 _LIVE: weakref.WeakSet[Installation] = weakref.WeakSet()

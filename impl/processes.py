@@ -76,24 +76,36 @@ class AppSide(BuiltinCsp):
         return _plain_state(self.inspect(key))
 
 
-def serve_app_side(home: str, token: str | None = None) -> AppSide:
+def serve_app_side(home: str, token: str | None = None, durability: str = "durable") -> AppSide:
     """The child's factory (``python -m keyhandoff.impl.child keyhandoff.impl.processes:serve_app_side HOME
-    [TOKEN]``); a PKCS#11 token's configuration comes from the inherited environment."""
-    return AppSide(home, token=token, handle_space=APP_HANDLE_SPACE)
+    [TOKEN [durable|scratch]]``); a PKCS#11 token's configuration comes from the inherited environment."""
+    if durability not in ("durable", "scratch"):
+        raise ValueError("the installation's durability is 'durable' or 'scratch'")
+    return AppSide(home, token=token, handle_space=APP_HANDLE_SPACE, durable=durability == "durable")
 
 
 class ProcessCsp:
     """The built-in CSP across two OS processes, with the BuiltinCsp surface (so one adapter serves both)."""
 
     def __init__(
-        self, home: str | os.PathLike[str] | None = None, *, token: str | None = None, timeout: float = 60.0
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        durable: bool = True,
     ) -> None:
-        self.secure = BuiltinCsp(home, token=token)
+        self.secure = BuiltinCsp(home, token=token, durable=durable)
         installation = self.secure.installation
         try:
             # The token kind the secure side resolved (so KEYHANDOFF_TOKEN cannot differ between the processes).
             self._child = ChildProcess(
-                ["keyhandoff.impl.processes:serve_app_side", str(installation.path), installation.token_kind],
+                [
+                    "keyhandoff.impl.processes:serve_app_side",
+                    str(installation.path),
+                    installation.token_kind,
+                    "durable" if durable else "scratch",
+                ],
                 timeout=timeout,
             )
         except BaseException:

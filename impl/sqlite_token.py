@@ -118,6 +118,9 @@ class SqliteToken:
     def __init__(self, installation: Installation) -> None:
         self._path = Path(installation.path) / DB_FILE
         self._serial = "sqlite:" + installation.id.hex()
+        # FULL: a commit is on disk when it returns. A scratch installation's token need not survive a crash of
+        # the system (OFF: still safe against a crash of the process).
+        self._synchronous = "FULL" if installation.durable else "OFF"
         self._wrap = AESGCM(installation.key(WRAP_PURPOSE))
         self._lock = threading.Lock()
         self._cache: dict[int, _Loaded] = {}
@@ -142,7 +145,7 @@ class SqliteToken:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._set_wal(conn)
-            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
             with _transaction(conn):
                 conn.execute(_SCHEMA)
         except BaseException:

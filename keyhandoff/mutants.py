@@ -70,7 +70,7 @@ class _MutantBuiltinCsp(BuiltinCsp):
     """The built-in CSP whose core is ``csp_class`` (a Csp subclass) over the same installation."""
 
     def __init__(self, home: Home, csp_class: type[Csp]) -> None:
-        super().__init__(home)
+        super().__init__(home, durable=False)  # a scratch installation: every mutant's home is thrown away
         try:
             self._csp = csp_class(self.installation)
         except BaseException:

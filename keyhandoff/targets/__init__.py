@@ -1,6 +1,6 @@
 """Targets by name: ``load("model")``, ``load("builtin", home=...)`` and ``load("builtin-processes", home=...)``
 (the reference CSP, in one process or with the app side in a child process; ``token="pkcs11"`` puts its hardware
-keys on a PKCS#11 token, see docs/hardware.md).
+keys on a PKCS#11 token, see docs/hardware.md; ``durable=False`` makes a scratch installation, nothing fsynced).
 
 ``capi`` is a real CryptoAPI provider through the CAPI bridge (under Wine off Windows; docs/targets.md):
 ``load("capi", provider=..., provider_type=...)``, or as a spec ``capi:<provider name>[:<provider type>]``
@@ -57,7 +57,10 @@ def load(spec: str, **options: object) -> Target:
         token = options.get("token")
         if token is not None and not isinstance(token, str):
             raise TypeError("the builtin target's token is 'sqlite' or 'pkcs11'")
-        return BuiltinTarget(home, processes=spec == "builtin-processes", token=token)
+        durable = options.get("durable", True)
+        if not isinstance(durable, bool):
+            raise TypeError("the builtin target's durable is True or False")
+        return BuiltinTarget(home, processes=spec == "builtin-processes", token=token, durable=durable)
     if spec == "capi" or spec.startswith("capi:"):
         from keyhandoff.targets.capi_target import CapiTarget
         from keyhandoff.targets.line_target import PeerError

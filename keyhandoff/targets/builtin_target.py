@@ -26,10 +26,17 @@ class BuiltinTarget:
     side in a child process."""
 
     def __init__(
-        self, home: str | os.PathLike[str] | None = None, *, processes: bool = False, token: str | None = None
+        self,
+        home: str | os.PathLike[str] | None = None,
+        *,
+        processes: bool = False,
+        token: str | None = None,
+        durable: bool = True,
     ) -> None:
         self.csp: BuiltinCsp | ProcessCsp = (
-            ProcessCsp(home, token=token) if processes else BuiltinCsp(home, token=token)
+            ProcessCsp(home, token=token, durable=durable)
+            if processes
+            else BuiltinCsp(home, token=token, durable=durable)
         )
 
     def __repr__(self) -> str:

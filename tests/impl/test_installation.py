@@ -14,7 +14,9 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+import keyhandoff.impl.installation as installation_module
 from keyhandoff.impl.installation import ENV_HOME, Installation, InstallationError
+from keyhandoff.impl.sqlite_token import SqliteToken
 
 POSIX = os.name == "posix"
 posix_only = pytest.mark.skipif(not POSIX, reason="file modes are POSIX")
@@ -210,3 +212,33 @@ def test_concurrent_creation_from_several_processes(tmp_path: Path) -> None:
     inst = Installation(home)
     assert set(seen) == {(inst.id, inst.key("blob-seal"))}
     assert sorted(p.name for p in Path(home).iterdir()) == ["secret"]
+
+
+def _synchronous(inst: Installation) -> int:
+    token = inst.token
+    assert isinstance(token, SqliteToken)
+    with token._lock:  # white box: the connection's own setting, as SQLite reports it
+        return int(token._db().execute("PRAGMA synchronous").fetchone()[0])
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_only_a_durable_installation_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool) -> None:
+    """A durable installation (the default) fsyncs its new secret (and, on POSIX, the directory that publishes
+    it) and commits its token with synchronous FULL (2). A scratch one (``durable=False``, what a conformance run
+    makes per test case) fsyncs nothing and commits with OFF (0); its secret is as private, and a pickle (a child
+    process) keeps its durability."""
+    synced: list[int] = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(installation_module.os, "fsync", lambda fd: (synced.append(fd), real_fsync(fd))[1])
+    inst = Installation(tmp_path / "home", durable=durable)
+    assert inst.durable is durable
+    assert len(synced) == (2 if POSIX else 1) * durable
+    assert _synchronous(inst) == (2 if durable else 0)
+    if POSIX:
+        assert _mode(tmp_path / "home" / "secret") == 0o600
+    clone = pickle.loads(pickle.dumps(inst))
+    assert clone.durable is durable
+    assert _synchronous(clone) == _synchronous(inst)
+    assert ("durable=False" in repr(inst)) is not durable
+    clone.close()
+    inst.close()

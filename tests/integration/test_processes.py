@@ -13,11 +13,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import keyhandoff.impl.processes as processes_module
 from keyhandoff.cli import main
 from keyhandoff.demo import _run
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.handles import handle_space
-from keyhandoff.impl.processes import APP_HANDLE_SPACE, ProcessCsp
+from keyhandoff.impl.processes import APP_HANDLE_SPACE, ProcessCsp, serve_app_side
 from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
@@ -301,3 +302,43 @@ def _alive(pid: int) -> bool:
             return stat.read().split(") ")[1][0] not in "ZX"
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.parametrize("durable", [True, False])
+def test_the_app_process_is_as_durable_as_the_secure_side(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durable: bool
+) -> None:
+    """ProcessCsp's child opens the installation as durable as the parent's (its command line says which); a
+    durability the child does not know is refused."""
+    commands: list[list[str]] = []
+    real = processes_module.ChildProcess
+
+    def spawn(command: list[str], **options: object) -> object:
+        commands.append(command)
+        return real(command, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(processes_module, "ChildProcess", spawn)
+    csp = ProcessCsp(tmp_path, durable=durable)
+    try:
+        assert csp.secure.installation.durable is durable
+        app = serve_app_side(*commands[0][1:])  # the child's factory, as the child calls it
+        assert app.installation.durable is durable
+        app.close()
+    finally:
+        csp.close()
+    with pytest.raises(ValueError, match="durable' or 'scratch'"):
+        serve_app_side(str(tmp_path), "sqlite", "sometimes")
+
+
+@pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
+def test_a_check_makes_scratch_installations(spec: str) -> None:
+    """Each test case's installation lives in a temporary home no one opens again: nothing is fsynced."""
+    factory = fresh_factory(spec)
+    target = factory()
+    try:
+        csp = target.csp  # type: ignore[attr-defined]
+        installation = csp.secure.installation if isinstance(csp, ProcessCsp) else csp.installation
+        assert installation.durable is False
+    finally:
+        target.close()
+        release_spare(factory)
