@@ -26,7 +26,7 @@ import attrs
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
-from hypothesis.errors import Flaky
+from hypothesis.errors import Flaky, UnsatisfiedAssumption
 from hypothesis.stateful import (
     Bundle,
     RuleBasedStateMachine,
@@ -286,9 +286,10 @@ def _build(
 
         def teardown(self) -> None:
             # Hypothesis calls teardown in a finally clause: the exception ending the test case, if any, is
-            # visible here (its own control flow is BaseException, not Exception).
+            # visible here (its own control flow is BaseException, not Exception; an unmet assumption is none).
             failed = sys.exc_info()[1]
-            if isinstance(failed, Exception) and type(self).first_failure is None:
+            unmet = isinstance(failed, UnsatisfiedAssumption)
+            if isinstance(failed, Exception) and not unmet and type(self).first_failure is None:
                 type(self).first_failure = (list(self.ls.trace), str(failed), harness_defect(failed))
             type(self).coverage.deviations.update(self.ls.deviations)
             self.ls.close()

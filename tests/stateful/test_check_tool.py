@@ -15,6 +15,7 @@ from pathlib import Path
 import attrs
 import hypothesis
 import pytest
+from hypothesis.errors import UnsatisfiedAssumption
 from hypothesis.stateful import run_state_machine_as_test
 
 from keyhandoff import model
@@ -30,7 +31,7 @@ from keyhandoff.check import (
 )
 from keyhandoff.cli import main
 from keyhandoff.lockstep import Divergence, Lockstep, TargetHung, open_lockstep
-from keyhandoff.machine import GETTABLE_PARAMS, machine_for
+from keyhandoff.machine import GETTABLE_PARAMS, harness_defect, machine_for
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.state import Location
 from keyhandoff.target import Capabilities, Deviation, RunStopped, Target, TargetTimeout, TargetUnavailable
@@ -1082,3 +1083,27 @@ def test_an_error_in_keyhandoffs_own_code_is_no_verdict(monkeypatch: pytest.Monk
     err = capsys.readouterr().err
     assert "keyhandoff raised KeyError" in err
     assert "KEY-BYTES" not in err
+
+
+def test_the_first_failure_is_recorded_with_whose_it_is() -> None:
+    """A test case's teardown records the first failure and whether it was keyhandoff's own (the harness_defect
+    said by type and place) or the target's (a Divergence: None); an unmet assumption is no failure at all."""
+    machine = machine_for(ModelTarget, name="Target")
+
+    def ended_by(error: Exception) -> None:
+        case = machine()
+        try:
+            raise error
+        except Exception:
+            case.teardown()
+
+    ended_by(UnsatisfiedAssumption())
+    assert machine.first_failure is None
+    ended_by(Divergence("k0 = csp.gen_key(p0, 0x6601, 0x1)", "a handle", "none"))
+    assert machine.first_failure is not None
+    assert machine.first_failure[2] is None
+    machine.first_failure = None
+    ended_by(KeyError("a value"))
+    assert machine.first_failure is not None
+    assert machine.first_failure[2] == "KeyError"  # raised here, in no module of keyhandoff's
+    assert harness_defect(Divergence("x", "a", "b")) is None
