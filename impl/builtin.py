@@ -9,13 +9,14 @@ turns that into the tool's ``Capabilities``.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keyhandoff.impl.algorithms import ALGORITHMS, HMAC_HASHES, USABLE_MODES
 from keyhandoff.impl.csp import Csp
 from keyhandoff.impl.installation import Installation
 from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState
 
 __all__ = ["BuiltinCsp"]
@@ -127,6 +128,16 @@ class BuiltinCsp:
 
     def inspect(self, key: int) -> KeyState:
         return self._csp.inspect(key)
+
+    def inspect_many(self, keys: Sequence[int]) -> list[KeyState | CryptError]:
+        """``inspect`` of each key, in one call: its state, or the CryptError that refused it."""
+        answers: list[KeyState | CryptError] = []
+        for key in keys:
+            try:
+                answers.append(self._csp.inspect(key))
+            except CryptError as err:
+                answers.append(err.with_traceback(None))  # kept as an answer: its frames are not needed
+        return answers
 
     def token_objects(self) -> Mapping[int, int]:
         """Every token object's id and ALG_ID (never the material)."""

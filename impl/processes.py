@@ -11,7 +11,7 @@ router remembers nothing per handle; any other value, issued or not, is answered
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -19,6 +19,7 @@ import attrs
 from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.handles import handle_space
+from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Lifecycle, Location
 
 __all__ = ["APP_HANDLE_SPACE", "AppSide", "ProcessCsp", "serve_app_side"]
@@ -74,6 +75,10 @@ class AppSide(BuiltinCsp):
 
     def inspect_plain(self, key: int) -> dict[str, object]:
         return _plain_state(self.inspect(key))
+
+    def inspect_plain_many(self, keys: list[int]) -> list[dict[str, object] | int]:
+        """``inspect_plain`` of each key, in one call: its record, or the code of the CryptError that refused it."""
+        return [_plain_state(a) if isinstance(a, KeyState) else a.code for a in self.inspect_many(keys)]
 
 
 def serve_app_side(home: str, token: str | None = None, durability: str = "durable") -> AppSide:
@@ -229,6 +234,25 @@ class ProcessCsp:
                 raise TypeError("the app process answered inspect with a non-record")
             return _state(plain)
         return self.secure.inspect(key)
+
+    def inspect_many(self, keys: Sequence[int]) -> list[KeyState | CryptError]:
+        """``inspect`` of each key, its state or the CryptError that refused it: the app process's keys in one
+        round trip (the lockstep inspects every key after every step)."""
+        remote = [i for i, key in enumerate(keys) if self._child_owns(key)]
+        local = [i for i, key in enumerate(keys) if not self._child_owns(key)]
+        answers = dict(zip(local, self.secure.inspect_many([keys[i] for i in local]), strict=True))
+        if remote:
+            plain = self._child.call("inspect_plain_many", [keys[i] for i in remote])
+            if not isinstance(plain, list) or len(plain) != len(remote):
+                raise TypeError("the app process answered inspect_many with another number of records")
+            for i, record in zip(remote, plain, strict=True):
+                if isinstance(record, dict):
+                    answers[i] = _state(record)
+                elif isinstance(record, int) and not isinstance(record, bool):
+                    answers[i] = CryptError(record, "inspect")
+                else:
+                    raise TypeError("the app process answered inspect_many with a non-record")
+        return [answers[i] for i in range(len(keys))]
 
     def token_objects(self) -> Mapping[int, int]:
         return self.secure.token_objects()  # one token, shared by both processes

@@ -536,11 +536,12 @@ class Lockstep:
         if not self.inspectable or target is None:
             return
         self.check_token_objects(target)
-        for ref in self.keys:
-            if ref.detached:
-                continue
+        refs = [ref for ref in self.keys if not ref.detached]
+        for ref, answer in zip(refs, self._answers(refs), strict=True):
             expected = self.model.inspect(ref.model)
-            actual = self._inspected(f"state of {ref.name}", ref.name, ref.target)
+            actual = self._state_in(f"state of {ref.name}", ref.name, answer, alive=expected.lifecycle.alive)
+            if actual is None:  # dead, and the target keeps nothing of it
+                continue
             # Unknown material: the key bytes and the encryption register depend on it (twins check those).
             fields = _STATE_FIELDS if ref.known else _STATE_FIELDS_BUT_MATERIAL
             if expected != actual and any(getattr(expected, n) != getattr(actual, n) for n in fields):
@@ -558,12 +559,16 @@ class Lockstep:
         if self.shared:
             return
         expected_objects = len(self.model.token_objects())
-        objects = self.aside("token_objects", target.token_objects)
+        objects: object
+        try:
+            objects = self.aside("token_objects", target.token_objects)
+        except CryptError as err:
+            objects = Observed(code=err.code)  # refused: no listing either
         if not isinstance(objects, Sized):
             raise Divergence(
                 "token objects",
                 "a mapping",
-                f"a value of type {type(objects).__name__}",
+                objects if isinstance(objects, Observed) else f"a value of type {type(objects).__name__}",
                 "token_objects() must return a mapping",
                 checks=("assert hasattr(csp.token_objects(), '__len__')  # a mapping of the token's objects",),
             )
@@ -577,20 +582,55 @@ class Lockstep:
                 checks=(f"assert len(csp.token_objects()) == {expected_objects}  # the model's count",),
             )
 
-    def _inspected(self, step: str, name: str, handle: int) -> KeyState:
-        """``target.inspect(handle)`` of the key a script calls ``name``, beside ``step``: a KeyState, or the
-        target's failure."""
+    def _answers(self, refs: list[KeyRef]) -> list[object]:
+        """What the target's inspect answers for each key: a state (checked by _state_in) or the CryptError that
+        refused it. In one call where the target offers ``inspect_many`` (a CSP whose inspect is a round trip to
+        another process), else one call per key."""
         assert self.inspector is not None  # only called where ``inspectable`` holds
-        state = self.aside(f"inspect({name})", self.inspector.inspect, handle)
-        if not isinstance(state, KeyState):
+        many = getattr(self.inspector, "inspect_many", None)
+        if many is None:
+            return [self._answer(ref.name, ref.target) for ref in refs]
+        answers = self.aside("inspect_many", many, [ref.target for ref in refs])
+        if not isinstance(answers, list) or len(answers) != len(refs):
+            got = (
+                f"a list of {len(answers)}"
+                if isinstance(answers, list)
+                else f"a value of type {type(answers).__name__}"
+            )
+            raise Divergence("state of the keys", f"a list of {len(refs)} answers", got, "inspect_many()")
+        return answers
+
+    def _answer(self, name: str, handle: int) -> object:
+        """``target.inspect(handle)`` of the key a script calls ``name``: its answer, or the CryptError."""
+        assert self.inspector is not None  # only called where ``inspectable`` holds
+        try:
+            return self.aside(f"inspect({name})", self.inspector.inspect, handle)
+        except CryptError as err:
+            return err
+
+    def _state_in(self, step: str, name: str, answer: object, *, alive: bool = True) -> KeyState | None:
+        """The state of the key a script calls ``name`` in the target's ``answer`` to inspect (beside ``step``): a
+        KeyState, or the target's failure. A dead key's state may be refused instead (None): a CSP need not
+        remember dead keys."""
+        if isinstance(answer, CryptError):
+            if not alive:
+                return None
             raise Divergence(
                 step,
                 "a KeyState",
-                f"a value of type {type(state).__name__}",
+                Observed(code=answer.code),
+                f"inspect({name}) refused a live key",
+                checks=(f"assert isinstance(csp.inspect({name}), KeyState)  # a live key: its state",),
+            )
+        if not isinstance(answer, KeyState):
+            raise Divergence(
+                step,
+                "a KeyState",
+                f"a value of type {type(answer).__name__}",
                 "inspect() must return a KeyState",
                 checks=(f"assert isinstance(csp.inspect({name}), KeyState)",),
             )
-        return state
+        return answer
 
     def _state_check(self, ref: KeyRef, field: str, value: object) -> str:
         """``assert csp.inspect(k).field == <the model's value>``. Key bytes only as the test key the program
@@ -743,7 +783,10 @@ class Lockstep:
         actual = _observe(target_call, "target", line)
         known = False
         if actual.ok and self.inspectable and not hardware:
-            material = self._inspected(line, line.partition(" = ")[0], _issued(line, actual.value)).key
+            name = line.partition(" = ")[0]
+            inspected = self._state_in(line, name, self._answer(name, _issued(line, actual.value)))
+            assert inspected is not None  # a live key: a refusal raised
+            material = inspected.key
             if material:  # a white-box target: the model generates the same material
                 self.model.queue_material(material)
                 known = True

@@ -11,10 +11,11 @@ converts them into :class:`~keyhandoff.target.Capabilities` and forwards every o
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.processes import ProcessCsp
+from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState
 from keyhandoff.target import Capabilities
 
@@ -98,6 +99,9 @@ class BuiltinTarget:
 
     def inspect(self, key: int) -> KeyState:
         return self.csp.inspect(key)
+
+    def inspect_many(self, keys: Sequence[int]) -> list[KeyState | CryptError]:
+        return self.csp.inspect_many(keys)
 
     def token_objects(self) -> Mapping[int, int]:
         return self.csp.token_objects()

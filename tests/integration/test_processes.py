@@ -23,7 +23,7 @@ from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from keyhandoff.model.state import Lifecycle
+from keyhandoff.model.state import KeyState, Lifecycle
 from keyhandoff.targets import load
 from keyhandoff.targets.fresh import fresh_factory, release_spare
 from keyhandoff.vectors import load_vectors, matches, run_stream
@@ -342,3 +342,34 @@ def test_a_check_makes_scratch_installations(spec: str) -> None:
     finally:
         target.close()
         release_spare(factory)
+
+
+def test_inspect_many_answers_as_inspect_does_in_one_round_trip(csp: ProcessCsp) -> None:
+    """inspect_many gives, key by key, what inspect gives (a state, or the CryptError that refuses it): keys of
+    both processes, live, destroyed and unknown, in any order; the app process's keys in one round trip."""
+    app, secure = csp.acquire("app"), csp.acquire("secure")
+    keys = [
+        csp.gen_key(app, w.CALG_AES_128),
+        csp.gen_key(secure, w.CALG_RC4),
+        csp.gen_key(app, w.CALG_3DES, hardware=True),
+        csp.gen_key(secure, w.CALG_AES_256),
+    ]
+    csp.encrypt(keys[0], b"a record of 16 b", False)
+    csp.destroy_key(keys[1])
+    csp.destroy_key(keys[2])
+    asked = [keys[3], 12345, keys[0], keys[2], keys[1], keys[0] ^ 1]
+
+    def one_by_one(key: int) -> object:
+        try:
+            return csp.inspect(key)
+        except CryptError as err:
+            return err.code
+
+    calls: list[str] = []
+    real_call = csp._child.call
+    csp._child.call = lambda name, *a, **k: (calls.append(name), real_call(name, *a, **k))[1]  # type: ignore[method-assign]
+    answers = csp.inspect_many(asked)
+    assert calls == ["inspect_plain_many"]
+    assert [a.code if isinstance(a, CryptError) else a for a in answers] == [one_by_one(key) for key in asked]
+    states = [isinstance(a, KeyState) for a in answers]
+    assert states == [True, False, True, True, True, False]  # the unknown handles refused, the dead ones not

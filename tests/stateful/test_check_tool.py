@@ -1030,6 +1030,13 @@ class _InspectsAsText(ModelTarget):
         return "a key"  # type: ignore[return-value]
 
 
+class _RefusesToList(ModelTarget):
+    """A target whose token_objects refuses, as if the token were unreachable."""
+
+    def token_objects(self) -> Mapping[int, int]:
+        raise model.CryptError(w.NTE_FAIL)
+
+
 class _CountsObjects(ModelTarget):
     """A target whose token_objects answers with a count, not a mapping."""
 
@@ -1043,18 +1050,19 @@ class _CountsObjects(ModelTarget):
         (_HandsOutStrings, "a handle must be an int", "assert isinstance(k0, int)"),
         (_InspectsAsText, "inspect() must return a KeyState", "assert isinstance(csp.inspect(k0), KeyState)"),
         (_CountsObjects, "token_objects() must return a mapping", "assert hasattr(csp.token_objects(), '__len__')"),
+        (_RefusesToList, "token_objects() must return a mapping", "assert hasattr(csp.token_objects(), '__len__')"),
     ],
 )
 def test_an_answer_of_the_wrong_type_is_the_targets_failure(target: type[Target], detail: str, check: str) -> None:
-    """A handle, a state or a token listing of the wrong type fails the target, with a reproducer whose last
-    assertion fails on it and holds on the model. (They used to raise TypeError or AttributeError in keyhandoff's
-    own code, taken for a trace that does not fit: ``run_check`` raised ValueError, and there was no report.)"""
+    """A handle, a state or a token listing of the wrong type, or a listing refused, fails the target, with a
+    reproducer whose last assertion fails on it and holds on the model. (They used to raise TypeError,
+    AttributeError or CryptError in keyhandoff's own code: ``run_check`` raised, and there was no report.)"""
     result = run_check("python:tests:wrong-type", target, profile="quick", seed=3)
     assert result.failure is not None
     assert result.failure.detail == detail, result.failure.message
     assert result.script.rstrip().splitlines()[-2].startswith(check)  # the last line before csp.close()
     stop = run_reproducer(result.script, "python:tests:wrong-type", target)
-    assert isinstance(stop.error, AssertionError)
+    assert isinstance(stop.error, (AssertionError, model.CryptError))
     assert stop.line.startswith(check)
     assert run_reproducer(result.script, "python:tests:wrong-type", ModelTarget).error is None
 
@@ -1107,3 +1115,68 @@ def test_the_first_failure_is_recorded_with_whose_it_is() -> None:
     assert machine.first_failure is not None
     assert machine.first_failure[2] == "KeyError"  # raised here, in no module of keyhandoff's
     assert harness_defect(Divergence("x", "a", "b")) is None
+
+
+class _ForgetsDeadKeys(ModelTarget):
+    """A CSP that keeps nothing of a destroyed key: inspect refuses a dead handle, as any call on it does."""
+
+    def inspect(self, key: int) -> model.KeyState:
+        state = super().inspect(key)
+        if not state.lifecycle.alive:
+            raise model.CryptError(w.NTE_BAD_KEY)
+        return state
+
+
+class _InspectsNothing(ModelTarget):
+    """A CSP whose inspect refuses every key, live ones too."""
+
+    def inspect(self, key: int) -> model.KeyState:
+        raise model.CryptError(w.NTE_BAD_KEY)
+
+
+def test_inspect_may_refuse_a_dead_key_but_not_a_live_one() -> None:
+    """A dead key's state may be refused (a CSP need not remember dead keys): the run passes. A live key's may
+    not: the target fails, with a reproducer that stops at the refused inspect. (A refusal there used to escape
+    the lockstep as a CryptError, and the run ended without a report.)"""
+    assert run_check("python:tests:forgets-dead", _ForgetsDeadKeys, profile="quick", seed=3).ok
+    result = run_check("python:tests:inspects-nothing", _InspectsNothing, profile="quick", seed=3)
+    assert result.failure is not None
+    assert result.failure.detail.endswith("refused a live key"), result.failure.message
+    assert "NTE_BAD_KEY" in result.failure.message
+    stop = run_reproducer(result.script, "python:tests:inspects-nothing", _InspectsNothing)
+    assert isinstance(stop.error, model.CryptError)
+    assert "csp.inspect(" in stop.line
+    assert run_reproducer(result.script, "python:tests:inspects-nothing", ModelTarget).error is None
+
+
+class _InspectsInBatches(ModelTarget):
+    """A target that offers inspect_many, counting its calls; with ``short``, it answers one key too few."""
+
+    short = False
+    batches = 0
+
+    def inspect_many(self, keys: list[int]) -> list[object]:
+        type(self).batches += 1
+        answers: list[object] = []
+        for key in keys[1:] if self.short else keys:
+            try:
+                answers.append(self.inspect(key))
+            except model.CryptError as err:
+                answers.append(err)
+        return answers
+
+
+def test_a_target_may_answer_every_keys_state_in_one_call() -> None:
+    """Where a target offers ``inspect_many`` (the built-in two-process CSP does: its inspect is a round trip),
+    the lockstep asks every key's state with it, once per step, and checks its answers as inspect's; a list
+    of the wrong length fails the target."""
+    assert run_check("python:tests:batches", _InspectsInBatches, profile="quick", seed=3).ok
+    assert _InspectsInBatches.batches > 0
+
+    class AnswersTooFew(_InspectsInBatches):
+        short = True
+
+    result = run_check("python:tests:too-few", AnswersTooFew, profile="quick", seed=3)
+    assert result.failure is not None
+    assert result.failure.detail == "inspect_many()", result.failure.message
+    assert "a list of 0" in result.failure.message
