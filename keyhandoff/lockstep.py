@@ -597,7 +597,14 @@ class Lockstep:
                 if isinstance(answers, list)
                 else f"a value of type {type(answers).__name__}"
             )
-            raise Divergence("state of the keys", f"a list of {len(refs)} answers", got, "inspect_many()")
+            named = ", ".join(ref.name for ref in refs)
+            raise Divergence(
+                "state of the keys",
+                f"a list of {len(refs)} answers",
+                got,
+                "inspect_many()",
+                checks=(f"assert len(csp.inspect_many([{named}])) == {len(refs)}  # one answer per key",),
+            )
         return answers
 
     def _answer(self, name: str, handle: int) -> object:

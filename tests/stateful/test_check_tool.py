@@ -1180,3 +1180,7 @@ def test_a_target_may_answer_every_keys_state_in_one_call() -> None:
     assert result.failure is not None
     assert result.failure.detail == "inspect_many()", result.failure.message
     assert "a list of 0" in result.failure.message
+    stop = run_reproducer(result.script, "python:tests:too-few", AnswersTooFew)
+    assert isinstance(stop.error, AssertionError)
+    assert stop.line.startswith("assert len(csp.inspect_many([")
+    assert run_reproducer(result.script, "python:tests:too-few", _InspectsInBatches).error is None
