@@ -361,7 +361,7 @@ def _what_ended(exc: BaseException, machine: type[LockstepMachine]) -> str:
     something besides its choices and the model's answers (a keyhandoff defect), so there is no verdict."""
     if not isinstance(exc, Flaky) or machine.first_failure is not None:
         return str(exc)
-    seen = next((link for link in _chain(exc) if not isinstance(link, HypothesisException)), None)
+    seen = _behind_hypothesis(exc)
     if seen is None:
         said = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
         raise RunStopped(
@@ -377,13 +377,11 @@ def _stop_if_ours(exc: BaseException, machine: type[LockstepMachine]) -> None:
     """Raise RunStopped if what ended the run was keyhandoff's own defect (harness_defect), not the target's
     failure: the exception Hypothesis raised or, if it found the program flaky, the first failing test case's."""
     trace = list(machine.last.trace) if machine.last is not None else []
-    if isinstance(exc, Flaky):
-        seen = next((link for link in _chain(exc) if not isinstance(link, HypothesisException)), None)
-        defect = harness_defect(seen) if seen is not None else None
-        if machine.first_failure is not None:
-            trace, _, defect = machine.first_failure
+    if isinstance(exc, Flaky) and machine.first_failure is not None:
+        trace, _, defect = machine.first_failure
     else:
-        defect = harness_defect(exc)
+        seen = _behind_hypothesis(exc) if isinstance(exc, Flaky) else exc
+        defect = harness_defect(seen) if seen is not None else None
     if defect is not None:
         where = f"after {len(trace)} steps (the last: {trace[-1]['op']})" if trace else "before the first step"
         raise RunStopped(
@@ -398,6 +396,11 @@ def _hidden_stop(exc: BaseException) -> TargetHung | RunStopped | None:
     earlier case drew on is reported as "Inconsistent data generation" (FlakyStrategyDefinition), with the real
     stop as its context. A factory failing as a test case starts is always such a case."""
     return next((link for link in _chain(exc) if isinstance(link, (TargetHung, RunStopped))), None)
+
+
+def _behind_hypothesis(exc: BaseException) -> BaseException | None:
+    """The nearest exception behind ``exc`` that is not Hypothesis's own (what a Flaky report wraps), if any."""
+    return next((link for link in _chain(exc) if not isinstance(link, HypothesisException)), None)
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
