@@ -191,6 +191,11 @@ def _int(value: object) -> int:
     return value
 
 
+def _type_of(value: object) -> str:
+    """A target's answer of the wrong type, said without its value (it may be key bytes)."""
+    return f"a value of type {type(value).__name__}"
+
+
 def _issued(line: str, value: object) -> int:
     """A handle the target issued at ``line``: an int, or the target's failure (a Divergence, never a TypeError
     that would be taken for keyhandoff's own)."""
@@ -199,7 +204,7 @@ def _issued(line: str, value: object) -> int:
         raise Divergence(
             line,
             "a handle (an int)",
-            f"a value of type {type(value).__name__}",
+            _type_of(value),
             "a handle must be an int",
             checks=(f"assert isinstance({name}, int) and not isinstance({name}, bool)  # a handle",),
         )
@@ -568,7 +573,7 @@ class Lockstep:
             raise Divergence(
                 "token objects",
                 "a mapping",
-                objects if isinstance(objects, Observed) else f"a value of type {type(objects).__name__}",
+                objects if isinstance(objects, Observed) else _type_of(objects),
                 "token_objects() must return a mapping",
                 checks=("assert hasattr(csp.token_objects(), '__len__')  # a mapping of the token's objects",),
             )
@@ -592,11 +597,7 @@ class Lockstep:
             return [self._answer(ref.name, ref.target) for ref in refs]
         answers = self.aside("inspect_many", many, [ref.target for ref in refs])
         if not isinstance(answers, list) or len(answers) != len(refs):
-            got = (
-                f"a list of {len(answers)}"
-                if isinstance(answers, list)
-                else f"a value of type {type(answers).__name__}"
-            )
+            got = f"a list of {len(answers)}" if isinstance(answers, list) else _type_of(answers)
             named = ", ".join(ref.name for ref in refs)
             raise Divergence(
                 "state of the keys",
@@ -633,7 +634,7 @@ class Lockstep:
             raise Divergence(
                 step,
                 "a KeyState",
-                f"a value of type {type(answer).__name__}",
+                _type_of(answer),
                 "inspect() must return a KeyState",
                 checks=(f"assert isinstance(csp.inspect({name}), KeyState)",),
             )

@@ -152,12 +152,12 @@ def harness_defect(exc: BaseException) -> str | None:
     another) says nothing by itself: what it wraps does."""
     if not isinstance(exc, Exception) or isinstance(exc, (Divergence, Flaky)):
         return None
-    ours = [
-        (str(frame.f_globals.get("__name__", "")), frame.f_code.co_name, line)
-        for frame, line in traceback.walk_tb(exc.__traceback__)
-        if str(frame.f_globals.get("__name__", "")).startswith("keyhandoff.")
-    ]
-    return f"{type(exc).__name__} in {ours[-1][0]}.{ours[-1][1]}, line {ours[-1][2]}" if ours else type(exc).__name__
+    where = ""  # the innermost frame in a keyhandoff module
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        module = str(frame.f_globals.get("__name__", ""))
+        if module.startswith("keyhandoff."):
+            where = f" in {module}.{frame.f_code.co_name}, line {line}"
+    return type(exc).__name__ + where
 
 
 _run_as_test: Callable[..., None] = run_state_machine_as_test  # Hypothesis leaves it unannotated
