@@ -238,8 +238,10 @@ class ProcessCsp:
     def inspect_many(self, keys: Sequence[int]) -> list[KeyState | CryptError]:
         """``inspect`` of each key, its state or the CryptError that refused it: the app process's keys in one
         round trip (the lockstep inspects every key after every step)."""
-        remote = [i for i, key in enumerate(keys) if self._child_owns(key)]
-        local = [i for i, key in enumerate(keys) if not self._child_owns(key)]
+        remote: list[int] = []
+        local: list[int] = []
+        for i, key in enumerate(keys):
+            (remote if self._child_owns(key) else local).append(i)
         answers = dict(zip(local, self.secure.inspect_many([keys[i] for i in local]), strict=True))
         if remote:
             plain = self._child.call("inspect_plain_many", [keys[i] for i in remote])

@@ -283,6 +283,8 @@ class Lockstep:
         self.model = model if model is not None else ModelTarget()
         # The target as an Inspectable, if it is one: asked once (isinstance on a Protocol takes some 10 us).
         self.inspector = target if isinstance(target, Inspectable) else None
+        # Its optional inspect_many (every key's state in one call), looked up once too.
+        self._inspect_many: Callable[[list[int]], object] | None = getattr(self.inspector, "inspect_many", None)
         self.inspectable = check_state and self.inspector is not None and self.capabilities.inspect
         self.providers: list[tuple[int, int, str]] = []
         self._released: set[int] = set()  # provider indexes the model has released
@@ -591,8 +593,7 @@ class Lockstep:
         """What the target's inspect answers for each key: a state (checked by _state_in) or the CryptError that
         refused it. In one call where the target offers ``inspect_many`` (a CSP whose inspect is a round trip to
         another process), else one call per key."""
-        assert self.inspector is not None  # only called where ``inspectable`` holds
-        many = getattr(self.inspector, "inspect_many", None)
+        many = self._inspect_many
         if many is None:
             return [self._answer(ref.name, ref.target) for ref in refs]
         answers = self.aside("inspect_many", many, [ref.target for ref in refs])
