@@ -253,6 +253,22 @@ def _observe(call: Callable[[], object], who: str, step: str) -> Observed:
         raise Divergence(step, "a value or CryptError", f"{type(exc).__name__}", "the target crashed") from exc
 
 
+def _batch_inspector(target: object) -> Callable[[list[int]], object] | None:
+    """The target's ``inspect_many``, unless its ``inspect`` is defined nearer the target than it is (a subclass
+    that overrides ``inspect`` alone, say, to plant a fault): a batch written for an inherited ``inspect`` would
+    bypass that one, so each key is then asked through ``inspect``."""
+    many = getattr(target, "inspect_many", None)
+    if many is None:
+        return None
+    # Where each is defined: the instance itself first, then its class's MRO.
+    levels = [getattr(target, "__dict__", {}), *(cls.__dict__ for cls in type(target).__mro__)]
+
+    def level(name: str) -> int:
+        return next((depth for depth, names in enumerate(levels) if name in names), len(levels))
+
+    return None if level("inspect") < level("inspect_many") else many
+
+
 class Lockstep:
     """Drives the model and a target with the same program; raises :class:`Divergence` at the first difference.
 
@@ -284,7 +300,7 @@ class Lockstep:
         # The target as an Inspectable, if it is one: asked once (isinstance on a Protocol takes some 10 us).
         self.inspector = target if isinstance(target, Inspectable) else None
         # Its optional inspect_many (every key's state in one call), looked up once too.
-        self._inspect_many: Callable[[list[int]], object] | None = getattr(self.inspector, "inspect_many", None)
+        self._inspect_many = _batch_inspector(self.inspector)
         self.inspectable = check_state and self.inspector is not None and self.capabilities.inspect
         self.providers: list[tuple[int, int, str]] = []
         self._released: set[int] = set()  # provider indexes the model has released

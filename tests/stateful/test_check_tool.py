@@ -1184,3 +1184,53 @@ def test_a_target_may_answer_every_keys_state_in_one_call() -> None:
     assert isinstance(stop.error, AssertionError)
     assert stop.line.startswith("assert len(csp.inspect_many([")
     assert run_reproducer(result.script, "python:tests:too-few", _InspectsInBatches).error is None
+
+
+class _BatchesPastInspect(ModelTarget):
+    """Offers inspect_many the way BuiltinTarget does: straight to the state store, not through ``self.inspect``."""
+
+    batches = 0
+
+    def inspect_many(self, keys: list[int]) -> list[object]:
+        type(self).batches += 1
+        answers: list[object] = []
+        for key in keys:
+            try:
+                answers.append(ModelTarget.inspect(self, key))
+            except model.CryptError as err:
+                answers.append(err)
+        return answers
+
+
+def _one_too_far(state: model.KeyState) -> model.KeyState:
+    return attrs.evolve(state, stream_pos=state.stream_pos + 1)
+
+
+class _MisreportsStream(_BatchesPastInspect):
+    """Overrides ``inspect`` alone, to plant a fault: every key reports a stream position one too far."""
+
+    def inspect(self, key: int) -> model.KeyState:
+        return _one_too_far(super().inspect(key))
+
+
+def test_an_inspect_overridden_below_inspect_many_is_not_bypassed() -> None:
+    """A target class that overrides ``inspect`` but inherits an ``inspect_many`` that does not call it is asked
+    key by key through its own ``inspect``, so a fault planted there is caught; so is one planted on the
+    instance. (Before, the inherited batch answered instead, and both runs passed.)"""
+    assert run_check("python:tests:batches-past", _BatchesPastInspect, profile="quick", seed=3).ok
+    assert _BatchesPastInspect.batches > 0
+    _BatchesPastInspect.batches = 0
+    result = run_check("python:tests:misreports", _MisreportsStream, profile="quick", seed=3)
+    assert result.failure is not None
+    assert "stream_pos" in result.failure.message, result.failure.message
+    assert _BatchesPastInspect.batches == 0  # every state came from the overriding inspect
+
+    def planted() -> _BatchesPastInspect:
+        target = _BatchesPastInspect()
+        honest = target.inspect
+        target.inspect = lambda key: _one_too_far(honest(key))  # type: ignore[method-assign]
+        return target
+
+    on_instance = run_check("python:tests:planted", planted, profile="quick", seed=3)
+    assert on_instance.failure is not None
+    assert "stream_pos" in on_instance.failure.message, on_instance.failure.message
