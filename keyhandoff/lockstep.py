@@ -101,12 +101,19 @@ def edit_blob(blob: bytes, edit: Edit) -> bytes:
 
 def _redact(value: object) -> str:
     """Bytes by length and a short digest, so two answers can be told apart; a PLAINTEXTKEYBLOB by length only (a
-    40-bit key is found from its digest by trying every key)."""
-    if not isinstance(value, bytes):
-        return repr(value)
-    if value[:4] == bytes([w.PLAINTEXTKEYBLOB, w.CUR_BLOB_VERSION, 0, 0]):
-        return f"<{len(value)} bytes>"
-    return f"<{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()[:12]}>"
+    40-bit key is found from its digest by trying every key). An answer of another type by its type and size
+    alone: a target may answer key bytes as text, a bytearray or a big int."""
+    if isinstance(value, bytes):
+        if value[:4] == bytes([w.PLAINTEXTKEYBLOB, w.CUR_BLOB_VERSION, 0, 0]):
+            return f"<{len(value)} bytes>"
+        return f"<{len(value)} bytes, sha256 {hashlib.sha256(value).hexdigest()[:12]}>"
+    if value is None or isinstance(value, bool | float) or (isinstance(value, int) and value.bit_length() <= 64):
+        return repr(value)  # a parameter's value, a handle, a flag: never material
+    if isinstance(value, int):
+        return f"<an int of {value.bit_length()} bits>"
+    if isinstance(value, str | bytearray | memoryview):
+        return f"<{type(value).__name__} of length {len(value)}>"
+    return f"<{_type_of(value)}>"
 
 
 _STATE_FIELDS = tuple(field.name for field in attrs.fields(KeyState))
@@ -221,11 +228,15 @@ def _call_facts(step: dict[str, object]) -> tuple[str, int | None, int | None]:
     )
 
 
-class _OtherRefused(Exception):
-    """The other installation of a foreign-blob step refused to acquire, import its test key or export it."""
+class _OtherFailed(Exception):
+    """The other installation of a foreign-blob step could not make the blob: it refused to acquire, import its
+    test key or export it (``check`` empty), or answered a value of the wrong type (``check``: a line that holds
+    on the model and fails on it)."""
 
-    def __init__(self, code: int) -> None:
-        super().__init__(describe_code(code))
+    def __init__(self, reason: str, detail: str, check: str = "") -> None:
+        super().__init__(reason)
+        self.detail = detail
+        self.check = check
 
 
 class TargetHung(BaseException):
@@ -355,7 +366,11 @@ class Lockstep:
             self.last_actual = expected
             self._done(expected)
             return expected, expected
-        actual = _observe(on_target, "target", line)
+        try:
+            actual = _observe(on_target, "target", line)
+        except Divergence as crash:  # the step is done on the model: said, and rendered in a reproducer, as it answered
+            self._done(expected)
+            raise Divergence(crash.step, expected, crash.actual, crash.detail, checks=crash.checks) from crash.__cause__
         self.last_actual = actual
         self._done(expected)
         if expected.code != actual.code and {expected.code, actual.code} <= unpredictable:
@@ -930,25 +945,38 @@ class Lockstep:
             model, m_prov = self._other_model
             return self.model.import_key(m, model.export_key(model.import_key(m_prov, blob), w.OPAQUEKEYBLOB))
 
+        made = f"other.import_key(other_prov, plaintext_blob({alg:#x}, test_key({seed}, {size})))"
+
         def on_target() -> object:
-            try:  # the other installation's refusal is not this import's answer: said apart (below)
+            try:  # the other installation's failure is not this import's answer: said apart (below)
                 if self._other is None:
                     assert self._another is not None
                     other = self._another()
                     self._other = (other, -1)  # closed with this lockstep, even if it cannot acquire
                     self._other = (other, other.acquire("secure"))
                 other, o_prov = self._other
-                foreign = other.export_key(other.import_key(o_prov, blob), w.OPAQUEKEYBLOB)
+                handle = other.import_key(o_prov, blob)
+                if not isinstance(handle, int) or isinstance(handle, bool):
+                    check = f"assert isinstance({made}, int)  # a handle"
+                    raise _OtherFailed(f"answered {_type_of(handle)} to import_key", "a handle must be an int", check)
+                foreign = other.export_key(handle, w.OPAQUEKEYBLOB)
             except CryptError as err:
-                raise _OtherRefused(err.code) from err
+                raise _OtherFailed(f"refused to make it: {describe_code(err.code)}", "refused") from err
+            if not isinstance(foreign, bytes):
+                check = f"assert isinstance(other.export_key({made}, {w.OPAQUEKEYBLOB:#x}), bytes)  # a blob"
+                raise _OtherFailed(f"answered {_type_of(foreign)} to export_key", "export must return bytes", check)
             return self.target.import_key(t, foreign)
 
         try:
             exp, act = self._both(step, line, on_model, on_target)
         except Divergence as div:
-            if isinstance(div.__cause__, _OtherRefused):
-                refused = f"the other installation refused to make it: {div.__cause__}"
-                raise Divergence(div.step, "a blob from the other installation", refused, "refused") from None
+            failed = div.__cause__
+            if isinstance(failed, _OtherFailed):
+                said = f"the other installation {failed}"
+                checks = (failed.check,) if failed.check else ()
+                raise Divergence(
+                    div.step, "a blob from the other installation", said, failed.detail, checks=checks
+                ) from None
             if isinstance(div.actual, Observed) and div.actual.ok:  # say the likelier cause of the two
                 raise Divergence(div.step, div.expected, div.actual, _FOREIGN_OPENED) from None
             raise
@@ -973,7 +1001,9 @@ class Lockstep:
         if not exp.ok:
             return exp
         if not isinstance(exp.value, bytes) or not isinstance(act.value, bytes):
-            raise Divergence(line, exp, act, "export must return bytes")
+            raise Divergence(
+                line, exp, act, "export must return bytes", checks=(f"assert isinstance({name}, bytes)  # a blob",)
+            )
         if flags & w.CRYPT_DESTROYKEY:
             self._destroykey_honoured(key)
         if blob_type == w.PLAINTEXTKEYBLOB:

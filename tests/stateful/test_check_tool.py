@@ -1067,6 +1067,91 @@ def test_an_answer_of_the_wrong_type_is_the_targets_failure(target: type[Target]
     assert run_reproducer(result.script, "python:tests:wrong-type", ModelTarget).error is None
 
 
+class _ExportsBytearrays(ModelTarget):
+    """A target whose CryptExportKey answers a bytearray (on the other installation of foreign blobs too)."""
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        return bytearray(super().export_key(key, blob_type, exp_key=exp_key, flags=flags))  # type: ignore[return-value]
+
+
+class _ExportsText(ModelTarget):
+    """A target whose CryptExportKey answers the blob as hex text."""
+
+    def export_key(self, key: int, blob_type: int, *, exp_key: int = 0, flags: int = 0) -> bytes:
+        return super().export_key(key, blob_type, exp_key=exp_key, flags=flags).hex()  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("target", [_ExportsBytearrays, _ExportsText])
+def test_a_blob_of_the_wrong_type_is_the_targets_failure_and_is_never_shown(target: type[ModelTarget]) -> None:
+    """An export that answers anything but bytes fails the target, in a program's export and in the other
+    installation a foreign blob comes from alike (text used to pass as the foreign blob, and the failure was
+    blamed on the import). The message says the type and the length, never the content: a PLAINTEXTKEYBLOB
+    holds the key (the bytearray's repr used to be printed whole). Its reproducer fails on the target at the
+    type assertion, or at the refusal its import expects, and runs through on the model."""
+    result = run_check("python:tests:blob-type", target, profile="quick", seed=3)
+    assert result.failure is not None
+    assert result.failure.detail == "export must return bytes", result.failure.message
+    assert "bytearray(" not in result.failure.message  # nothing of the value's repr
+    assert "\\x" not in result.failure.message
+    assert "KHM1" not in result.failure.message
+    assert "isinstance(" in result.script
+    assert ", bytes)  # a blob" in result.script
+    stop = run_reproducer(result.script, "python:tests:blob-type", target)
+    assert isinstance(stop.error, (AssertionError, model.CryptError))
+    assert marker_line(result.script) < stop.lineno
+    assert run_reproducer(result.script, "python:tests:blob-type", ModelTarget).error is None
+
+    ls = Lockstep(ModelTarget(), another=target)  # the foreign step alone: the other installation's blob
+    ls.acquire("app")
+    with pytest.raises(Divergence, match=r"answered a value of type \w+ to export_key") as caught:
+        ls.import_foreign(0, w.CALG_RC4, 1, 16)
+    assert caught.value.detail == "export must return bytes"
+    assert caught.value.checks[0].startswith("assert isinstance(other.export_key(other.import_key(other_prov,")
+    ls.close()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [bytearray(b"KEY-BYTES-123456"), memoryview(b"KEY-BYTES-123456"), "4b45592d42595445", 1 << 127, [0x4B, 0x45]],
+)
+def test_an_answer_of_another_type_is_said_without_its_content(value: object) -> None:
+    """A target's answer that is not bytes, nor a small number or None, is described by type and size only."""
+    from keyhandoff.lockstep import Observed
+
+    said = Observed(value=value).describe()
+    assert type(value).__name__ in said
+    assert "KEY" not in said
+    assert "4b45" not in said
+    assert str(1 << 127) not in said
+    assert "75" not in said
+    assert Observed(value=16).describe() == "16"
+    assert Observed(value=None).describe() == "None"
+
+
+class _CrashesOnItsErrorPath(ModelTarget):
+    """A target whose CryptSetKeyParam crashes wherever it should refuse."""
+
+    def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
+        try:
+            super().set_key_param(key, param, value)
+        except model.CryptError:
+            raise RuntimeError("the vendor library fell over") from None
+
+
+def test_a_crash_where_the_model_refuses_is_reproduced_as_the_refusal() -> None:
+    """A target that crashes on a call the model refuses: the report names the model's refusal, and the
+    reproducer wraps the call in ``expect_refusal`` (it used to print the bare call, which raised on the model
+    too, so the script did not run through there)."""
+    result = run_check("python:tests:error-path", _CrashesOnItsErrorPath, profile="quick", seed=3)
+    assert result.failure is not None
+    assert result.failure.detail == "the target crashed"
+    assert re.search(r"model (NTE|ERROR)_\w+ \(0x[0-9A-F]{8}\), target RuntimeError", result.failure.message)
+    assert result.script.splitlines()[marker_line(result.script)].startswith("with expect_refusal(")
+    with pytest.raises(RuntimeError, match="fell over"):
+        run_reproducer(result.script, "python:tests:error-path", _CrashesOnItsErrorPath)
+    assert run_reproducer(result.script, "python:tests:error-path", ModelTarget).error is None
+
+
 def test_an_error_in_keyhandoffs_own_code_is_no_verdict(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     """An exception keyhandoff's own code raises outside any call on the target (here: a KeyError planted in the
     lockstep's state comparison) stops the run without a verdict (status 2 from the command). It is said by type
