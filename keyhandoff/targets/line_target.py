@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import string
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -146,8 +147,8 @@ class LineTarget:
                 raise CryptError(code, operation)
         if len(reply) == 2 and reply[0] == "crash":
             self._kill()
-            raise PeerCrashed(operation, reply[1])
-        raise PeerError(f"{operation}: not a reply of the line protocol: {' '.join(reply)[:80]!r}")
+            raise PeerCrashed(operation, reply[1] if _is_number(reply[1]) else "code unreadable")
+        raise PeerError(f"{operation}: not a reply of the line protocol: {_shape(reply)}")
 
     def _read_line(self) -> bytes:
         deadline = time.monotonic() + self.timeout
@@ -242,7 +243,7 @@ class LineTarget:
             return _handle(reply[1:])
         if len(reply) == 2 and reply[0] == "b":
             return _bytes(reply[1:])
-        raise PeerError(f"get_key_param: a value is 'i <int>' or 'b <hex>', not {' '.join(reply)[:40]!r}")
+        raise PeerError(f"get_key_param: a value is 'i <int>' or 'b <hex>', not {_shape(reply)}")
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
         fields = (_handle_arg(key), int(bool(final)), buffer_argument(data, "encrypt"))
@@ -295,6 +296,24 @@ def _field(value: object) -> str:
     if isinstance(value, bytes):
         return value.hex() or "-"
     return str(value)
+
+
+def _shape(reply: list[str]) -> str:
+    """A reply outside the protocol, said without its content (a field may be key bytes in hex): how many fields
+    it has, and the first if it is a word that cannot be hex."""
+    if not reply:
+        return "an empty line"
+    first = reply[0]
+    word = first.isalpha() and len(first) <= 16 and not all(char in string.hexdigits for char in first)
+    head = repr(first) if word else f"one of {len(first)} characters"
+    return f"a line of {len(reply)} field{'s' if len(reply) > 1 else ''}, the first {head}"
+
+
+def _is_number(field: str) -> bool:
+    try:
+        return 0 <= int(field, 0) <= 0xFFFFFFFF
+    except ValueError:
+        return False
 
 
 def _handle(reply: list[str]) -> int:

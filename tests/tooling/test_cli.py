@@ -20,7 +20,7 @@ from keyhandoff.check import run_check
 from keyhandoff.cli import main
 from keyhandoff.model import wincrypt as w
 from keyhandoff.targets import TargetUnavailable, load
-from keyhandoff.targets.line_target import LineTarget
+from keyhandoff.targets.line_target import LineTarget, PeerError
 from keyhandoff.traces import replay
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -283,6 +283,43 @@ def test_a_peer_that_hangs_while_probed_cannot_be_checked(tmp_path: Path) -> Non
 
     with pytest.raises(TargetUnavailable, match=r"while probing what it supports: no reply within 1 s"):
         run_check("line:hangs", factory, profile="quick", seed=1)
+
+
+# A peer that greets, then answers every request outside the protocol with what could be key bytes: the reply's
+# words vary with the request ("OK <hex>", a bare hex field, "i"/"b" typed values gone wrong, a crash code in hex).
+_GARBLING_PEER = """
+import sys
+secret = "4b45592d42595445532d303132333435"
+replies = {"acquire": "OK " + secret, "getparam": "ok x " + secret, "genkey": secret, "crash": "crash " + secret}
+for line in sys.stdin:
+    word = line.split()[0]
+    print("ok 1 a garbling peer" if word == "hello" else replies[sys.argv[1]], flush=True)
+"""
+
+
+@pytest.mark.parametrize("mode", ["acquire", "getparam", "genkey", "crash"])
+def test_a_reply_outside_the_protocol_is_said_without_its_content(tmp_path: Path, mode: str) -> None:
+    """A peer's reply that breaks the protocol is said by its shape (fields, the first if it is a word), never
+    quoted: its fields may be key bytes in hex (80 characters of such a reply, a PLAINTEXTKEYBLOB's, used to be
+    quoted into the error and onto stderr)."""
+    peer = tmp_path / "garbles.py"
+    peer.write_text(_GARBLING_PEER)
+    target = LineTarget([sys.executable, str(peer), mode], timeout=5.0)
+    try:
+        call = (lambda: target.get_key_param(1, w.KP_MODE)) if mode == "getparam" else (lambda: target.acquire())
+        with pytest.raises(PeerError) as caught:
+            call()
+    finally:
+        target.close()
+    said = str(caught.value)
+    assert "4b45592d" not in said, said
+    expected = {
+        "acquire": "not a reply of the line protocol: a line of 2 fields, the first 'OK'",
+        "getparam": "not a line of 2 fields, the first 'x'",
+        "genkey": "not a reply of the line protocol: a line of 1 field, the first one of 32 characters",
+        "crash": "the CSP crashed (exception code unreadable)",
+    }[mode]
+    assert expected in said, said
 
 
 def test_a_target_that_hangs_mid_run_is_reported_at_once(tmp_path: Path) -> None:
