@@ -13,7 +13,7 @@ from pathlib import Path
 
 from keyhandoff._version import __version__
 from keyhandoff.model.errors import CryptError
-from keyhandoff.target import RunStopped, TargetUnavailable, close_target
+from keyhandoff.target import RunStopped, TargetUnavailable, close_target, declared_capabilities
 from keyhandoff.targets import SPECS
 
 __all__ = ["main"]
@@ -70,12 +70,13 @@ def _vectors(args: argparse.Namespace) -> int:
     target = load(args.target)
     failed = 0
     try:
+        duplicates = declared_capabilities(target).duplicate
         for vector in vectors:
             plans: list[tuple[str, dict[str, object]]] = [("whole", {})]
             if len(vector.plaintext) >= 2 * max(vector.block, 1):
                 cut = max(vector.block, 1)
                 plans.append(("handoff", {"cuts": [cut], "actions": ["handoff"]}))
-                if target.capabilities().duplicate:
+                if duplicates:
                     plans.append(("duplicate", {"cuts": [cut], "actions": ["duplicate"]}))
             for label, plan in plans:
                 for decrypt in (False, True) if not vector.stream else (False,):

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 import attrs
 
 from keyhandoff.lockstep import Divergence, open_lockstep
-from keyhandoff.target import Deviation, Target, close_target
+from keyhandoff.target import Deviation, Target, close_target, declared_capabilities
 
 __all__ = ["FindingCheck", "check_findings"]
 
@@ -45,7 +45,7 @@ def check_findings(factory: Callable[[], Target], ids: Sequence[str] = ()) -> li
     """Check every declared deviation of the target that has a reproducer (or those named in ``ids``)."""
     probe = factory()
     try:
-        declared = probe.capabilities().deviations
+        declared = declared_capabilities(probe).deviations
     finally:
         close_target(probe)
     chosen = [d for d in declared if d.reproducer and (not ids or d.id in ids)]

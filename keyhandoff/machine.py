@@ -41,7 +41,15 @@ from hypothesis.stateful import (
 from keyhandoff.lockstep import Divergence, Lockstep, Observed, open_lockstep
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.wincrypt import ErrorCode
-from keyhandoff.target import Capabilities, Target, TargetUnavailable, close_target, missing_methods
+from keyhandoff.target import (
+    Capabilities,
+    NotATarget,
+    Target,
+    TargetUnavailable,
+    close_target,
+    declared_capabilities,
+    missing_methods,
+)
 
 __all__ = [
     "DEFAULT_KEY_BYTES",
@@ -215,17 +223,14 @@ def probed_capabilities(factory: Callable[[], Target]) -> Capabilities:
     probe = factory()
     missing = missing_methods(probe)
     if missing:
-        raise TypeError(
+        raise NotATarget(
             f"the factory returned a value of type {type(probe).__name__}, not a Target: it has no "
             f"{', '.join(missing)} (see keyhandoff.target.Target and docs/conformance.md)"
         )
     try:
-        caps = probe.capabilities()
+        return declared_capabilities(probe)
     finally:
         close_target(probe)
-    if not isinstance(caps, Capabilities):
-        raise TypeError(f"capabilities() returned a value of type {type(caps).__name__}, not a Capabilities")
-    return caps
 
 
 def machine_for(

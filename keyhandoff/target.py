@@ -27,6 +27,7 @@ __all__ = [
     "Inspectable",
     "InstallationLost",
     "InstallationMaker",
+    "NotATarget",
     "RunStopped",
     "Target",
     "TargetTimeout",
@@ -35,6 +36,7 @@ __all__ = [
     "buffer_argument",
     "capabilities_of",
     "close_target",
+    "declared_capabilities",
     "is_dword",
     "missing_methods",
 ]
@@ -44,6 +46,12 @@ class TargetUnavailable(RuntimeError):
     """No target could be had: what the spec names cannot be started here (a program that is not there or does
     not speak the protocol, a module that does not import, Wine missing). The message says which and why, in
     words a user can act on; the command line prints it without a traceback."""
+
+
+class NotATarget(TargetUnavailable, TypeError):
+    """What a factory made is not a Target: a method missing, or a ``capabilities()`` that is not a
+    :class:`Capabilities`. A TypeError for the API's callers; a TargetUnavailable, so the commands print it as one
+    line (exit status 2)."""
 
 
 class TargetTimeout(Exception):
@@ -72,16 +80,29 @@ def close_target(target: Target) -> None:
 
 def capabilities_of(target: Target) -> Capabilities:
     """``target.capabilities()`` as the harness asks it of each new installation: one that raises (a line
-    target's peer that died or hung while probed) ends the run (:class:`RunStopped`). No step has run, so there
-    is nothing to report; raised inside Hypothesis, it would otherwise end a test case before its first draw and
-    come out as "Inconsistent data generation", blamed on the target's answers."""
+    target's peer that died or hung while probed), or answers something else than a :class:`Capabilities`, ends
+    the run (:class:`RunStopped`). No step has run, so there is nothing to report; raised inside Hypothesis, it
+    would otherwise end a test case before its first draw and come out as "Inconsistent data generation", blamed
+    on the target's answers."""
     try:
-        return target.capabilities()
+        return declared_capabilities(target)
+    except NotATarget as exc:
+        raise RunStopped(f"a new installation's {exc}; this is no verdict on the CSP") from exc
     except Exception as exc:
         raise RunStopped(
             f"a new installation's {type(target).__name__}.capabilities() raised {type(exc).__name__}: {exc}; "
             "this is no verdict on the CSP"
         ) from exc
+
+
+def declared_capabilities(target: Target) -> Capabilities:
+    """``target.capabilities()``, checked to be a :class:`Capabilities` (:class:`NotATarget` otherwise)."""
+    caps = target.capabilities()
+    if not isinstance(caps, Capabilities):
+        raise NotATarget(
+            f"{type(target).__name__}.capabilities() returned a value of type {type(caps).__name__}, not a Capabilities"
+        )
+    return caps
 
 
 class InstallationLost(RunStopped):

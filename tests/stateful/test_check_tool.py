@@ -339,6 +339,27 @@ def test_an_installation_that_cannot_say_what_it_supports_stops_the_run_without_
     assert target.closed == target.made  # the installation that could not be used was closed too
 
 
+class _CapabilitiesTurnToDicts(ProbeFails):
+    """From its second installation on, capabilities() answers a plain dict."""
+
+    def capabilities(self) -> Capabilities:
+        caps = ModelTarget.capabilities(self)
+        return attrs.asdict(caps) if self.number >= self.after else caps  # type: ignore[return-value]
+
+
+def test_an_installation_whose_capabilities_are_no_capabilities_stops_the_run_without_a_verdict() -> None:
+    """A new installation answering capabilities() with something else than a Capabilities stops the run, like
+    one whose capabilities() raises (it used to fail later in keyhandoff's code, as an AttributeError)."""
+    target = type("TurnsToDicts", (_CapabilitiesTurnToDicts,), {"made": 0, "closed": 0, "after": 2})
+    with pytest.raises(TargetUnavailable) as raised:
+        run_check("python:tests:dicts", target, profile="quick", seed=3)
+    assert str(raised.value) == (
+        "python:tests:dicts: the run stopped: a new installation's TurnsToDicts.capabilities() returned a value "
+        "of type dict, not a Capabilities; this is no verdict on the CSP"
+    )
+    assert target.closed == target.made
+
+
 def test_open_lockstep_closes_the_installation_it_could_not_use() -> None:
     target = type("ProbeFailsAtOnce", (ProbeFails,), {"made": 0, "closed": 0, "after": 1})
     with pytest.raises(RunStopped, match=r"ProbeFailsAtOnce.capabilities\(\) raised TargetUnavailable"):

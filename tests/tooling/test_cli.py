@@ -107,6 +107,10 @@ def _cannot_run(argv: list[str], capsys) -> str:
         ("line:'unclosed", "No closing quotation"),
         ("line:", "a line target is written line:<command and arguments>"),
         (f"line:{shlex.quote(sys.executable)} -c pass", "the peer exited"),  # not the line protocol
+        (  # a Target whose capabilities() is a dict (it used to end check with a traceback, vectors too)
+            "python:tests.stateful.test_check_tool:_CapabilitiesAsDict",
+            "_CapabilitiesAsDict.capabilities() returned a value of type dict, not a Capabilities",
+        ),
     ],
 )
 def test_a_target_that_cannot_be_had_is_one_line(spec: str, says: str, capsys) -> None:
