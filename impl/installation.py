@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sqlite3
 import stat
 import threading
 import weakref
@@ -35,7 +36,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from keyhandoff.impl.sqlite_token import SqliteToken
+from keyhandoff.impl.sqlite_token import DB_FILE, SqliteToken
 from keyhandoff.impl.token import Token
 
 __all__ = [
@@ -265,7 +266,11 @@ class Installation:
 
                     self._token = Pkcs11Token.from_environment(self._id.hex())
                 else:
-                    self._token = SqliteToken(self)  # calls key(), which takes self._lock
+                    try:
+                        self._token = SqliteToken(self)  # calls key(), which takes self._lock
+                    except (sqlite3.Error, OSError) as exc:  # not a database, a directory, no space: say which file
+                        path = self._path / DB_FILE
+                        raise InstallationError(f"the token database {path} cannot be used: {exc}") from exc
             return self._token
 
     def close(self) -> None:

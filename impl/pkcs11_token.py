@@ -57,6 +57,7 @@ import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11 import exceptions as p11e
 
+from keyhandoff.impl.installation import InstallationError
 from keyhandoff.impl.token import TokenMode
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
@@ -158,8 +159,9 @@ class _CipherKey(Protocol):
     def decrypt(self, data: bytes, *, mechanism: Mechanism | None = None, mechanism_param: Any = None) -> bytes: ...
 
 
-class Pkcs11ConfigError(Exception):
-    """The PKCS#11 token is not configured, cannot be found or refuses the login (never carries the PIN)."""
+class Pkcs11ConfigError(InstallationError):
+    """The PKCS#11 token is not configured, cannot be found or refuses the login (never carries the PIN). An
+    InstallationError: the installation cannot be used, and the commands say so in one line."""
 
 
 class Pkcs11Config:

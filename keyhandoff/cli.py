@@ -188,8 +188,8 @@ def _demo(args: argparse.Namespace) -> int:
 
     try:
         return main_demo(args.home)
-    except InstallationError as exc:  # --home names a place no installation can be made or opened
-        raise CannotRun(f"--home {args.home}: {exc}") from None
+    except InstallationError as exc:  # no installation can be made or opened there, or its token cannot be used
+        raise CannotRun(f"--home {args.home}: {exc}" if args.home else str(exc)) from None
 
 
 def _mutants(args: argparse.Namespace) -> int:

@@ -60,7 +60,12 @@ def load(spec: str, **options: object) -> Target:
         durable = options.get("durable", True)
         if not isinstance(durable, bool):
             raise TypeError("the builtin target's durable is True or False")
-        return BuiltinTarget(home, processes=spec == "builtin-processes", token=token, durable=durable)
+        from keyhandoff.impl.installation import InstallationError
+
+        try:
+            return BuiltinTarget(home, processes=spec == "builtin-processes", token=token, durable=durable)
+        except InstallationError as exc:  # a home that is no directory, a secret or token that cannot be used
+            raise TargetUnavailable(f"{spec!r}: {exc}") from exc
     if spec == "capi" or spec.startswith("capi:"):
         from keyhandoff.targets.capi_target import CapiTarget
         from keyhandoff.targets.line_target import PeerError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import re
 import stat
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 import keyhandoff.impl.installation as installation_module
+from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.installation import ENV_HOME, Installation, InstallationError
 from keyhandoff.impl.sqlite_token import SqliteToken
 
@@ -135,6 +137,24 @@ def test_home_that_is_a_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InstallationError, match="not a directory"):
         Installation(tmp_path / "file")
+
+
+@pytest.mark.parametrize("damage", ["not a database", "a directory"])
+def test_token_database_that_cannot_be_used_is_refused(tmp_path: Path, damage: str) -> None:
+    """A token database that is not one (overwritten) or is a directory is an InstallationError naming the file,
+    raised as the CSP opens (it used to escape as sqlite3.DatabaseError or IsADirectoryError); the file is left
+    as it was."""
+    BuiltinCsp(tmp_path).close()
+    database = tmp_path / "token.sqlite3"
+    for leftover in tmp_path.glob("token.sqlite3*"):
+        leftover.unlink()
+    if damage == "a directory":
+        database.mkdir()
+    else:
+        database.write_bytes(b"not a database " * 100)
+    with pytest.raises(InstallationError, match=f"the token database {re.escape(str(database))} cannot be used"):
+        BuiltinCsp(tmp_path)
+    assert database.is_dir() if damage == "a directory" else database.read_bytes() == b"not a database " * 100
 
 
 def test_home_that_cannot_be_made_is_refused(tmp_path: Path) -> None:

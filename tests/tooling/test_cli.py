@@ -136,6 +136,36 @@ def test_a_peer_without_a_context_is_no_target(tmp_path: Path, capsys) -> None:
         target.close()
 
 
+@pytest.mark.parametrize("target", ["builtin", "builtin-processes"])
+def test_an_installation_that_cannot_be_used_is_one_line(
+    target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """A KEYHANDOFF_HOME that is a file, a token database that is not one, or a PKCS#11 token that is not
+    configured: the built-in target cannot be had, said in one line with exit status 2 (each used to end the
+    command with a traceback)."""
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("KEYHANDOFF_HOME", str(tmp_path / "file"))
+    assert "file exists and is not a directory" in _cannot_run(["vectors", "--target", target], capsys)
+    home = tmp_path / "home"
+    load("builtin", home=str(home)).close()
+    for leftover in home.glob("token.sqlite3*"):
+        leftover.unlink()
+    (home / "token.sqlite3").write_bytes(b"junk" * 100)
+    monkeypatch.setenv("KEYHANDOFF_HOME", str(home))
+    assert "token.sqlite3 cannot be used: file is not a database" in _cannot_run(
+        ["vectors", "--target", target], capsys
+    )
+    monkeypatch.setenv("KEYHANDOFF_HOME", str(tmp_path / "other"))
+    monkeypatch.setenv("KEYHANDOFF_TOKEN", "pkcs11")
+    for name in ("KEYHANDOFF_PKCS11_MODULE", "KEYHANDOFF_PKCS11_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert "set KEYHANDOFF_PKCS11_MODULE" in _cannot_run(["vectors", "--target", target], capsys)
+    assert _cannot_run(["demo"], capsys) == (
+        "keyhandoff demo: error: set KEYHANDOFF_PKCS11_MODULE (the PKCS#11 module path) and KEYHANDOFF_PKCS11_TOKEN "
+        "(the token label)"
+    )
+
+
 def test_unknown_specs_are_still_value_errors() -> None:
     """load has always raised ValueError for a spec that names no target; UnknownTarget keeps that."""
     with pytest.raises(ValueError, match="unknown target"):
