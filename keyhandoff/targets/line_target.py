@@ -11,6 +11,7 @@ CryptError: that is a crash, and the lockstep reports it as one).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import selectors
 import string
@@ -111,8 +112,11 @@ class LineTarget:
         self._out_fd = self._proc.stdout.fileno()
         self._err_fd = self._proc.stderr.fileno()
         os.set_blocking(self._err_fd, False)
+        # Its stderr is read as it comes, not only when it dies: a peer that logs (Wine's fixme lines, a debug
+        # build) would otherwise fill the pipe, block in its write, and look hung.
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._out_fd, selectors.EVENT_READ)
+        self._selector.register(self._err_fd, selectors.EVENT_READ)
         self._pending = b""
         self._stderr = b""
         self._caps: Capabilities | None = None
@@ -157,12 +161,14 @@ class LineTarget:
             if remaining <= 0:
                 self._kill()
                 raise PeerTimeout(f"no reply within {self.timeout:g} s; the peer was stopped")
-            if not self._selector.select(remaining):
-                continue
-            chunk = os.read(self._out_fd, 1 << 20)
-            if not chunk:
-                raise PeerExited(self._died())
-            self._pending += chunk
+            for key, _ in self._selector.select(remaining):
+                if key.fd == self._err_fd:
+                    self._drain_stderr()
+                    continue
+                chunk = os.read(self._out_fd, 1 << 20)
+                if not chunk:
+                    raise PeerExited(self._died())
+                self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
         return line
 
@@ -174,12 +180,18 @@ class LineTarget:
         return f"the peer exited (status {self._proc.returncode}); its last words: {self._stderr_tail()!r}"
 
     def _stderr_tail(self) -> str:
+        self._drain_stderr()
+        return self._stderr.decode("utf-8", "replace").strip()
+
+    def _drain_stderr(self) -> None:
+        """Read what the peer has written to stderr, keeping its last words; at its end, stop watching it."""
         try:
             while chunk := os.read(self._err_fd, 1 << 16):
                 self._stderr = (self._stderr + chunk)[-_STDERR_TAIL:]
         except (BlockingIOError, OSError):
-            pass
-        return self._stderr.decode("utf-8", "replace").strip()
+            return
+        with contextlib.suppress(KeyError, ValueError):  # closed: select would report it readable forever
+            self._selector.unregister(self._err_fd)
 
     def _kill(self) -> None:
         if self._proc.poll() is None:
@@ -413,8 +425,11 @@ def probe(target: LineTarget, name: str, deviations: Sequence[Deviation] = ()) -
                 duplicate = True
                 target.destroy_key(twin)
             target.destroy_key(key)
-    finally:
-        target.release(prov)
+    except BaseException:
+        with contextlib.suppress(PeerError):  # a peer stopped for a hang cannot release: tell the hang, not that
+            target.release(prov)
+        raise
+    target.release(prov)
     return Capabilities(
         name=name,
         blob_types=blob_types,

@@ -356,6 +356,43 @@ def test_a_reply_outside_the_protocol_is_said_without_its_content(tmp_path: Path
     assert expected in said, said
 
 
+def test_a_peer_that_logs_to_stderr_is_not_taken_for_a_hung_one(tmp_path: Path) -> None:
+    """A peer that writes 8 KiB to stderr per request (a debug build, Wine's fixme lines) is checked like any
+    other: its stderr is read as it comes. (It was read only when the peer died: the pipe filled within eight
+    requests, the peer blocked in its write, and the probe reported it hung.) Its last words are still kept."""
+    source = (ROOT / "docs" / "examples" / "line_peer.py").read_text()
+    hook = "    for line in lines:\n"
+    assert hook in source
+    peer = tmp_path / "chatty.py"
+    peer.write_text(source.replace(hook, hook + '        print("debug:", "x" * 8192, file=sys.stderr, flush=True)\n'))
+
+    def factory() -> LineTarget:
+        return LineTarget([sys.executable, str(peer)], timeout=5.0)
+
+    assert run_check("line:chatty", factory, profile="quick", examples=3, seed=1).ok
+    target = factory()
+    target.acquire("secure")
+    target.close()
+    assert target._stderr_tail().endswith("x" * 100)
+
+
+def test_a_peer_that_hangs_mid_probe_is_reported_as_hung(tmp_path: Path) -> None:
+    """A peer that hangs on its first CryptGenKey while probed is reported as hung, not as "exited" (the probe's
+    cleanup used to try to release its context on the peer it had just stopped, and that error replaced the
+    hang)."""
+    source = (ROOT / "docs" / "examples" / "line_peer.py").read_text()
+    hook = '"genkey": lambda prov, alg, flags, hw:'
+    assert hook in source
+    peer = tmp_path / "hangs_on_genkey.py"
+    peer.write_text(source.replace(hook, f'{hook} __import__("time").sleep(3600) or'))
+
+    def factory() -> LineTarget:
+        return LineTarget([sys.executable, str(peer)], timeout=1.0)
+
+    with pytest.raises(TargetUnavailable, match=r"while probing what it supports: no reply within 1 s"):
+        run_check("line:hangs", factory, profile="quick", seed=1)
+
+
 def test_a_target_that_hangs_mid_run_is_reported_at_once(tmp_path: Path) -> None:
     """A call the target never answers ends the run there: not shrunk or replayed (each replay would wait for
     the timeout again; a hanging peer once kept a quick run going for over six minutes), reported as "hung" with
