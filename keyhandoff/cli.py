@@ -20,7 +20,8 @@ __all__ = ["main"]
 
 _EXIT_STATUS = """exit status: 0 the command succeeded (the target conforms); 1 it found a difference, a failed
 vector, an unconfirmed finding or a mutant not caught; 2 it could not run (bad arguments, a target that is
-unknown or cannot be started here, a file that cannot be read or written); 130 interrupted."""
+unknown or cannot be started here, a file that cannot be read or written); 130 interrupted; 141 its output was
+closed (piped into a program that stopped reading)."""
 
 
 class CannotRun(Exception):
@@ -398,7 +399,11 @@ def entry() -> int:
         os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = home
     if os.getcwd() not in sys.path:  # python:adapter:make_target finds ./adapter.py, as `python -m` would; last,
         sys.path.append(os.getcwd())  # so that a file here never shadows an installed module
-    return main()
+    try:
+        return main()
+    except BrokenPipeError:  # the reader went away (keyhandoff check | head): no traceback, the shell's status
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the flush at exit fails no more
+        return 141
 
 
 def _unused(stem: str) -> Path:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import shlex
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from keyhandoff.model.state import KeyState, Lifecycle
+from keyhandoff.model.state import KeyState, Lifecycle, Location
 from keyhandoff.targets import load
 from keyhandoff.targets.fresh import fresh_factory, release_spare
 from keyhandoff.vectors import load_vectors, matches, run_stream
@@ -121,12 +123,41 @@ def test_dead_app_process_is_a_clear_error(csp: ProcessCsp) -> None:
     assert csp.gen_key(secure, w.CALG_AES_128)
 
 
-def test_demo_proves_the_handoff(capsys) -> None:
-    """keyhandoff demo exits 0 and says the cross-process stream equals the single-process one."""
+def test_demo_proves_the_handoff(capsys, tmp_path: Path) -> None:
+    """keyhandoff demo exits 0 and says the cross-process stream equals the single-process one. In a home the
+    user keeps, it names its hardware key's token object, which outlives the key's destroy and is then deleted
+    through the token administration API: a second run leaves the token as it found it (each run used to leave
+    its object behind)."""
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
     assert "stream across processes == stream in one process" in out
-    assert "hardware token objects kept" in out
+    home = tmp_path / "home"
+    with BuiltinCsp(home) as kept:  # an object of the user's own, which the demo must leave alone
+        theirs = kept.gen_key(kept.acquire("secure"), w.CALG_AES_128, hardware=True)
+        assert kept.inspect(theirs).location is Location.HARDWARE
+        objects = dict(kept.token_objects())
+    for _ in range(2):
+        assert main(["demo", "--home", str(home)]) == 0
+        out = capsys.readouterr().out
+        made = re.search(r"hardware-pinned AES-256 \(token object (0x[0-9a-f]+)\)", out)
+        assert made is not None, out
+        assert f"hardware token object {made.group(1)} kept" in out
+        assert f"deleted the demo's object {made.group(1)} (1 left, as before)" in out
+        with BuiltinCsp(home) as after:
+            assert dict(after.token_objects()) == objects
+
+
+def test_a_command_whose_output_is_closed_ends_without_a_traceback() -> None:
+    """``keyhandoff demo | head -1``: the command ends with status 141, as a shell reports a program stopped by
+    SIGPIPE, and no traceback (it used to print two BrokenPipeError tracebacks)."""
+    command = [sys.executable, "-c", "import sys; from keyhandoff.cli import entry; sys.exit(entry())", "demo"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None  # noqa: PT018 - both requested above
+    assert proc.stdout.readline().startswith(b"secure process")
+    proc.stdout.close()
+    assert proc.wait(timeout=60) == 141
+    assert b"Traceback" not in proc.stderr.read()
+    proc.stderr.close()
 
 
 class _LosesRegister(ProcessCsp):
