@@ -6,6 +6,7 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ __all__ = ["main"]
 _EXIT_STATUS = """exit status: 0 the command succeeded (the target conforms); 1 it found a difference, a failed
 vector, an unconfirmed finding or a mutant not caught; 2 it could not run (bad arguments, a target that is
 unknown or cannot be started here, a file that cannot be read or written); 130 interrupted; 141 its output was
-closed (piped into a program that stopped reading)."""
+closed (piped into a program that stopped reading); 143 terminated (SIGTERM)."""
 
 
 class CannotRun(Exception):
@@ -382,9 +383,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keyhandoff {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"keyhandoff {args.command}: interrupted", file=sys.stderr)
-        return 130
+        print(f"keyhandoff {args.command}: {'terminated' if _TERMINATED else 'interrupted'}", file=sys.stderr)
+        return 128 + _TERMINATED[0] if _TERMINATED else 130
     return code
+
+
+_TERMINATED: list[int] = []  # the signal that ended the command, if one did
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM (a CI job's timeout, ``kill``) ends the command as Ctrl-C does, through its ``finally`` blocks and
+    exit handlers: app processes ended, temporary installations removed (they used to be left behind). As a
+    KeyboardInterrupt, which Hypothesis lets through at once; any other exception it would take for a failure."""
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
 
 
 def entry() -> int:
@@ -399,6 +411,7 @@ def entry() -> int:
         os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = home
     if os.getcwd() not in sys.path:  # python:adapter:make_target finds ./adapter.py, as `python -m` would; last,
         sys.path.append(os.getcwd())  # so that a file here never shadows an installed module
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         return main()
     except BrokenPipeError:  # the reader went away (keyhandoff check | head): no traceback, the shell's status

@@ -1,6 +1,7 @@
 """Targets by name: ``load("model")``, ``load("builtin", home=...)`` and ``load("builtin-processes", home=...)``
 (the reference CSP, in one process or with the app side in a child process; ``token="pkcs11"`` puts its hardware
-keys on a PKCS#11 token, see docs/hardware.md; ``durable=False`` makes a scratch installation, nothing fsynced).
+keys on a PKCS#11 token, see docs/hardware.md; ``durable=False`` makes a scratch installation, nothing fsynced;
+``remove_home=True`` removes the home when the target closes).
 
 ``capi`` is a real CryptoAPI provider through the CAPI bridge (under Wine off Windows; docs/targets.md):
 ``load("capi", provider=..., provider_type=...)``, or as a spec ``capi:<provider name>[:<provider type>]``
@@ -62,8 +63,13 @@ def load(spec: str, **options: object) -> Target:
             raise TypeError("the builtin target's durable is True or False")
         from keyhandoff.impl.installation import InstallationError
 
+        remove_home = options.get("remove_home", False)
+        if not isinstance(remove_home, bool):
+            raise TypeError("the builtin target's remove_home is True or False")
         try:
-            return BuiltinTarget(home, processes=spec == "builtin-processes", token=token, durable=durable)
+            return BuiltinTarget(
+                home, processes=spec == "builtin-processes", token=token, durable=durable, remove_home=remove_home
+            )
         except InstallationError as exc:  # a home that is no directory, a secret or token that cannot be used
             raise TargetUnavailable(f"{spec!r}: {exc}") from exc
     if spec == "capi" or spec.startswith("capi:"):

@@ -11,6 +11,7 @@ converts them into :class:`~keyhandoff.target.Capabilities` and forwards every o
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 
 from keyhandoff.impl.builtin import BuiltinCsp
@@ -24,7 +25,10 @@ __all__ = ["BuiltinTarget"]
 
 class BuiltinTarget:
     """The built-in CSP as a Target (and Inspectable), over one installation; ``processes=True`` puts the app
-    side in a child process."""
+    side in a child process; ``remove_home=True`` removes the home directory when the target closes (a
+    temporary installation that no one opens again)."""
+
+    _home_to_remove: str | None = None  # also for subclasses that do not run __init__ (the mutants)
 
     def __init__(
         self,
@@ -33,12 +37,16 @@ class BuiltinTarget:
         processes: bool = False,
         token: str | None = None,
         durable: bool = True,
+        remove_home: bool = False,
     ) -> None:
+        if remove_home and home is None:
+            raise ValueError("remove_home needs the home it is to remove")
         self.csp: BuiltinCsp | ProcessCsp = (
             ProcessCsp(home, token=token, durable=durable)
             if processes
             else BuiltinCsp(home, token=token, durable=durable)
         )
+        self._home_to_remove = os.fspath(home) if remove_home and home is not None else None
 
     def __repr__(self) -> str:
         return f"BuiltinTarget({self.csp!r})"
@@ -95,7 +103,12 @@ class BuiltinTarget:
         )
 
     def close(self) -> None:
-        self.csp.close()
+        """End the installation (the app process first); a home made for this target alone is then removed."""
+        try:
+            self.csp.close()
+        finally:
+            if self._home_to_remove is not None:
+                shutil.rmtree(self._home_to_remove, ignore_errors=True)
 
     def inspect(self, key: int) -> KeyState:
         return self.csp.inspect(key)

@@ -1,10 +1,11 @@
 """Factories of fresh installations, as the lockstep machine needs (one installation per test case).
 
-Built-in targets get a private temporary home, removed when the process exits, so a check never touches the
-user's own installation; it is a scratch installation (``durable=False``: nothing fsynced, since no one opens
-it again). A ``python:`` factory is called once per test case and must itself return a fresh installation.
-Targets with a process of their own per installation (builtin-processes, ``line:``) are made one call ahead,
-so each process starts while the previous test case runs; ``release_spare`` ends the last one.
+Built-in targets get a private temporary home, removed when the target closes (or, failing that, when the
+process exits), so a check never touches the user's own installation and leaves none behind; it is a scratch
+installation (``durable=False``: nothing fsynced, since no one opens it again). A ``python:`` factory is called
+once per test case and must itself return a fresh installation. Targets with a process of their own per
+installation (builtin-processes, ``line:``) are made one call ahead, so each process starts while the previous
+test case runs; ``release_spare`` ends the last one.
 """
 
 from __future__ import annotations
@@ -99,10 +100,12 @@ def temporary_home() -> str:
 
 def fresh(spec: str) -> Target:
     """A Target on a new installation of ``spec``: a built-in target as a scratch installation in a private
-    temporary home (removed when this process exits); any other spec is ``load(spec)``, which makes a new one per
-    call (a model, a peer process, a ``python:`` factory by its contract, a mutant in a temporary home).
-    Reproducers open their targets with it, as the check did."""
-    return load(spec, home=temporary_home(), durable=False) if spec in _HOMED else load(spec)
+    temporary home (removed when the target closes, or else when this process exits); any other spec is
+    ``load(spec)``, which makes a new one per call (a model, a peer process, a ``python:`` factory by its
+    contract, a mutant in a temporary home). Reproducers open their targets with it, as the check did."""
+    if spec in _HOMED:
+        return load(spec, home=temporary_home(), durable=False, remove_home=True)
+    return load(spec)
 
 
 def fresh_factory(spec: str) -> Callable[[], Target]:

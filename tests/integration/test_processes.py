@@ -363,16 +363,24 @@ def test_the_app_process_is_as_durable_as_the_secure_side(
 
 @pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
 def test_a_check_makes_scratch_installations(spec: str) -> None:
-    """Each test case's installation lives in a temporary home no one opens again: nothing is fsynced."""
+    """Each test case's installation lives in a temporary home no one opens again: nothing is fsynced, and the
+    home is removed when the installation closes (homes used to pile up until the process exited: a thousand in
+    a thorough run, all left behind when it was killed)."""
     factory = fresh_factory(spec)
     target = factory()
     try:
         csp = target.csp  # type: ignore[attr-defined]
         installation = csp.secure.installation if isinstance(csp, ProcessCsp) else csp.installation
         assert installation.durable is False
+        home = Path(installation.path)
+        target.gen_key(target.acquire("app"), w.CALG_AES_128, hardware=True)  # the token's files are written
+        assert (home / "secret").is_file()
     finally:
         target.close()
         release_spare(factory)
+    assert not home.exists()
+    with pytest.raises(ValueError, match="remove_home needs the home"):
+        load(spec, remove_home=True)
 
 
 def test_inspect_many_answers_as_inspect_does_in_one_round_trip(csp: ProcessCsp) -> None:

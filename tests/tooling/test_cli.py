@@ -393,6 +393,27 @@ def test_a_peer_that_hangs_mid_probe_is_reported_as_hung(tmp_path: Path) -> None
         run_check("line:hangs", factory, profile="quick", seed=1)
 
 
+@pytest.mark.parametrize("target", ["builtin", "builtin-processes"])
+def test_a_terminated_check_cleans_up_and_says_so(tmp_path: Path, target: str) -> None:
+    """SIGTERM (a CI timeout) ends a check as Ctrl-C does: status 143, one line, no traceback, no verdict, no
+    app process and no temporary installation left behind. (It used to die at once, leaving every home of the
+    run, secrets included, in the temporary directory; raised as SystemExit instead, Hypothesis took it for a
+    failure of the CSP.)"""
+    command = [sys.executable, "-c", "import sys; from keyhandoff.cli import entry; sys.exit(entry())"]
+    command += ["check", "--target", target, "--profile", "thorough", "--seed", "1"]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    assert proc.stderr is not None
+    assert b"examples" in proc.stderr.readline()  # the run is under way
+    proc.terminate()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert err.decode().splitlines()[-1] == "keyhandoff check: terminated"
+    assert b"Traceback" not in err
+    assert b"FAILED" not in out
+    assert [p.name for p in tmp_path.iterdir()] == []  # homes, and Hypothesis's private directory
+
+
 def test_a_target_that_hangs_mid_run_is_reported_at_once(tmp_path: Path) -> None:
     """A call the target never answers ends the run there: not shrunk or replayed (each replay would wait for
     the timeout again; a hanging peer once kept a quick run going for over six minutes), reported as "hung" with
