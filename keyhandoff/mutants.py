@@ -19,6 +19,7 @@ import io
 import itertools
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import tempfile
@@ -697,6 +698,10 @@ def _hunt_here(mutant: Mutant, *, profile: str, seed: int, examples: int | None)
 _CHILD = "import sys; from keyhandoff.mutants import _child_main; _child_main(sys.argv[1])"
 
 
+def _interrupted(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt  # as Ctrl-C: Hypothesis lets it through, and every ``with`` cleans up on the way out
+
+
 def _hunt_in_child(request: tuple[str | Mutant, str, int, int | None]) -> HuntResult:
     with tempfile.TemporaryDirectory(prefix="keyhandoff-hunt-") as exchange:
         folder = Path(exchange)
@@ -704,12 +709,21 @@ def _hunt_in_child(request: tuple[str | Mutant, str, int, int | None]) -> HuntRe
         # The child imports this very keyhandoff, whatever made it importable here.
         package_root = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
-        done = subprocess.run(
-            [sys.executable, "-c", _CHILD, exchange], capture_output=True, text=True, check=False, timeout=3600, env=env
-        )
+        with subprocess.Popen(
+            [sys.executable, "-c", _CHILD, exchange], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        ) as child:
+            try:
+                _, stderr = child.communicate(timeout=3600)
+            except BaseException:  # interrupted, terminated or timed out: the child removes its homes as it goes
+                child.terminate()
+                try:
+                    child.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                raise
         answer = folder / "result.pickle"
-        if done.returncode != 0 or not answer.exists():
-            raise RuntimeError(f"the hunt's child process failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        if child.returncode != 0 or not answer.exists():
+            raise RuntimeError(f"the hunt's child process failed ({child.returncode}):\n{stderr[-4000:]}")
         result = pickle.loads(answer.read_bytes())
     if not isinstance(result, HuntResult):
         raise RuntimeError("the hunt's child process answered something else than a HuntResult")
@@ -717,7 +731,9 @@ def _hunt_in_child(request: tuple[str | Mutant, str, int, int | None]) -> HuntRe
 
 
 def _child_main(exchange: str) -> None:
-    """The child side of an isolated hunt: read the request, hunt in this process, write the result."""
+    """The child side of an isolated hunt: read the request, hunt in this process, write the result. SIGTERM
+    (the parent interrupted) ends it as Ctrl-C would, so its temporary homes are removed."""
+    signal.signal(signal.SIGTERM, _interrupted)
     folder = Path(exchange)
     target, profile, seed, examples = pickle.loads((folder / "request.pickle").read_bytes())
     chosen = by_name(target) if isinstance(target, str) else target

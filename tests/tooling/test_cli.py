@@ -414,6 +414,26 @@ def test_a_terminated_check_cleans_up_and_says_so(tmp_path: Path, target: str) -
     assert [p.name for p in tmp_path.iterdir()] == []  # homes, and Hypothesis's private directory
 
 
+def test_terminated_mutant_hunts_leave_nothing_behind(tmp_path: Path) -> None:
+    """SIGTERM during ``keyhandoff mutants`` reaches the hunt's child process, which removes its temporary homes
+    before it ends (the parent used to kill it, and its homes stayed)."""
+    command = [sys.executable, "-c", "import sys; from keyhandoff.cli import entry; sys.exit(entry())"]
+    command += ["mutants", "--profile", "default", "--seed", "0"]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "TMPDIR": str(tmp_path)}
+    )
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob("keyhandoff-mutant-*/home-1")):  # a hunt is under way in the child
+        assert time.monotonic() < deadline, "no hunt started"
+        assert proc.poll() is None
+        time.sleep(0.05)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()[-2000:]
+    assert err.decode().splitlines()[-1] == "keyhandoff mutants: terminated"
+    assert [p.name for p in tmp_path.iterdir()] == []
+
+
 def test_a_target_that_hangs_mid_run_is_reported_at_once(tmp_path: Path) -> None:
     """A call the target never answers ends the run there: not shrunk or replayed (each replay would wait for
     the timeout again; a hanging peer once kept a quick run going for over six minutes), reported as "hung" with
