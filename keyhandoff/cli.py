@@ -371,6 +371,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+_TERMINATED: list[int] = []  # the signal that ended the command, if one did
+
+
+def _terminated(signum: int, _frame: object) -> None:
+    """SIGTERM (a CI job's timeout, ``kill``) ends the command as Ctrl-C does, through its ``finally`` blocks and
+    exit handlers: app processes ended, temporary installations removed (they used to be left behind). As a
+    KeyboardInterrupt, which Hypothesis lets through at once; any other exception it would take for a failure."""
+    _TERMINATED.append(signum)
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -386,17 +397,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"keyhandoff {args.command}: {'terminated' if _TERMINATED else 'interrupted'}", file=sys.stderr)
         return 128 + _TERMINATED[0] if _TERMINATED else 130
     return code
-
-
-_TERMINATED: list[int] = []  # the signal that ended the command, if one did
-
-
-def _terminated(signum: int, _frame: object) -> None:
-    """SIGTERM (a CI job's timeout, ``kill``) ends the command as Ctrl-C does, through its ``finally`` blocks and
-    exit handlers: app processes ended, temporary installations removed (they used to be left behind). As a
-    KeyboardInterrupt, which Hypothesis lets through at once; any other exception it would take for a failure."""
-    _TERMINATED.append(signum)
-    raise KeyboardInterrupt
 
 
 def entry() -> int:
