@@ -30,9 +30,21 @@ from typing import IO
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 
-__all__ = ["MAX_FRAME", "BoundaryTimeout", "ChildProcess", "FrameReader", "FrameTooLarge", "encode_frame", "write_all"]
+__all__ = [
+    "MAX_FRAME",
+    "REQUEST_LIMIT",
+    "BoundaryTimeout",
+    "ChildProcess",
+    "FrameReader",
+    "FrameTooLarge",
+    "encode_frame",
+    "write_all",
+]
 
 MAX_FRAME = 64 << 20  # refuse absurd lengths instead of allocating them
+# The largest request sent: a reply may be a little longer than its request (a block of padding, the framing),
+# and must fit in a frame too.
+REQUEST_LIMIT = MAX_FRAME - (1 << 16)
 _LEN = struct.Struct(">I")
 
 
@@ -144,8 +156,11 @@ class ChildProcess:
         return self._proc.poll() is None
 
     def call(self, method: str, *args: object, timeout: float | None = None, **kwargs: object) -> object:
-        """Run ``method`` in the child; its refusals come back as CryptError."""
+        """Run ``method`` in the child; its refusals come back as CryptError. A request too large for one frame
+        is NTE_NO_MEMORY, sent nowhere: the child would take it for a corrupt stream and end, and its keys with it."""
         frame = encode_frame((method, args, kwargs))
+        if len(frame) > REQUEST_LIMIT:
+            raise CryptError(w.NTE_NO_MEMORY, f"{method}: more than the app process takes in one call")
         with self._lock:
             if self._proc.returncode is not None:  # reaped by an earlier call (no system call per call)
                 raise CryptError(w.NTE_FAIL, f"{method}: the app process has exited ({self._proc.returncode})")

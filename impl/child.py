@@ -17,12 +17,14 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from keyhandoff.impl.boundary import FrameReader, FrameTooLarge, encode_frame, write_all
+from keyhandoff.impl.boundary import MAX_FRAME, FrameReader, FrameTooLarge, encode_frame, write_all
+from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 
 __all__ = ["main", "serve"]
 
 _UNSERIALISABLE = encode_frame(("crash", "UnserialisableReply"))
+_TOO_LARGE = encode_frame(("err", w.NTE_NO_MEMORY, "the app process's reply: more than one frame carries"))
 
 
 class _Dispatcher:
@@ -82,6 +84,8 @@ def serve(target: object, in_fd: int, out_fd: int) -> None:
                 frame = encode_frame(dispatcher.reply(payload))
             except ValueError:  # marshal refused the value (not a plain value)
                 frame = _UNSERIALISABLE
+            if len(frame) > MAX_FRAME:  # the parent would take it for a corrupt stream (a read: nothing changed)
+                frame = _TOO_LARGE
             write_all(out_fd, frame)
     finally:
         close = getattr(target, "close", None)

@@ -32,6 +32,9 @@ class Echo:
     def pid(self) -> int:
         return os.getpid()
 
+    def zeros(self, size: int) -> bytes:
+        return bytes(size)
+
     def not_plain(self) -> object:
         return object()
 

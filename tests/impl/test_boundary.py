@@ -13,6 +13,7 @@ import pytest
 
 from keyhandoff.impl.boundary import (
     MAX_FRAME,
+    REQUEST_LIMIT,
     BoundaryTimeout,
     ChildProcess,
     FrameReader,
@@ -48,6 +49,21 @@ def test_large_frame_crosses(child: ChildProcess) -> None:
     """A 4 MiB payload crosses in one call."""
     data = os.urandom(4 << 20)
     assert child.call("echo", data) == data
+
+
+def test_a_call_too_large_for_a_frame_is_refused_and_the_child_lives_on(child: ChildProcess) -> None:
+    """A request larger than a frame may be is NTE_NO_MEMORY before anything is sent, and a reply larger than a
+    frame is NTE_NO_MEMORY from the child: either way the child goes on serving. (A 64 MiB request used to reach
+    the child, which took it for a corrupt stream and ended, with every key it held.)"""
+    with pytest.raises(CryptError) as request:
+        child.call("echo", bytes(REQUEST_LIMIT))
+    assert request.value.code == w.NTE_NO_MEMORY
+    assert child.call("echo", b"next") == b"next"
+    with pytest.raises(CryptError) as reply:
+        child.call("zeros", MAX_FRAME)
+    assert reply.value.code == w.NTE_NO_MEMORY
+    assert child.call("echo", b"next") == b"next"
+    assert len(child.call("zeros", REQUEST_LIMIT)) == REQUEST_LIMIT  # the largest request's worth fits back
 
 
 def test_refusal_comes_back_as_crypt_error(child: ChildProcess) -> None:

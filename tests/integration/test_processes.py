@@ -48,6 +48,20 @@ def csp(tmp_path: Path):
     c.close()
 
 
+def test_an_encrypt_too_large_for_the_boundary_loses_nothing(csp: ProcessCsp) -> None:
+    """A 64 MiB CryptEncrypt on an app-side key is NTE_NO_MEMORY, and the key goes on exactly where it was, as
+    the same key in this process does (the request used to end the app process, and every app key with it)."""
+    app, secure = csp.acquire("app"), csp.acquire("secure")
+    blob = plaintext_blob(w.CALG_AES_128, test_key(5, 16))
+    there, here = csp.import_key(app, blob), csp.import_key(secure, blob)
+    assert csp.encrypt(there, bytes(32), False) == csp.encrypt(here, bytes(32), False)
+    with pytest.raises(CryptError) as caught:
+        csp.encrypt(there, bytes(64 << 20), False)
+    assert caught.value.code == w.NTE_NO_MEMORY
+    assert csp.encrypt(there, b"after the refusal", True) == csp.encrypt(here, b"after the refusal", True)
+    assert csp.inspect(there).lifecycle is Lifecycle.IMPORTED  # alive, in the app process that made it
+
+
 def test_app_side_is_another_process(csp: ProcessCsp) -> None:
     """Keys of the app side live in a child process, not in this one."""
     assert csp.app_pid != os.getpid()
