@@ -118,10 +118,14 @@ class ChildProcess:
         env: Mapping[str, str] | None = None,
         timeout: float = 30.0,
         program: Sequence[str] | None = None,
+        timeout_error: type[BoundaryTimeout] = BoundaryTimeout,
     ) -> None:
         """Spawn ``program`` (default: this interpreter running :mod:`keyhandoff.impl.child`) with ``args``.
-        Any program that speaks the protocol can be served this way (the benchmarks time a native one)."""
+        Any program that speaks the protocol can be served this way (the benchmarks time a native one).
+        ``timeout_error`` is raised for a call not answered in time (a subclass lets a user of this module tell a
+        hang apart in its own terms, as the tool's adapter does)."""
         self.timeout = timeout
+        self._timeout_error = timeout_error
         self._lock = threading.Lock()
         self._proc = subprocess.Popen(
             [*(program or [sys.executable, "-m", "keyhandoff.impl.child"]), *args],
@@ -197,7 +201,7 @@ class ChildProcess:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 self.kill()
-                raise BoundaryTimeout(f"{method}: the app process did not answer within {timeout:.1f} s")
+                raise self._timeout_error(f"{method}: the app process did not answer within {timeout:.1f} s")
             if not self._wait_readable(math.ceil(remaining * 1000)):
                 continue
             if not reader.fill():
@@ -224,20 +228,28 @@ class ChildProcess:
         self._proc.wait()
 
     def close(self, timeout: float = 5.0) -> None:
-        """End of input tells the child to exit; kill it if it does not within ``timeout`` seconds."""
-        with contextlib.suppress(OSError):
-            self._stdin.close()  # end of input: a live child exits; a dead one's pipe is released
-        if self._proc.poll() is None:
-            deadline = time.monotonic() + timeout
-            if self._lock.acquire(blocking=False):  # no call is reading the reply pipe: wait on it
+        """End of input tells the child to exit; kill it if it does not within ``timeout`` seconds.
+
+        A call in flight on another thread is given the same ``timeout`` to finish, and is then cut short by the
+        kill (its pipe ends: NTE_FAIL at once). The pipes are closed only once no call uses them: closing a
+        descriptor another thread reads or writes gave it EBADF (an OSError the call did not expect), and could
+        hand its number to a file opened meanwhile."""
+        deadline = time.monotonic() + timeout
+        if not self._lock.acquire(timeout=timeout):
+            self.kill()
+            if not self._lock.acquire(timeout=timeout):  # a call that outlives its child: leave it its pipes
+                return
+        try:
+            with contextlib.suppress(OSError):
+                self._stdin.close()  # end of input: a live child exits; a dead one's pipe is released
+            if self._proc.poll() is None:
+                self._await_end_of_replies(deadline)
                 try:
-                    self._await_end_of_replies(deadline)
-                finally:
-                    self._lock.release()
-            try:
-                self._proc.wait(max(deadline - time.monotonic(), 0.0))
-            except subprocess.TimeoutExpired:
-                self.kill()
-        if self._selector is not None:
-            self._selector.close()
-        self._stdout.close()
+                    self._proc.wait(max(deadline - time.monotonic(), 0.0))
+                except subprocess.TimeoutExpired:
+                    self.kill()
+            if self._selector is not None:
+                self._selector.close()
+            self._stdout.close()
+        finally:
+            self._lock.release()

@@ -159,6 +159,7 @@ class Csp:
         self._token_algorithms = frozenset(self._token.algorithms())
         self._sealer = OpaqueSealer(installation.key(OPAQUE_PURPOSE))
         self._lock = threading.Lock()  # the table lock: provider liveness and membership
+        self._closed = False  # set by close, under the table lock: no context is acquired afterwards
         self._handles: HandleTable[_Provider | LiveKey] = HandleTable(handle_space)
         self._lookup = self._handles.lookup
         # The per-call fast path (_fast_crypt) stands for _live + _crypt on calls they would run without refusing;
@@ -222,7 +223,10 @@ class Csp:
             parsed = side if isinstance(side, Side) else Side(side)
         except ValueError:
             raise CryptError(w.ERROR_INVALID_PARAMETER, "acquire") from None
-        return self._handles.issue(_Provider(parsed))
+        with self._lock:
+            if self._closed:  # the CSP is unloaded: the call fails as a provider that cannot start does
+                raise CryptError(w.NTE_FAIL, "acquire: the CSP has been closed")
+            return self._handles.issue(_Provider(parsed))
 
     def release(self, prov: int) -> None:
         """CryptReleaseContext: the context's live keys end (software wiped, hardware objects kept); the handle
@@ -241,7 +245,10 @@ class Csp:
         self._handles.retire(prov)
 
     def close(self) -> None:
-        """Release every live context (this process's view ends; the installation and token stay)."""
+        """Release every live context and acquire none after (this process's view ends; the installation and
+        token stay). Every handle is dead afterwards, so each call refuses with its usual code."""
+        with self._lock:
+            self._closed = True
         for handle in list(self._handles):
             entry = self._handles.get(handle)
             if isinstance(entry, _Provider) and entry.alive:

@@ -39,7 +39,7 @@ a search.
 Errors. CryptError(NTE_BAD_ALGID) for an algorithm the token cannot hold or run, CryptError(NTE_BAD_DATA) for a
 wrong key length or data/IV of the wrong size, CryptError(NTE_NOT_FOUND) for a missing object, CryptError(NTE_PERM)
 for a delete the token refuses, CryptError(NTE_FAIL) for any other token failure. :class:`Pkcs11ConfigError` for a
-configuration or login that cannot work. Using a closed token raises ValueError.
+configuration or login that cannot work. Using a closed token is CryptError(NTE_FAIL) too.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ class Pkcs11Token:
 
     def _session(self) -> pkcs11.Session:
         if self._closed:
-            raise ValueError("the token is closed")
+            raise CryptError(w.NTE_FAIL, "pkcs11: the token is closed")
         try:
             return self._module.session(self._config.label, self._config.pin)
         except (p11e.PinIncorrect, p11e.PinInvalid, p11e.PinLenRange, p11e.PinLocked, p11e.PinExpired) as exc:

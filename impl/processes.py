@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import attrs
 
-from keyhandoff.impl.boundary import ChildProcess
+from keyhandoff.impl.boundary import BoundaryTimeout, ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.handles import handle_space
 from keyhandoff.model.errors import CryptError
@@ -99,7 +99,10 @@ class ProcessCsp:
         token: str | None = None,
         timeout: float = 60.0,
         durable: bool = True,
+        timeout_error: type[BoundaryTimeout] = BoundaryTimeout,
     ) -> None:
+        """``timeout`` bounds each call into the app process; one not answered by then raises ``timeout_error``
+        (the process has been killed)."""
         self.secure = BuiltinCsp(home, token=token, durable=durable)
         installation = self.secure.installation
         try:
@@ -112,6 +115,7 @@ class ProcessCsp:
                     "durable" if durable else "scratch",
                 ],
                 timeout=timeout,
+                timeout_error=timeout_error,
             )
         except BaseException:
             self.secure.close()

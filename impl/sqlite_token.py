@@ -21,8 +21,9 @@ per call. Deleting through this token drops the entry at once.
 
 Errors. CryptError(NTE_BAD_ALGID) for an algorithm the token cannot hold, CryptError(NTE_BAD_DATA) for a key of
 the wrong length or data/IV of the wrong size, CryptError(NTE_NOT_FOUND) for a missing object, CryptError(NTE_FAIL)
-for a row that fails its integrity check. Using a closed token raises ValueError. No message, repr or log carries
-key bytes.
+for a row that fails its integrity check or a database that fails (locked past the busy timeout by a stopped
+process, a full disk, a file removed under it), and for a closed token: every failure reaches the CSP as a
+CryptError. No message, repr or log carries key bytes.
 """
 
 from __future__ import annotations
@@ -170,10 +171,10 @@ class SqliteToken:
                 raise sqlite3.OperationalError(f"the token database refused WAL mode (got {mode!r})")
             return
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, operation: str) -> sqlite3.Connection:
         """The connection (call with the lock held); a forked child gets its own on first use."""
         if self._closed:
-            raise ValueError("the token is closed")
+            raise CryptError(w.NTE_FAIL, f"token {operation}: the token is closed")
         if self._pid != os.getpid():
             # SQLite connections must not cross fork(): abandon the inherited one (closing it could disturb the
             # parent's locks) and open our own. Cached versions refer to the old connection: forget them.
@@ -204,8 +205,7 @@ class SqliteToken:
         material = bytes(key)
         if len(material) != KEY_LENGTHS[alg]:
             raise CryptError(w.NTE_BAD_DATA, "token create: wrong key length for the algorithm")
-        with self._lock:
-            conn = self._db()
+        with _Guarded(self, "create") as conn:
             # Read before the insert: a commit by another connection from here on (a delete of the new object
             # included) changes it, so the cached entry is revalidated at its next use.
             loaded = _Loaded(alg, material, self._data_version(conn))
@@ -231,8 +231,7 @@ class SqliteToken:
         """Whether the object is in the database now (always asks the database)."""
         if not _issuable(obj):
             return False
-        with self._lock:
-            conn = self._db()
+        with _Guarded(self, "exists") as conn:
             found = conn.execute("SELECT 1 FROM objects WHERE id = ?", (obj,)).fetchone() is not None
             if not found:
                 self._cache.pop(obj, None)
@@ -259,16 +258,15 @@ class SqliteToken:
 
     def objects(self) -> Mapping[int, int]:
         """Every object's id and ALG_ID."""
-        with self._lock:
-            rows = self._db().execute("SELECT id, alg FROM objects ORDER BY id").fetchall()
+        with _Guarded(self, "objects") as conn:
+            rows = conn.execute("SELECT id, alg FROM objects ORDER BY id").fetchall()
         return {int(obj): int(alg) for obj, alg in rows}
 
     def delete(self, obj: int) -> None:
         """Remove an object (NTE_NOT_FOUND if absent) and forget its cached material."""
         if not _issuable(obj):
             raise CryptError(w.NTE_NOT_FOUND, "token delete: no such object")
-        with self._lock:
-            conn = self._db()
+        with _Guarded(self, "delete") as conn:
             self._cache.pop(obj, None)
             with _transaction(conn):
                 removed = conn.execute("DELETE FROM objects WHERE id = ?", (obj,)).rowcount
@@ -298,8 +296,7 @@ class SqliteToken:
 
     def _load(self, obj: int) -> _Loaded:
         """The object's cached algorithm, (re)validated against the database when another connection wrote."""
-        with self._lock:
-            conn = self._db()
+        with _Guarded(self, "cipher") as conn:
             version = self._data_version(conn)  # read before the row: a later delete changes it again
             loaded = self._cache.get(obj)
             if loaded is not None:
@@ -332,6 +329,39 @@ class SqliteToken:
         # A lock held by another thread of the parent at fork time would never be released in the child; the
         # connection itself is replaced lazily by _db().
         self._lock = threading.Lock()
+
+
+class _Guarded:
+    """``with _Guarded(token, operation) as conn``: the token's connection under its lock. A failure of the
+    database itself (SQLite or the file system) leaves as CryptError(NTE_FAIL) named after ``operation``: to the
+    CSP it is a token failure, like any other a hardware token may have."""
+
+    __slots__ = ("_operation", "_token")
+
+    def __init__(self, token: SqliteToken, operation: str) -> None:
+        self._token = token
+        self._operation = operation
+
+    def __enter__(self) -> sqlite3.Connection:
+        token = self._token
+        token._lock.acquire()
+        try:
+            return token._db(self._operation)
+        except BaseException as exc:
+            token._lock.release()
+            if isinstance(exc, (sqlite3.Error, OSError)):
+                raise _failed(self._operation, exc) from None
+            raise
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        self._token._lock.release()
+        if isinstance(exc, (sqlite3.Error, OSError)):
+            raise _failed(self._operation, exc) from None
+
+
+def _failed(operation: str, exc: BaseException) -> CryptError:
+    # SQLite's messages name tables and conditions, never bound values: no key material can be in them.
+    return CryptError(w.NTE_FAIL, f"token {operation}: the token database failed ({type(exc).__name__}: {exc})")
 
 
 class _transaction:

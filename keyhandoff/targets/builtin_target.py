@@ -14,13 +14,19 @@ import os
 import shutil
 from collections.abc import Mapping, Sequence
 
+from keyhandoff.impl.boundary import BoundaryTimeout
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.processes import ProcessCsp
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState
-from keyhandoff.target import Capabilities
+from keyhandoff.target import Capabilities, TargetTimeout
 
-__all__ = ["BuiltinTarget"]
+__all__ = ["AppProcessTimeout", "BuiltinTarget"]
+
+
+class AppProcessTimeout(BoundaryTimeout, TargetTimeout):
+    """The app process did not answer a call in time (it has been killed): a hang, in the tool's terms, so a check
+    stops at that call instead of taking it for a crash and replaying the program (each replay would wait again)."""
 
 
 class BuiltinTarget:
@@ -42,7 +48,7 @@ class BuiltinTarget:
         if remove_home and home is None:
             raise ValueError("remove_home needs the home it is to remove")
         self.csp: BuiltinCsp | ProcessCsp = (
-            ProcessCsp(home, token=token, durable=durable)
+            ProcessCsp(home, token=token, durable=durable, timeout_error=AppProcessTimeout)
             if processes
             else BuiltinCsp(home, token=token, durable=durable)
         )

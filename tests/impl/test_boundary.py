@@ -167,6 +167,54 @@ def test_close_during_a_call_waits_for_the_exit(child: ChildProcess) -> None:
     assert outcome in ([None], [w.NTE_FAIL])
 
 
+def test_close_leaves_the_pipes_to_a_call_until_it_ends(child: ChildProcess) -> None:
+    """A close while a call waits on a child that does not answer: after the close's grace the child is killed,
+    and the call, however late it next reads, gets NTE_FAIL from its pipe's end. (The close used to shut the
+    reply pipe under the call, which then read a closed descriptor: OSError EBADF.)"""
+    real_wait = child._wait_readable
+
+    def late(ms: int) -> object:
+        time.sleep(0.4)  # the call is slow to look again: the close has killed the child by then
+        return real_wait(ms)
+
+    child._wait_readable = late
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(child.call("hang", 30))
+        except CryptError as error:
+            outcome.append(error.code)
+        except Exception as error:  # the defect: anything else reaching the caller
+            outcome.append(type(error).__name__)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.1)  # the call is in flight
+    child.close(timeout=0.2)
+    assert outcome == [w.NTE_FAIL]  # the close waited for the call to end before closing its pipes
+    thread.join(10)
+    assert not child.alive()
+    with pytest.raises(CryptError) as after:
+        child.call("echo", 1)
+    assert after.value.code == w.NTE_FAIL
+
+
+def test_a_timeout_raises_the_error_class_the_owner_chose() -> None:
+    """``timeout_error`` names what a call not answered in time raises (the tool's adapter makes it a hang)."""
+
+    class Hung(BoundaryTimeout):
+        pass
+
+    proc = ChildProcess([SPEC], env={"PYTHONPATH": ROOT}, timeout=0.3, timeout_error=Hung)
+    try:
+        with pytest.raises(Hung, match=r"hang: the app process did not answer within 0\.3 s"):
+            proc.call("hang", 30)
+        assert not proc.alive()
+    finally:
+        proc.close()
+
+
 def test_stray_output_in_the_child_does_not_corrupt_frames(child: ChildProcess) -> None:
     """The served code printing to stdout (or writing to fd 1) cannot break a frame: the protocol has its own
     copy of the pipe and fd 1 is stderr."""

@@ -19,6 +19,7 @@ import keyhandoff.impl.installation as installation_module
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.installation import ENV_HOME, Installation, InstallationError
 from keyhandoff.impl.sqlite_token import SqliteToken
+from keyhandoff.model.errors import CryptError
 
 POSIX = os.name == "posix"
 posix_only = pytest.mark.skipif(not POSIX, reason="file modes are POSIX")
@@ -202,7 +203,7 @@ def test_token_is_lazy_single_and_reopened_after_close(tmp_path: Path) -> None:
     assert token.serial == "sqlite:" + inst.id.hex()
     inst.close()
     inst.close()
-    with pytest.raises(ValueError, match="closed"):
+    with pytest.raises(CryptError, match="closed"):
         token.objects()
     with inst as again:
         assert again.token is not token
@@ -238,7 +239,7 @@ def _synchronous(inst: Installation) -> int:
     token = inst.token
     assert isinstance(token, SqliteToken)
     with token._lock:  # white box: the connection's own setting, as SQLite reports it
-        return int(token._db().execute("PRAGMA synchronous").fetchone()[0])
+        return int(token._db("test").execute("PRAGMA synchronous").fetchone()[0])
 
 
 @pytest.mark.parametrize("durable", [True, False])

@@ -9,7 +9,7 @@ import secrets
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from keyhandoff.impl import sqlite_token
 from keyhandoff.impl.installation import Installation
 from keyhandoff.impl.sqlite_token import DB_FILE, KEY_LENGTHS, SqliteToken
 from keyhandoff.impl.token import Token
@@ -322,15 +323,63 @@ def test_no_key_bytes_in_reprs_or_errors(inst: Installation, token: SqliteToken)
 
 
 def test_closed_token_refuses_use(inst: Installation) -> None:
-    """After close every call is a ValueError, and closing twice is harmless."""
+    """After close every call is NTE_FAIL (a CSP may meet a token closed under it), and closing twice is
+    harmless."""
     token = inst.token
     obj = token.create(w.CALG_AES_128, AES_KEY)
     token.close()
     token.close()
-    with pytest.raises(ValueError, match="closed"):
-        token.cipher(obj, "ecb", b"", bytes(16), decrypt=False)
-    with pytest.raises(ValueError, match="closed"):
-        token.exists(obj)
+    calls: list[Callable[[], object]] = [
+        lambda: token.cipher(obj, "ecb", b"", bytes(16), decrypt=False),
+        lambda: token.exists(obj),
+        lambda: token.create(w.CALG_AES_128, AES_KEY),
+        token.objects,
+        lambda: token.delete(obj),
+    ]
+    for call in calls:
+        with pytest.raises(CryptError, match="closed") as info:
+            call()
+        assert info.value.code == w.NTE_FAIL
+
+
+def test_a_database_held_past_the_busy_timeout_is_nte_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process stopped inside a write transaction holds the database's lock: past the busy timeout, every call
+    that needs the database is NTE_FAIL naming the cause (it was sqlite3.OperationalError), and the token works
+    again once the lock is gone."""
+    monkeypatch.setattr(sqlite_token, "BUSY_TIMEOUT_S", 0.05)
+    with Installation(tmp_path) as inst:
+        token = inst.token
+        obj = token.create(w.CALG_AES_128, AES_KEY)
+        holder = sqlite3.connect(inst.path / DB_FILE, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        for call in (lambda: token.create(w.CALG_AES_128, AES_KEY), lambda: token.delete(obj)):
+            with pytest.raises(CryptError, match="locked") as info:
+                call()
+            assert info.value.code == w.NTE_FAIL
+            assert AES_KEY.hex() not in str(info.value)
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert token.objects() == {obj: w.CALG_AES_128}
+        token.delete(obj)
+        assert token.objects() == {}
+
+
+def test_a_database_that_fails_on_reads_is_nte_fail(inst: Installation) -> None:
+    """Reads fail as CryptError too (here the table is gone: the file was replaced under the token)."""
+    token = inst.token
+    obj = token.create(w.CALG_AES_128, AES_KEY)
+    other = sqlite3.connect(inst.path / DB_FILE, isolation_level=None)
+    other.execute("DROP TABLE objects")
+    other.close()
+    calls: list[Callable[[], object]] = [
+        lambda: token.exists(obj),
+        token.objects,
+        lambda: token.cipher(obj, "ecb", b"", bytes(16), decrypt=False),
+    ]
+    for call in calls:
+        with pytest.raises(CryptError, match="no such table") as info:
+            call()
+        assert info.value.code == w.NTE_FAIL
 
 
 # --- deletion seen from elsewhere --------------------------------------------------------------------------------

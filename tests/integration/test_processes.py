@@ -26,6 +26,7 @@ from keyhandoff.lockstep import plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Lifecycle, Location
+from keyhandoff.target import TargetTimeout
 from keyhandoff.targets import load
 from keyhandoff.targets.fresh import fresh_factory, release_spare
 from keyhandoff.vectors import load_vectors, matches, run_stream
@@ -135,6 +136,56 @@ def test_dead_app_process_is_a_clear_error(csp: ProcessCsp) -> None:
     assert caught.value.code == w.NTE_FAIL
     secure = csp.acquire("secure")  # the secure side carries on
     assert csp.gen_key(secure, w.CALG_AES_128)
+
+
+def test_an_app_process_that_does_not_answer_is_a_hang_to_the_tool(tmp_path: Path) -> None:
+    """A stopped app process: the call raises TargetTimeout, which a check reports as a hang at that call (it was
+    BoundaryTimeout alone, which the check took for a crash, shrinking and replaying with a 60 s wait each time);
+    the process has been killed, so what follows is NTE_FAIL."""
+    target = load("builtin-processes", home=tmp_path / "home")
+    try:
+        app = target.acquire("app")
+        target.csp._child.timeout = 0.3
+        os.kill(target.csp.app_pid, signal.SIGSTOP)
+        with pytest.raises(TargetTimeout, match="gen_key: the app process did not answer"):
+            target.gen_key(app, w.CALG_AES_128)
+        with pytest.raises(CryptError) as caught:
+            target.acquire("app")
+        assert caught.value.code == w.NTE_FAIL
+        assert target.gen_key(target.acquire("secure"), w.CALG_AES_128)  # the secure side carries on
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
+def test_a_closed_target_refuses_every_call_with_a_code(spec: str, tmp_path: Path) -> None:
+    """After close, nothing works and nothing raises anything but CryptError: no context is acquired (NTE_FAIL;
+    software keys could be made after close, and hardware calls raised the closed token's ValueError), the
+    secure side's handles are dead, the app side is gone (NTE_FAIL) and the token is closed (NTE_FAIL)."""
+    target = load(spec, home=tmp_path / "home")
+    secure, app = target.acquire("secure"), target.acquire("app")
+    soft, pinned = target.gen_key(secure, w.CALG_AES_128), target.gen_key(secure, w.CALG_AES_128, hardware=True)
+    moved = target.import_key(app, target.export_key(soft, w.OPAQUEKEYBLOB))
+    blob = target.export_key(pinned, w.OPAQUEKEYBLOB)
+    target.close()
+    target.close()  # twice is harmless
+    app_gone = w.NTE_FAIL if spec == "builtin-processes" else None
+    expected = {
+        "acquire secure": (lambda: target.acquire("secure"), w.NTE_FAIL),
+        "acquire app": (lambda: target.acquire("app"), w.NTE_FAIL),
+        "gen_key": (lambda: target.gen_key(secure, w.CALG_AES_128), w.NTE_BAD_UID),
+        "gen_key hardware": (lambda: target.gen_key(secure, w.CALG_AES_128, hardware=True), w.NTE_BAD_UID),
+        "import hardware": (lambda: target.import_key(secure, blob), w.NTE_BAD_UID),
+        "encrypt": (lambda: target.encrypt(soft, bytes(16), False), w.NTE_BAD_KEY),
+        "encrypt pinned": (lambda: target.encrypt(pinned, bytes(16), False), w.NTE_BAD_KEY),
+        "encrypt app": (lambda: target.encrypt(moved, bytes(16), False), app_gone or w.NTE_BAD_KEY),
+        "import app": (lambda: target.import_key(app, blob), app_gone or w.NTE_BAD_UID),
+        "token_objects": (target.token_objects, w.NTE_FAIL),
+    }
+    for name, (call, code) in expected.items():
+        with pytest.raises(CryptError) as caught:
+            call()
+        assert caught.value.code == code, name
 
 
 def test_demo_proves_the_handoff(capsys, tmp_path: Path) -> None:
