@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,16 +22,30 @@ from keyhandoff.target import TargetUnavailable
 from keyhandoff.targets.builtin_target import BuiltinTarget
 from keyhandoff.targets.model_target import ModelTarget
 
+_HOMES: list[str] = []
+
 
 def _home() -> str:
-    return tempfile.mkdtemp(prefix="keyhandoff-concurrent-test-")
+    """A home for a BuiltinTarget made with ``remove_home=True``: a run makes hundreds, and each held a secret left
+    behind in the temporary directory. A deadlocked run abandons its targets unclosed: the fixture below removes
+    what is left after each test."""
+    home = tempfile.mkdtemp(prefix="keyhandoff-concurrent-test-")
+    _HOMES.append(home)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _no_home_left() -> Iterator[None]:
+    yield
+    while _HOMES:
+        shutil.rmtree(_HOMES.pop(), ignore_errors=True)
 
 
 class RacyTarget(BuiltinTarget):
     """Planted, only visible in company: encrypt passes its key through one slot that every thread shares."""
 
     def __init__(self) -> None:
-        super().__init__(_home())
+        super().__init__(_home(), remove_home=True)
         self.slot = 0
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
@@ -42,7 +58,7 @@ class WrongAlone(BuiltinTarget):
     """Planted, visible alone too: a Final encrypt answers one byte short."""
 
     def __init__(self) -> None:
-        super().__init__(_home())
+        super().__init__(_home(), remove_home=True)
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
         out = super().encrypt(key, data, final)
@@ -53,7 +69,7 @@ class Deadlocks(BuiltinTarget):
     """Planted: encrypt takes two locks in one order and decrypt in the other (a deadlock in company)."""
 
     def __init__(self) -> None:
-        super().__init__(_home())
+        super().__init__(_home(), remove_home=True)
         self.first, self.second = threading.Lock(), threading.Lock()
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
@@ -87,7 +103,9 @@ def test_the_builtin_csp_passes_in_company(spec: str) -> None:
 
 
 def test_programs_fit_the_target_and_are_reproducible() -> None:
-    caps = BuiltinTarget(_home()).capabilities()
+    target = BuiltinTarget(_home(), remove_home=True)
+    caps = target.capabilities()
+    target.close()
     first = generate_programs(caps, 6, 20, seed=4)
     assert first == generate_programs(caps, 6, 20, seed=4)
     assert 4 <= len(first) <= 6
@@ -238,7 +256,7 @@ def test_a_factory_failing_mid_run_stops_it_without_a_verdict(works: int) -> Non
         if made > works:
             failed_in.append(threading.current_thread().name)
             raise OSError("no room left for another installation")
-        return BuiltinTarget(_home())
+        return BuiltinTarget(_home(), remove_home=True)
 
     with pytest.raises(TargetUnavailable) as raised:
         run_concurrent("python:lossy", factory, threads=4, rounds=3, steps=30, seed=1)
@@ -258,7 +276,7 @@ def test_a_close_that_raises_stops_a_concurrent_run_without_a_verdict() -> None:
             nonlocal made
             made += 1
             self.number = made
-            super().__init__(_home())
+            super().__init__(_home(), remove_home=True)
 
         def close(self) -> None:
             super().close()

@@ -47,7 +47,9 @@ def test_every_rule_named_outside_the_model_is_still_one_of_its_rules() -> None:
 
 
 def test_reachable_rules_follow_the_target_capabilities() -> None:
-    full = BuiltinTarget(tempfile.mkdtemp(prefix="keyhandoff-rules-")).capabilities()
+    target = BuiltinTarget(tempfile.mkdtemp(prefix="keyhandoff-rules-"), remove_home=True)
+    full = target.capabilities()
+    target.close()
     bare = attrs.evolve(full, hardware_algorithms=frozenset(), hmac_algorithms=frozenset())
     reach_full = {rule.text for rule in reachable_rules(full)}
     reach_bare = {rule.text for rule in reachable_rules(bare)}
