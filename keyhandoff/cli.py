@@ -117,22 +117,31 @@ def _check(args: argparse.Namespace) -> int:
         progress=sys.stderr,
         require_coverage=args.require_coverage,
     )
-    render_summary(result)
+    # The files first, the summary after: a reader that stops early (``| head``) ends the printing, and must not
+    # take the trace of the failure with it.
+    saved, not_saved, report_error = "", "", ""
     if result.failure is not None:
         trace = Path(args.trace) if args.trace else _unused(f"keyhandoff-failure-{result.seed}")
         try:
             save_trace(trace, result.steps, spec=args.target, failure=result.failure, seed=result.seed)
         except OSError as exc:  # the run and its reproducer stand; only the file is missing
-            print(f"keyhandoff check: trace not saved: {_file_error(exc)}", file=sys.stderr)
+            not_saved = f"keyhandoff check: trace not saved: {_file_error(exc)}"
         else:
-            print(f"trace saved: {trace} (keyhandoff replay {trace})")
+            saved = f"trace saved: {trace} (keyhandoff replay {trace})"
     try:
         if args.report:
             Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
         if args.junit:
             write_junit(result, Path(args.junit))
     except OSError as exc:  # asked for and missing: a CI job reading it must not go on as if it were there
-        print(f"keyhandoff check: error: report not written: {_file_error(exc)}", file=sys.stderr)
+        report_error = f"keyhandoff check: error: report not written: {_file_error(exc)}"
+    render_summary(result)
+    if saved:
+        print(saved)
+    for message in (not_saved, report_error):
+        if message:
+            print(message, file=sys.stderr)
+    if report_error:
         return 2
     return 0 if result.ok else 1
 

@@ -225,6 +225,24 @@ def test_a_command_whose_output_is_closed_ends_without_a_traceback() -> None:
     proc.stderr.close()
 
 
+def test_a_failed_check_whose_output_is_closed_still_saves_its_files(tmp_path: Path) -> None:
+    """``keyhandoff check ... | head``: the reader is gone before the summary; the trace, the report and the JUnit
+    file are written all the same (they were written after the summary, so a closed pipe lost them)."""
+    files = {name: tmp_path / name for name in ("trace.json", "report.json", "junit.xml")}
+    command = [
+        *(sys.executable, "-c", "import sys; from keyhandoff.cli import entry; sys.exit(entry())", "check"),
+        *("--target", "mutant:handles-recycled", "--profile", "quick", "--seed", "0"),
+        *("--trace", str(files["trace.json"]), "--report", str(files["report.json"])),
+        *("--junit", str(files["junit.xml"])),
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert proc.stdout is not None
+    proc.stdout.close()  # before anything is printed: the first line printed meets a closed pipe
+    assert proc.wait(timeout=300) == 141
+    assert all(path.stat().st_size > 0 for path in files.values())
+    assert '"op"' in files["trace.json"].read_text(encoding="utf-8")
+
+
 class _LosesRegister(ProcessCsp):
     """A broken handoff: every import restarts the key from its IV."""
 
