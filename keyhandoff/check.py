@@ -95,6 +95,7 @@ class Row:
     failed: int
     unsupported: bool = False
     deviations: int = 0
+    unchecked: bool = False  # supported, but the target offers nothing to check it with
 
     @property
     def verdict(self) -> str:
@@ -102,6 +103,8 @@ class Row:
             return "FAILED"
         if self.unsupported:
             return "not supported"
+        if self.unchecked:
+            return "not checked"
         if self.deviations:
             return "known deviation"
         return "passed" if self.passed else "not exercised"
@@ -145,9 +148,10 @@ class CheckResult:
             ),
             Row(
                 PROPERTIES["token"],
-                self.coverage.steps if caps.hardware else 0,
+                self.coverage.steps if caps.hardware and self.coverage.token_checked else 0,
                 int(failed_prop == "token"),
                 unsupported=not caps.hardware,
+                unchecked=not self.coverage.token_checked,  # no token_objects(): a lost object shows in outcomes
             ),
             Row(
                 PROPERTIES["twins"],
@@ -162,6 +166,8 @@ class CheckResult:
                 unsupported=not caps.opaque,
             ),
         ]
+        # The step that failed a property was counted among the steps: it did not pass.
+        out = [attrs.evolve(row, passed=max(row.passed - row.failed, 0)) for row in out]
         for dev in caps.deviations:
             seen = self.coverage.deviations.get(dev.id, 0)
             out.append(Row(f"deviation {dev.id}", seen, 0, deviations=seen))
@@ -220,14 +226,20 @@ def _property_of(failure: Failure) -> str:
 
 
 class _Progress:
-    """A one-line progress bar on a terminal; a line per 10% elsewhere."""
+    """A one-line progress bar on a terminal; a line per 10% elsewhere. Once a program has failed, it counts
+    the programs Hypothesis tries while it shrinks that one (a slow target can take minutes: the run is not
+    hung), on a terminal each one, elsewhere at 1, 10, 100, ... tries."""
 
-    def __init__(self, total: int, stream: TextIO | None) -> None:
+    def __init__(self, total: int, stream: TextIO | None, failed: Callable[[], bool] = lambda: False) -> None:
         self.total, self.stream, self.count, self.shown = total, stream, 0, -1
+        self.failed, self.shrinks = failed, 0
 
     def tick(self, steps: int) -> None:
         self.count += 1
         if self.stream is None:
+            return
+        if self.failed():
+            self._shrinking()
             return
         done = min(self.count, self.total)
         if self.stream.isatty():
@@ -237,6 +249,16 @@ class _Progress:
         elif 10 * done // self.total != self.shown:
             self.shown = 10 * done // self.total
             self.stream.write(f"{done}/{self.total} examples, {steps} steps\n")
+
+    def _shrinking(self) -> None:
+        assert self.stream is not None
+        self.shrinks += 1
+        text = f"a program failed; shrinking it: {self.shrinks} tried"
+        if self.stream.isatty():
+            self.stream.write(f"\r{text:<60}")
+            self.stream.flush()
+        elif len(str(self.shrinks)) > len(str(self.shrinks - 1)) or self.shrinks == 1:  # 1, 10, 100, ...
+            self.stream.write(text + "\n")
 
     def end(self) -> None:
         if self.stream is not None and self.stream.isatty():
@@ -297,6 +319,7 @@ def _run(
     coverage = Coverage()
     machine.coverage = coverage
     machine.on_start = [bar.tick]
+    bar.failed = lambda: machine.first_failure is not None
     caps = machine.capabilities
     result = CheckResult(spec, seed, profile, examples, 0.0, coverage, caps, require_coverage=require_coverage)
     start = time.perf_counter()
@@ -420,8 +443,8 @@ def render_summary(result: CheckResult, out: TextIO | None = None) -> None:
     out = out if out is not None else sys.stdout
     out.write(f"\nkeyhandoff check: target {result.spec}, profile {result.profile}, seed {result.seed}\n")
     out.write(
-        f"{result.examples} examples, {result.coverage.steps} steps (calls on model and target) "
-        f"in {result.seconds:.1f} s\n\n"
+        f"{result.examples} examples, {result.coverage.steps} steps (calls on model and target"
+        f"{', shrinking included' if result.failure is not None else ''}) in {result.seconds:.1f} s\n\n"
     )
     width = max(len(r.name) for r in result.rows()) + 2
     out.write(f"{'property / operation':<{width}} {'verdict':<16} {'passed':>8} {'failed':>7}\n")

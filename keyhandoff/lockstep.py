@@ -261,7 +261,14 @@ def _observe(call: Callable[[], object], who: str, step: str) -> Observed:
                 f"{step}: the model raised {type(exc).__name__} (a keyhandoff defect: please report it with the "
                 "seed); this is no verdict on the CSP"
             ) from exc
-        raise Divergence(step, "a value or CryptError", f"{type(exc).__name__}", "the target crashed") from exc
+        raise Divergence(step, "a value or CryptError", _crash(exc), "the target crashed") from exc
+
+
+def _crash(exc: BaseException) -> str:
+    """How a report names a target's exception: its type, and a peer process's exit status when the exception
+    carries one (an int, so no value of the program can be in it); never the message, which may quote one."""
+    status = getattr(exc, "exit_status", None)
+    return f"{type(exc).__name__} (exit status {status})" if type(status) is int else type(exc).__name__
 
 
 def _batch_inspector(target: object) -> Callable[[list[int]], object] | None:
@@ -404,7 +411,7 @@ class Lockstep:
         except TargetTimeout as exc:
             raise TargetHung(line, f"{what}, beside this call: {exc}") from exc
         except Exception as exc:
-            raise Divergence(line, f"an answer to {what}", type(exc).__name__, "the target crashed") from exc
+            raise Divergence(line, f"an answer to {what}", _crash(exc), "the target crashed") from exc
 
     def _names_dead(self, step: dict[str, object]) -> bool:
         """Whether the step names a key or context the model holds dead (before the call)."""
@@ -1109,17 +1116,32 @@ class Lockstep:
             self._same_bytes(line, exp, act, ref.known, {"op": op, "key": key})
         return exp
 
-    def round_trip(self, sender: int, receiver: int, data: bytes, final: bool) -> None:
+    def round_trip(
+        self, sender: int, receiver: int, data: bytes, final: bool, encrypt_final: bool | None = None
+    ) -> None:
         """Encrypt ``data`` with ``sender`` and decrypt each side's own ciphertext with ``receiver``: the
-        plaintext must come back (or the same refusal), whether or not the model knows the material."""
+        plaintext must come back (or the same refusal), whether or not the model knows the material. The decrypt
+        is Final as ``final`` says, the encrypt as ``encrypt_final`` does (default: the same): a non-Final encrypt
+        carries a plaintext's last bytes through unpadded, so a Final decrypt meets a pad the program chose."""
         a, b = self.keys[sender], self.keys[receiver]
-        line = f"csp.decrypt({b.name}, csp.encrypt({a.name}, bytes.fromhex({data.hex()!r}), {final}), {final})"
-        step = {"op": "round_trip", "sender": sender, "receiver": receiver, "data_hex": data.hex(), "final": final}
+        sealed = final if encrypt_final is None else encrypt_final
+        line = f"csp.decrypt({b.name}, csp.encrypt({a.name}, bytes.fromhex({data.hex()!r}), {sealed}), {final})"
+        step: dict[str, object] = {
+            "op": "round_trip",
+            "sender": sender,
+            "receiver": receiver,
+            "data_hex": data.hex(),
+            "final": final,
+        }
+        if encrypt_final is not None:  # recorded only when given: older traces replay unchanged
+            step["encrypt_final"] = encrypt_final
         self._record(step, line)
-        if self._model_only(step, lambda: self.model.decrypt(b.model, self.model.encrypt(a.model, data, final), final)):
+        if self._model_only(
+            step, lambda: self.model.decrypt(b.model, self.model.encrypt(a.model, data, sealed), final)
+        ):
             return
-        sent_m = _observe(lambda: self.model.encrypt(a.model, data, final), "model", line)
-        sent_t = _observe(lambda: self.target.encrypt(a.target, data, final), "target", line)
+        sent_m = _observe(lambda: self.model.encrypt(a.model, data, sealed), "model", line)
+        sent_t = _observe(lambda: self.target.encrypt(a.target, data, sealed), "target", line)
         if sent_m.code != sent_t.code:
             self._done(sent_m)
             if self._tolerated(step, sent_m.code, sent_t.code):

@@ -91,6 +91,9 @@ _AT_BOUNDS = [  # (parameter, byte length or value)
     *((w.KP_EFFECTIVE_KEYLEN, n) for n in (0, 1, 1024, 1025)),
 ]
 _LENGTHS = st.sampled_from([0, 8, 16, 16, 32, 48, 64, 1, 5, 13, 24])
+# Whole blocks (of 8 and of 16 bytes) ending in a pad that a check of its last byte alone takes: length 2, but the
+# byte before it is not 2.
+_WRONG_PAD = bytes(range(14)) + b"\x05\x02"
 # ALG_IDs a CSP knows that are no session key's: a key blob naming one must be refused (NTE_BAD_ALGID) like one
 # naming an ALG_ID no CSP has (0x1234).
 _NOT_KEY_ALGS = (w.CALG_HMAC, w.CALG_SHA1)
@@ -116,6 +119,7 @@ class Coverage:
     transitions: Counter[str] = attrs.field(factory=Counter)
     deviations: Counter[str] = attrs.field(factory=Counter)  # declared deviations seen, by id
     rules: Counter[str] = attrs.field(factory=Counter)  # the model's refusal rules that answered a step, by text
+    token_checked: bool = False  # whether the target reports its token's objects (token_objects), so they are counted
 
     def record(self, step: dict[str, object], observed: Observed, fired: list[str], rule: str = "") -> None:
         op = str(step["op"])
@@ -134,6 +138,7 @@ class Coverage:
             "transitions": dict(self.transitions),
             "known_deviations": dict(self.deviations),
             "refusal_rules": dict(self.rules),
+            "token_objects_checked": self.token_checked,
         }
 
 
@@ -240,7 +245,7 @@ def machine_for(
 
     ``misshapen_plaintext`` adds a rule importing PLAINTEXTKEYBLOBs with a right header and something else
     wrong (the thorough profile's): more error paths, at a cost measured on the fault catalog (the default
-    profile needed 2.3 times the test cases to catch all 24 mutants with it), so not in every run."""
+    profile needed 2.3 times the test cases to catch all 24 mutants of the time with it), so not in every run."""
     _load_every_module()  # here too, before any run: a module that cannot load is the tool's error, not a verdict
     caps = probed_capabilities(factory)
     if not caps.algorithms & set(DEFAULT_KEY_BYTES):  # every key-making rule draws one: there is no program
@@ -279,6 +284,8 @@ def _build(
             self.ls = open_lockstep(factory)
             self.target = self.ls.target
             self.ls.on_step = self._covered
+            if self.ls.inspector is not None:
+                type(self).coverage.token_checked = True
             self._seen_fired = 0
             type(self).last = self.ls
             for hook in self.on_start:
@@ -428,14 +435,16 @@ def _build(
         @precondition(lambda self: caps.duplicate)
         @rule(target=keys, key=keys)
         def duplicate_key(self, key: int) -> Any:
-            return self._key(self.ls.duplicate_key(key))
+            twin = self.ls.duplicate_key(key)
+            self._read_back(twin)  # a black box's duplicate is what its parameters say (a salt left behind)
+            return self._key(twin)
 
         def _key(self, result: int | Observed) -> Any:
             return result if isinstance(result, int) else multiple()
 
         def _read_back(self, key: object) -> None:
-            """After a handoff, a black box's key state is what its parameters say: read every one (a target
-            with ``inspect`` has its full record compared after every step instead)."""
+            """After a handoff or a duplicate, a black box's key state is what its parameters say: read every one
+            (a target with ``inspect`` has its full record compared after every step instead)."""
             if isinstance(key, int) and not self.ls.inspectable:
                 for param in GETTABLE_PARAMS:
                     self.ls.get_key_param(key, param)
@@ -607,7 +616,14 @@ def _build(
                     value = raw.ljust(16, b"\0")[: len(self.ls.model.inspect(self.ls.keys[key].model).iv)]
                 elif param == w.KP_SALT and salt_of_11:
                     value = raw.ljust(11, b"\0")[:11]
+            # Read before and after: a CSP that keeps a value it once answered, and misses the change, is caught
+            # (random programs almost never read, set and read one parameter of one key).
+            readable = param in GETTABLE_PARAMS
+            if readable:
+                self.ls.get_key_param(key, param)
             self.ls.set_key_param(key, param, value)
+            if readable:
+                self.ls.get_key_param(key, param)
 
         @precondition(lambda self: bool(salted))
         @rule(
@@ -643,11 +659,17 @@ def _build(
 
         @rule(key=keys, size=st.integers(1, 3), final=st.booleans())
         def round_trip(self, key: int, size: int, final: bool) -> None:
-            """Encrypt on a duplicate, decrypt the ciphertext on the original: the shared register at work."""
+            """Encrypt on a duplicate, decrypt the ciphertext on the original: the shared register at work. A
+            Final one is followed by a Final decrypt of a pad that is wrong though its last byte is a length (on
+            a new duplicate: in step by construction), which a check of the last byte alone takes: random
+            ciphertext seldom decrypts to one (only the thorough profile caught that defect)."""
             twin = self.ls.duplicate_key(key) if caps.duplicate else None
             if isinstance(twin, int):
                 self.ls.round_trip(twin, key, bytes(range(16)) * size, final)
                 self.ls.destroy_key(twin)
+                if final and isinstance(forger := self.ls.duplicate_key(key), int):
+                    self.ls.round_trip(forger, key, _WRONG_PAD, True, encrypt_final=False)
+                    self.ls.destroy_key(forger)
 
         @precondition(lambda self: bool(hashes))
         @rule(key=keys, hash_alg=st.sampled_from([*hashes, w.CALG_MAC]), data=st.binary(max_size=40))

@@ -441,6 +441,33 @@ class _SetIvKeepsRegister(Csp):
         super()._set_bytes(entry, param, value, operation)
 
 
+class _PadLastByteOnly(Csp):
+    """A Final decrypt checks only the pad's last byte (a length from 1 to the block), not the bytes it names."""
+
+    def _crypt(self, key: int, data: bytes, final: bool, *, decrypt: bool) -> bytes:
+        entry = _entry(self, key)
+        block = ALGORITHMS[entry.alg].block if entry is not None and entry.alg in ALGORITHMS else 0
+        if not (final and decrypt and block and data) or entry is None:
+            return super()._crypt(key, data, final, decrypt=decrypt)
+        out = super()._crypt(key, data, False, decrypt=True)  # every refusal as a Final decrypt's, no unpadding
+        pad = out[-1]
+        if entry.engine is not None:
+            entry.engine.reset(entry.iv)  # a Final resets, refused or not
+        if not 1 <= pad <= block:
+            raise CryptError(w.NTE_BAD_DATA, "decrypt")
+        return out[:-pad]
+
+
+class _ParamsAnsweredOnce(Csp):
+    """get_key_param answers, for a key and parameter, what it answered the first time: a cache that
+    set_key_param never updates. Refusals are as ever (a dead key is NTE_BAD_KEY)."""
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        value = super().get_key_param(key, param)
+        answered: dict[tuple[int, int], bytes | int] = self.__dict__.setdefault("_answered", {})
+        return answered.setdefault((key, param), value)
+
+
 class _StaleHandleWrongCode(Csp):
     """A destroyed key's handle answers ERROR_INVALID_HANDLE (advapi32-style) instead of NTE_BAD_KEY."""
 
@@ -533,6 +560,18 @@ MUTANTS: tuple[Mutant, ...] = (
         "bad-pad-keeps-register",
         'Encrypt and decrypt: "A bad pad: NTE_BAD_DATA *and* the key resets"',
         _BadPadKeepsRegister,
+    ),
+    _m(
+        "pad-last-byte-only",
+        'Encrypt and decrypt: "A bad pad: NTE_BAD_DATA *and* the key resets" (a pad whose last byte is a length '
+        "but whose other bytes are wrong is taken)",
+        _PadLastByteOnly,
+    ),
+    _m(
+        "key-param-answered-once",
+        'get_key_param: "KP_IV is the IV as last set, not the live register" (a parameter read once keeps that '
+        "answer after set_key_param changes it)",
+        _ParamsAnsweredOnce,
     ),
     _m(
         "duplicate-shares-state",

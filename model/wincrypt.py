@@ -161,12 +161,14 @@ NTE_NOT_FOUND: Final = 0x80090011
 NTE_BAD_PUBLIC_KEY: Final = 0x80090015
 NTE_FAIL: Final = 0x80090020
 ERROR_INVALID_HANDLE: Final = 6
+ERROR_BAD_FORMAT: Final = 11  # no model refusal: what a line-protocol peer answers a request outside the protocol
 ERROR_INVALID_PARAMETER: Final = 87
 ERROR_MORE_DATA: Final = 234
 
 
 class ErrorCode(enum.IntEnum):
-    """Every refusal code of the model, printable as ``NTE_BAD_KEY (0x80090003)``."""
+    """Every refusal code of the model (and the few codes a report may meet besides), printable as
+    ``NTE_BAD_KEY (0x80090003)``."""
 
     NTE_BAD_UID = NTE_BAD_UID
     NTE_BAD_HASH = NTE_BAD_HASH
@@ -187,6 +189,7 @@ class ErrorCode(enum.IntEnum):
     NTE_BAD_PUBLIC_KEY = NTE_BAD_PUBLIC_KEY
     NTE_FAIL = NTE_FAIL
     ERROR_INVALID_HANDLE = ERROR_INVALID_HANDLE
+    ERROR_BAD_FORMAT = ERROR_BAD_FORMAT
     ERROR_INVALID_PARAMETER = ERROR_INVALID_PARAMETER
     ERROR_MORE_DATA = ERROR_MORE_DATA
 

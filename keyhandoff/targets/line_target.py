@@ -49,7 +49,12 @@ class PeerTimeout(PeerError, TargetTimeout):
 
 
 class PeerExited(PeerError):
-    """The peer ended (its output closed) without answering."""
+    """The peer ended (its output closed) without answering; ``exit_status`` is its status (negative: the
+    signal that ended it), which a report may show (the message quotes the peer's stderr, which it may not)."""
+
+    def __init__(self, message: str, exit_status: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class PeerCrashed(PeerError):
@@ -134,11 +139,11 @@ class LineTarget:
     def _call(self, operation: str, *fields: object) -> list[str]:
         line = " ".join(_field(value) for value in fields).encode("ascii") + b"\n"
         if self._proc.poll() is not None:
-            raise PeerExited(self._died())
+            raise self._exited()
         try:
             self._stdin.write(line)
         except (BrokenPipeError, OSError):
-            raise PeerExited(self._died()) from None
+            raise self._exited() from None
         reply = self._read_line().decode("ascii", "replace").split()
         if reply[:1] == ["ok"]:
             return reply[1:]
@@ -167,17 +172,18 @@ class LineTarget:
                     continue
                 chunk = os.read(self._out_fd, 1 << 20)
                 if not chunk:
-                    raise PeerExited(self._died())
+                    raise self._exited()
                 self._pending += chunk
         line, _, self._pending = self._pending.partition(b"\n")
         return line
 
-    def _died(self) -> str:
+    def _exited(self) -> PeerExited:
         try:
             self._proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self._kill()
-        return f"the peer exited (status {self._proc.returncode}); its last words: {self._stderr_tail()!r}"
+        status = self._proc.returncode
+        return PeerExited(f"the peer exited (status {status}); its last words: {self._stderr_tail()!r}", status)
 
     def _stderr_tail(self) -> str:
         self._drain_stderr()

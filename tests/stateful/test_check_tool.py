@@ -1340,3 +1340,22 @@ def test_an_inspect_overridden_below_inspect_many_is_not_bypassed() -> None:
     on_instance = run_check("python:tests:planted", planted, profile="quick", seed=3)
     assert on_instance.failure is not None
     assert "stream_pos" in on_instance.failure.message, on_instance.failure.message
+
+
+def test_progress_says_a_failure_is_being_shrunk() -> None:
+    """After a program fails, the progress output counts the programs tried while shrinking it (nothing was
+    printed after the last example: a slow target looked hung), at 1, 10, 100, ... tries off a terminal; a
+    passing run never says it."""
+    out = io.StringIO()
+    result = run_check(
+        "mutant:handles-recycled", fresh_factory("mutant:handles-recycled"), profile="quick", seed=0, progress=out
+    )
+    assert result.failure is not None
+    lines = out.getvalue().splitlines()
+    shrinking = [line for line in lines if line.startswith("a program failed; shrinking it: ")]
+    assert shrinking[0] == "a program failed; shrinking it: 1 tried"
+    counts = [int(line.split(": ")[1].split()[0]) for line in shrinking]
+    assert all(str(n).rstrip("0") == "1" for n in counts)  # 1, 10, 100, ...
+    passing = io.StringIO()
+    assert run_check("model", fresh_factory("model"), profile="quick", seed=0, examples=5, progress=passing).ok
+    assert "shrinking" not in passing.getvalue()

@@ -13,7 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 
-from keyhandoff.check import run_check
+from keyhandoff.check import PROPERTIES, run_check
 from keyhandoff.cli import main
 from keyhandoff.lockstep import Lockstep, plaintext_blob, test_key
 from keyhandoff.model import wincrypt as w
@@ -241,6 +241,39 @@ def test_final_and_bad_pad_resets_are_separate_defects(make: Callable[[str | Non
         assert (_inspect(target, key).register == bytes(16)) is after_bad_pad, name
 
 
+def test_pad_last_byte_only_takes_a_wrong_pad_and_nothing_else(make: Callable[[str | None], Target]) -> None:
+    """pad-last-byte-only takes a pad whose last byte is a length and whose other bytes are wrong; a last byte out
+    of range is refused as ever, a right pad unpads as ever, and every Final resets."""
+    wrong, right, out_of_range = bytes(14) + b"\x05\x02", bytes(14) + b"\x02\x02", bytes(15) + b"\x11"
+    expected = {None: (w.NTE_BAD_DATA, None, w.NTE_BAD_DATA), "pad-last-byte-only": (None, None, w.NTE_BAD_DATA)}
+    for name, codes in expected.items():
+        target = make(name)
+        _, key = _key(target)
+        for plaintext, code in zip((wrong, right, out_of_range), codes, strict=True):
+            twin = target.duplicate_key(key)
+            ciphertext = target.encrypt(twin, plaintext, False)
+            assert _code(target.decrypt, key, ciphertext, True) == code, (name, plaintext.hex())
+            assert _inspect(target, key).register == bytes(16), name  # reset, refused or not
+        twin = target.duplicate_key(key)
+        assert target.decrypt(key, target.encrypt(twin, right, False), True) == bytes(14)
+
+
+def test_key_param_answered_once_keeps_its_first_answer(make: Callable[[str | None], Target]) -> None:
+    """key-param-answered-once: a parameter read, set and read again answers the first value; one never read
+    before the set answers the new one, and a destroyed key is NTE_BAD_KEY as ever."""
+    for name, stale in ((None, False), ("key-param-answered-once", True)):
+        target = make(name)
+        _, key = _key(target)
+        assert target.get_key_param(key, w.KP_IV) == bytes(16)
+        target.set_key_param(key, w.KP_IV, bytes(range(16)))
+        assert target.get_key_param(key, w.KP_IV) == (bytes(16) if stale else bytes(range(16))), name
+        target.set_key_param(key, w.KP_MODE, w.CRYPT_MODE_ECB)
+        assert target.get_key_param(key, w.KP_MODE) == w.CRYPT_MODE_ECB, name
+        assert _inspect(target, key).iv == bytes(range(16))  # the state itself is right
+        target.destroy_key(key)
+        assert _code(target.get_key_param, key, w.KP_IV) == w.NTE_BAD_KEY
+
+
 def test_final_keeps_rc4_stream(make: Callable[[str | None], Target]) -> None:
     for name, position in ((None, 0), ("final-keeps-register", 7)):
         target = make(name)
@@ -444,3 +477,20 @@ def test_a_black_box_losing_state_in_the_blob_is_caught(name: str, tmp_path: Pat
     result = run_check(name, _black_box(name, tmp_path), profile="default", seed=0, shrink=False)
     assert result.failure is not None, f"{name} as a black box was not caught"
     assert not result.capabilities.inspect
+
+
+def test_without_token_objects_the_token_row_is_not_checked(tmp_path: Path) -> None:
+    """A black box without ``token_objects()`` whose destroy deletes hardware objects: the failure comes through a
+    later call's outcome, and the summary says the token property was not checked (it said "passed" with every
+    step counted, though nothing counted the objects)."""
+    result = run_check("bb", _black_box("destroy-deletes-token-object", tmp_path), profile="default", seed=0)
+    assert result.failure is not None
+    token = next(row for row in result.rows() if row.name == PROPERTIES["token"])
+    assert (token.verdict, token.passed) == ("not checked", 0)
+    assert result.coverage.to_json()["token_objects_checked"] is False
+    homes = itertools.count()
+    mutant = by_name("destroy-deletes-token-object")
+    white = run_check("wb", lambda: mutant.factory(tmp_path / f"wb-{next(homes)}"), profile="quick", seed=0)
+    assert white.failure is not None
+    failed = next(row for row in white.rows() if row.name == PROPERTIES["token"])
+    assert (failed.verdict, failed.passed, failed.failed) == ("FAILED", white.coverage.steps - 1, 1)  # not both

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from keyhandoff.model.wincrypt import describe_code
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "docs" / "examples"
 
@@ -56,6 +58,49 @@ def test_line_peer_refuses_what_is_not_the_protocol() -> None:
     replies = result.stdout.splitlines()
     assert replies[0].startswith("ok 1 python ")
     assert replies[1:4] == ["err 0x0000000b"] * 3
+    assert describe_code(int(replies[1].split()[1], 0)) == "ERROR_BAD_FORMAT (0x0000000B)"  # reports name it
     assert replies[4].startswith("ok ")
     assert int(replies[4].split()[1]) > 0
     assert replies[5] == "ok"
+
+
+def test_a_peer_that_exits_mid_run_is_reported_with_its_exit_status(tmp_path: Path) -> None:
+    """The example peer made to exit with status 3 at the program's first destroy: the failure names PeerExited
+    and the status (it said only "PeerExited"), and not the peer's stderr, which may quote values."""
+    import pytest
+
+    from keyhandoff.lockstep import Divergence, Lockstep
+    from keyhandoff.model import wincrypt as w
+    from keyhandoff.targets import load
+
+    script = tmp_path / "dying_peer.py"
+    script.write_text(
+        "import os, sys, tempfile\n"
+        f"sys.path.insert(0, {str(EXAMPLES)!r})\n"
+        "import line_peer\n"
+        "from keyhandoff.impl.builtin import BuiltinCsp\n"
+        "def lines():\n"
+        "    acquired = 0\n"
+        "    for line in sys.stdin:\n"
+        "        acquired += line.startswith('acquire ')\n"
+        "        if acquired > 1 and line.startswith('destroy '):  # the capability probe acquires once\n"
+        "            sys.stderr.write('secret-looking words\\n')\n"
+        "            sys.stderr.flush()\n"
+        "            os._exit(3)\n"
+        "        yield line\n"
+        f"csp = BuiltinCsp(tempfile.mkdtemp(dir={str(tmp_path)!r}))\n"
+        "line_peer.serve(csp, lines(), lambda t: print(t, flush=True))\n",
+        encoding="utf-8",
+    )
+    target = load(f"line:{shlex.quote(sys.executable)} {shlex.quote(str(script))}")
+    try:
+        ls = Lockstep(target)
+        ls.acquire("secure")
+        key = ls.gen_key(0, w.CALG_AES_128)
+        assert key == 0
+        with pytest.raises(Divergence) as caught:
+            ls.destroy_key(key)
+        assert "PeerExited (exit status 3)" in str(caught.value)
+        assert "secret-looking" not in str(caught.value)
+    finally:
+        target.close()
