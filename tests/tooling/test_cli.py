@@ -462,3 +462,21 @@ def test_a_target_that_hangs_mid_run_is_reported_at_once(tmp_path: Path) -> None
     again, _ = replay(result.steps, factory)
     assert again is not None
     assert again.detail == "hung"
+
+
+def test_replay_says_when_a_recorded_failure_did_not_happen(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trace a check saved failing, replayed against a CSP that now agrees (fixed, or a peer whose answers hang on
+    its history): the replay says the recorded failure did not happen (it said only that they agree)."""
+    from keyhandoff.traces import Failure, save_trace
+
+    trace = tmp_path / "trace.json"
+    steps: list[dict[str, object]] = [{"op": "acquire", "side": "secure"}, {"op": "gen_key", "prov": 0, "alg": 0x660E}]
+    failure = Failure(1, "gen_key", "csp.gen_key(p0, 0x660e): model a value, target 0x0000000B", "different outcome")
+    save_trace(trace, steps, spec="model", failure=failure, seed=1)
+    assert main(["replay", str(trace)]) == 0
+    out = capsys.readouterr().out
+    assert "model and target agree" in out
+    assert "the trace recorded a failure at step 2 (gen_key), which did not happen this time" in out
+    save_trace(trace, steps, spec="model", failure=None, seed=1)
+    assert main(["replay", str(trace)]) == 0
+    assert "recorded a failure" not in capsys.readouterr().out
