@@ -146,20 +146,29 @@ def test_close_drops_a_frame_nobody_asked_for() -> None:
     assert proc._proc.returncode == 0
 
 
+def _call_in_flight(child: ChildProcess, *args: object) -> tuple[threading.Thread, list[object]]:
+    """``child.call(*args)`` started on another thread and in flight: the thread, and the list that receives its
+    answer, its refusal's code or the name of any other exception (a defect)."""
+    outcome: list[object] = []
+
+    def call() -> None:
+        try:
+            outcome.append(child.call(*args))
+        except CryptError as error:
+            outcome.append(error.code)
+        except Exception as error:  # the defect: anything else reaching the caller
+            outcome.append(type(error).__name__)
+
+    thread = threading.Thread(target=call)
+    thread.start()
+    time.sleep(0.1)  # the call is in flight
+    return thread, outcome
+
+
 def test_close_during_a_call_waits_for_the_exit(child: ChildProcess) -> None:
     """Closing while another thread waits on a reply: the close does not read the reply pipe under that call
     (it waits for the exit instead), and the call gets its answer or a clear error, never a hang."""
-    outcome: list[object] = []
-
-    def slow_call() -> None:
-        try:
-            outcome.append(child.call("hang", 0.5))
-        except CryptError as error:
-            outcome.append(error.code)
-
-    thread = threading.Thread(target=slow_call)
-    thread.start()
-    time.sleep(0.1)  # the call is in flight
+    thread, outcome = _call_in_flight(child, "hang", 0.5)
     child.close()
     thread.join(10)
     assert not thread.is_alive()
@@ -178,19 +187,7 @@ def test_close_leaves_the_pipes_to_a_call_until_it_ends(child: ChildProcess) -> 
         return real_wait(ms)
 
     child._wait_readable = late
-    outcome: list[object] = []
-
-    def call() -> None:
-        try:
-            outcome.append(child.call("hang", 30))
-        except CryptError as error:
-            outcome.append(error.code)
-        except Exception as error:  # the defect: anything else reaching the caller
-            outcome.append(type(error).__name__)
-
-    thread = threading.Thread(target=call)
-    thread.start()
-    time.sleep(0.1)  # the call is in flight
+    thread, outcome = _call_in_flight(child, "hang", 30)
     child.close(timeout=0.2)
     assert outcome == [w.NTE_FAIL]  # the close waited for the call to end before closing its pipes
     thread.join(10)
