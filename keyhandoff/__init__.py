@@ -17,19 +17,28 @@ if not (_Path(__file__).parent / "model").is_dir():  # pragma: no cover - depend
 from keyhandoff._version import __version__
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.wincrypt import ErrorCode
-from keyhandoff.target import Capabilities, Target
+from keyhandoff.target import Capabilities, Target, TargetUnavailable
 
 if TYPE_CHECKING:
-    from keyhandoff.check import run_conformance
+    from keyhandoff.check import ConformanceFailure, run_conformance
 
 
 def __getattr__(name: str) -> object:
-    # run_conformance pulls in Hypothesis: import it on first use, so a CSP process importing keyhandoff stays lean.
-    if name == "run_conformance":
-        from keyhandoff.check import run_conformance
+    # keyhandoff.check pulls in Hypothesis: import it on first use, so a CSP process importing keyhandoff stays lean.
+    if name in ("run_conformance", "ConformanceFailure"):
+        from keyhandoff import check
 
-        return run_conformance
+        return getattr(check, name)
     raise AttributeError(f"module 'keyhandoff' has no attribute {name!r}")
 
 
-__all__ = ["Capabilities", "CryptError", "ErrorCode", "Target", "__version__", "run_conformance"]
+__all__ = [
+    "Capabilities",
+    "ConformanceFailure",
+    "CryptError",
+    "ErrorCode",
+    "Target",
+    "TargetUnavailable",
+    "__version__",
+    "run_conformance",
+]

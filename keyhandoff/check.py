@@ -284,6 +284,8 @@ def run_check(
     for what, count in (("examples", examples), ("steps", steps)):
         if count is not None and (type(count) is not int or count < 1):
             raise ValueError(f"{what} is a whole number from 1 (None: the profile's), not {count!r}")
+    if seed is not None and type(seed) is not int:  # "1" would run, and be reported, as another seed than 1
+        raise ValueError(f"seed is a whole number (None: a random one), not {seed!r}")
     default_examples, default_steps = PROFILES[profile]
     examples = examples if examples is not None else default_examples
     steps = steps if steps is not None else default_steps
@@ -527,8 +529,20 @@ def run_conformance(
 
     ``factory`` returns a fresh installation of the CSP (a Target) on every call. Returns the result when
     everything agreed; raises :class:`ConformanceFailure` carrying the summary and the reproducer otherwise.
-    ``name`` is the target's spec in the report and the reproducer; by default ``python:<module>:<name>`` for a
-    factory importable by name, so that the reproducer opens it as it is.
+
+    - ``profile``: ``"quick"`` (30 test cases x 30 rules, a first look), ``"default"`` (150 x 50) or
+      ``"thorough"`` (600 x 80); ``examples`` and ``steps`` override its counts (whole numbers from 1).
+    - ``seed``: a whole number makes the run repeatable with the same code installed; None draws one (it is in
+      the result and the report).
+    - ``require_coverage``: fail a run in which a lifecycle transition or an error outcome the CSP supports
+      never fired.
+    - ``name``: the target's spec in the report and the reproducer; by default ``python:<module>:<name>`` for a
+      factory importable by name, so that the reproducer opens it as it is.
+
+    Raises ValueError for an option out of range; :class:`~keyhandoff.target.TargetUnavailable` (no verdict)
+    when the run cannot go on: the factory or a target's ``capabilities()`` or ``close()`` raised;
+    :class:`~keyhandoff.target.NotATarget` (a TypeError too) for a factory that does not make a Target. A target
+    that hangs is a failure (:class:`ConformanceFailure`, the program as it ran).
     """
     import io
 

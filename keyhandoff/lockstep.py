@@ -122,9 +122,9 @@ _STATE_FIELDS_BUT_MATERIAL = tuple(name for name in _STATE_FIELDS if name not in
 
 @attrs.frozen
 class Observed:
-    """One side's answer: a value, or a CryptoAPI error code."""
+    """One side's answer: a value, or a CryptoAPI error code (its repr redacts the value as reports do)."""
 
-    value: object = None
+    value: object = attrs.field(default=None, repr=_redact)
     code: int | None = None
 
     @property

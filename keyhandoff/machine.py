@@ -234,6 +234,12 @@ def probed_capabilities(factory: Callable[[], Target]) -> Capabilities:
         )
     try:
         return declared_capabilities(probe)
+    except TargetUnavailable:  # NotATarget, or a target that says why it cannot be used
+        raise
+    except Exception as exc:  # the run cannot start: no verdict, not the CSP's failure (status 2, not 1)
+        raise TargetUnavailable(
+            f"{type(probe).__name__}.capabilities() raised {type(exc).__name__}: {exc}; this is no verdict on the CSP"
+        ) from exc
     finally:
         close_target(probe)
 

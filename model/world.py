@@ -80,9 +80,14 @@ def empty_world(installation: bytes = b"\x00" * 8) -> World:
     return World(installation=installation)
 
 
+def _value_repr(value: object) -> str:
+    # An answer may be key bytes (a PLAINTEXTKEYBLOB, a salt): a repr says how many, never which.
+    return f"<{len(value)} bytes>" if isinstance(value, bytes | bytearray) else repr(value)
+
+
 @attrs.frozen
 class Ok(Generic[T]):
-    value: T
+    value: T = attrs.field(repr=_value_repr)
 
 
 @attrs.frozen

@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import os
 import shlex
+from collections.abc import Mapping
 
 from keyhandoff.target import Target, TargetUnavailable, UnknownTarget, missing_methods
 
@@ -41,15 +42,35 @@ def is_spec(spec: str) -> bool:
     )
 
 
+_BUILTIN_OPTIONS = frozenset({"home", "token", "durable", "remove_home"})
+
+
+def _options_of(kind: str, options: Mapping[str, object], known: frozenset[str]) -> None:
+    """TypeError for an option ``kind`` does not take: a misspelt ``home`` would otherwise be ignored, and the
+    target opened in the user's own installation."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        takes = f"takes {', '.join(sorted(known))}" if known else "takes no options"
+        raise TypeError(f"load({kind!r}) {takes}, not {', '.join(unknown)}")
+
+
 def load(spec: str, **options: object) -> Target:
-    """A Target from a spec string. A spec that names no target raises :class:`UnknownTarget` (a ValueError)
-    naming the known ones; a target that cannot be started here :class:`TargetUnavailable`, saying why."""
+    """A Target from a spec string, with the options its kind takes (see the module's docstring): ``model``
+    ``seed``; ``builtin`` and ``builtin-processes`` ``home``, ``token``, ``durable``, ``remove_home``; ``capi``
+    ``provider``, ``provider_type``; ``mutant:<name>`` ``home``; ``line:`` none; ``python:`` whatever its factory
+    takes. A spec that names no target raises :class:`UnknownTarget` (a ValueError) naming the known ones; an
+    option the kind does not take, or of the wrong type, TypeError; a target that cannot be started here
+    :class:`TargetUnavailable`, saying why."""
     if spec == "model":
         from keyhandoff.targets.model_target import ModelTarget
 
+        _options_of(spec, options, frozenset({"seed"}))
         seed = options.get("seed")
-        return ModelTarget(seed=seed if isinstance(seed, int) else None)
+        if seed is not None and (type(seed) is not int):
+            raise TypeError("the model target's seed is an int")
+        return ModelTarget(seed=seed)
     if spec in ("builtin", "builtin-processes"):
+        _options_of(spec, options, _BUILTIN_OPTIONS)
         from keyhandoff.targets.builtin_target import BuiltinTarget
 
         home = options.get("home")
@@ -76,6 +97,7 @@ def load(spec: str, **options: object) -> Target:
         from keyhandoff.targets.capi_target import CapiTarget
         from keyhandoff.targets.line_target import PeerError
 
+        _options_of("capi", options, frozenset({"provider", "provider_type"}))
         provider, provider_type = options.get("provider"), options.get("provider_type")
         if spec != "capi":
             name, _, kind = spec.removeprefix("capi:").rpartition(":")
@@ -99,6 +121,7 @@ def load(spec: str, **options: object) -> Target:
             raise UnknownTarget(f"{spec!r}: {exc}") from None
         if not argv:
             raise UnknownTarget("a line target is written line:<command and arguments>")
+        _options_of("line:", options, frozenset())
         try:
             return LineTarget(argv)
         except OSError as exc:  # the program is not there, or not executable
@@ -131,6 +154,7 @@ def load(spec: str, **options: object) -> Target:
             mutant = by_name(spec.removeprefix("mutant:"))
         except ValueError as exc:
             raise UnknownTarget(str(exc)) from None
+        _options_of("mutant:", options, frozenset({"home"}))
         home = options.get("home")
         if home is not None and not isinstance(home, str | os.PathLike):
             raise TypeError("a mutant's home is a directory path")

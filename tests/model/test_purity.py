@@ -186,7 +186,8 @@ def _secret_forms(secret: bytes) -> list[str]:
 
 
 def test_no_key_bytes_in_reprs_or_messages() -> None:
-    """repr() of KeyState, TokenObject, KeyEntry, World and the target, and every CryptError text, hide the keys."""
+    """repr() of KeyState, TokenObject, KeyEntry, World, the target and the Steps that answer key bytes, and
+    every CryptError text, hide the keys."""
     target = new_target()
     prov = target.acquire()
     secrets = {
@@ -205,6 +206,9 @@ def test_no_key_bytes_in_reprs_or_messages() -> None:
         entry = target.world.keys[handle]
         texts += [repr(entry), repr(entry.state), str(entry.state)]
     texts += [repr(token) for token in target.world.token.values()]
+    for handle in handles:  # the steps that answer key bytes or a salt (their Ok's repr showed them)
+        texts.append(repr(model.export_key(target.world, handle, w.PLAINTEXTKEYBLOB)))
+        texts.append(repr(model.get_key_param(target.world, handle, w.KP_SALT)))
     for handle in handles:
         for call in (
             lambda h: target.encrypt(h, bytes(3), False),

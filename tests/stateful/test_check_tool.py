@@ -609,6 +609,8 @@ def test_a_factory_that_gives_no_target_says_what_is_missing(make, says: str) ->
         ({"steps": -1}, "steps is a whole number from 1 .* not -1"),
         ({"steps": True}, "steps is a whole number from 1 .* not True"),
         ({"examples": 2.5}, "examples is a whole number from 1 .* not 2.5"),
+        ({"seed": "1"}, "seed is a whole number .* not '1'"),
+        ({"seed": 1.5}, "seed is a whole number .* not 1.5"),
     ],
 )
 def test_run_options_out_of_range_are_refused(options: dict[str, object], says: str) -> None:
@@ -921,6 +923,30 @@ def test_a_close_that_raises_stops_the_run_without_a_verdict(after: int) -> None
         "the bridge is gone (a Target's close must end its installation without raising); this is no verdict on the CSP"
     )
     assert target.made == after  # nothing went on past the installation that could not be ended
+
+
+def test_a_probe_whose_capabilities_raise_is_no_verdict(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The first installation's ``capabilities()`` raising: TargetUnavailable, status 2 and one line (it escaped
+    raw: a traceback and status 1, which says the CSP failed)."""
+
+    class CapabilitiesFail(ModelTarget):
+        def capabilities(self) -> Capabilities:
+            raise OSError("the bridge did not start")
+
+    with pytest.raises(TargetUnavailable, match=r"CapabilitiesFail\.capabilities\(\) raised OSError: the bridge"):
+        run_check("python:tests:caps", CapabilitiesFail, profile="quick", seed=3)
+    module = tmp_path / "caps_bridge.py"
+    module.write_text(
+        "from keyhandoff.targets.model_target import ModelTarget\n"
+        "class Target(ModelTarget):\n"
+        "    def capabilities(self):\n"
+        "        raise OSError('the bridge did not start')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["check", "--target", "python:caps_bridge:Target", "--profile", "quick", "--seed", "3"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith("keyhandoff check: error: ")
+    assert "Traceback" not in "\n".join(err)
 
 
 def test_a_close_that_raises_is_status_2_in_check_and_replay(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -1359,3 +1385,16 @@ def test_progress_says_a_failure_is_being_shrunk() -> None:
     passing = io.StringIO()
     assert run_check("model", fresh_factory("model"), profile="quick", seed=0, examples=5, progress=passing).ok
     assert "shrinking" not in passing.getvalue()
+
+
+def test_an_observed_answer_repr_hides_its_bytes() -> None:
+    """Observed's repr redacts its value as reports do (it showed the raw bytes: an exported PLAINTEXTKEYBLOB's
+    key, logged or printed by a user's test)."""
+    from keyhandoff.lockstep import Observed, plaintext_blob
+
+    secret = b"SECRET-AES-KEY!!"
+    for value in (secret, plaintext_blob(w.CALG_AES_128, secret), bytearray(secret)):
+        text = repr(Observed(value=value))
+        assert secret not in text.encode()
+        assert secret.hex() not in text
+    assert repr(Observed(code=w.NTE_BAD_KEY)) == f"Observed(value=None, code={w.NTE_BAD_KEY})"

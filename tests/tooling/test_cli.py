@@ -6,6 +6,7 @@ import copy
 import errno
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -480,3 +481,25 @@ def test_replay_says_when_a_recorded_failure_did_not_happen(tmp_path: Path, caps
     save_trace(trace, steps, spec="model", failure=None, seed=1)
     assert main(["replay", str(trace)]) == 0
     assert "recorded a failure" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "options", "says"),
+    [
+        ("builtin", {"hoem": "x"}, "load('builtin') takes durable, home, remove_home, token, not hoem"),
+        ("builtin-processes", {"home": "x", "seed": 1}, "not seed"),
+        ("model", {"home": "x"}, "load('model') takes seed, not home"),
+        ("model", {"seed": "3"}, "the model target's seed is an int"),
+        ("mutant:handles-recycled", {"hoem": "x"}, "load('mutant:') takes home, not hoem"),
+        ("line:true", {"home": "x"}, "load('line:') takes no options, not home"),
+    ],
+)
+def test_load_refuses_an_option_its_target_does_not_take(
+    spec: str, options: dict[str, object], says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A misspelt option is a TypeError, before anything is opened (``hoem=`` was ignored, and the built-in target
+    opened the user's own installation in their data directory)."""
+    monkeypatch.setenv("KEYHANDOFF_HOME", str(tmp_path / "user"))
+    with pytest.raises(TypeError, match=re.escape(says)):
+        load(spec, **options)
+    assert not (tmp_path / "user").exists()

@@ -104,3 +104,16 @@ def test_a_peer_that_exits_mid_run_is_reported_with_its_exit_status(tmp_path: Pa
         assert "secret-looking" not in str(caught.value)
     finally:
         target.close()
+
+
+def test_the_adapter_shape_in_the_docs_names_every_target_method() -> None:
+    """docs/conformance.md's adapter shape lists the Target protocol's methods, no more and no fewer (it lacked
+    ``release``: an adapter copied from it was refused as NotATarget)."""
+    import re
+
+    from keyhandoff.target import missing_methods
+
+    text = (ROOT / "docs" / "conformance.md").read_text(encoding="utf-8")
+    block = text.split("class VendorTarget:", 1)[1].split("```", 1)[0]
+    shown = re.findall(r"^    def (\w+)\(", block, flags=re.MULTILINE)
+    assert sorted(shown) == sorted(missing_methods(object()))
