@@ -204,6 +204,9 @@ class Installation:
     ) -> None:
         kind = token if token is not None else (os.environ.get(ENV_TOKEN_KIND) or "sqlite")
         if kind not in TOKEN_KINDS:
+            known = ", ".join(TOKEN_KINDS)
+            if token is None:  # the environment's: a configuration that cannot work, said in one line by the commands
+                raise InstallationError(f"{ENV_TOKEN_KIND}={kind!r} names no token kind; known: {known}")
             raise ValueError(f"unknown token kind {kind!r}; known: {', '.join(TOKEN_KINDS)}")
         self._token_kind: str = kind
         self._durable = bool(durable)

@@ -194,6 +194,8 @@ class Pkcs11Config:
                 lines = Path(pin_file).read_text(encoding="utf-8").splitlines()
             except OSError as exc:
                 raise Pkcs11ConfigError(f"cannot read the PIN file {pin_file}: {exc.strerror}") from None
+            except UnicodeDecodeError:  # its message would quote a byte of the PIN
+                raise Pkcs11ConfigError(f"the PIN file {pin_file} is not UTF-8 text") from None
             pin = lines[0] if lines else ""
         return cls(module, label, pin)
 

@@ -168,7 +168,8 @@ def _replay(args: argparse.Namespace) -> int:
     if failure is None:
         print(f"replayed {len(steps)} steps against {spec}: model and target agree")
         recorded = meta.get("failure")
-        if isinstance(recorded, dict) and isinstance(recorded.get("index"), int):  # a check saved it failing
+        alone = meta.get("kind") == "concurrent"  # --alone: a round's failure in company is expected not to recur
+        if not alone and isinstance(recorded, dict) and isinstance(recorded.get("index"), int):
             print(
                 f"the trace recorded a failure at step {recorded['index'] + 1} ({recorded.get('op', '?')}), which "
                 "did not happen this time: the CSP was fixed, or its answers are not reproducible (they depend on "
@@ -256,14 +257,19 @@ def _concurrent(args: argparse.Namespace) -> int:
     )
     render(result, sys.stdout)
     found = result.failure
-    if found is not None and found.concurrency:  # (one that fails alone has its reproducer printed already)
+    if found is not None:  # a hang and a program failing alone too: the round is kept (--trace was ignored)
         trace = Path(args.trace) if args.trace else _unused(f"keyhandoff-concurrent-{result.seed}")
         try:
             save_concurrent_trace(trace, found, spec=args.target, seed=result.seed)
         except OSError as exc:
             print(f"keyhandoff concurrent: trace not saved: {_file_error(exc)}", file=sys.stderr)
         else:
-            print(f"trace saved: {trace} (keyhandoff replay {trace} re-runs the round)")
+            how = (
+                f"keyhandoff replay {trace} --alone runs the failing program on its own"
+                if found.alone is not None
+                else f"keyhandoff replay {trace} re-runs the round"
+            )
+            print(f"trace saved: {trace} ({how})")
     if args.report:
         try:
             Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")

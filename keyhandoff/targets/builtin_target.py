@@ -10,6 +10,7 @@ converts them into :class:`~keyhandoff.target.Capabilities` and forwards every o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -109,12 +110,26 @@ class BuiltinTarget:
         )
 
     def close(self) -> None:
-        """End the installation (the app process first); a home made for this target alone is then removed."""
+        """End the installation (the app process first); a home made for this target alone is then removed, and
+        so are its objects on a PKCS#11 token (which lives outside the home: a check left every test case's
+        there, hundreds a run on an HSM of limited room)."""
         try:
+            if self._home_to_remove is not None:
+                self._delete_token_objects()
             self.csp.close()
         finally:
             if self._home_to_remove is not None:
                 shutil.rmtree(self._home_to_remove, ignore_errors=True)
+
+    def _delete_token_objects(self) -> None:
+        csp = self.csp
+        installation = csp.secure.installation if isinstance(csp, ProcessCsp) else csp.installation
+        if installation.token_kind != "pkcs11":  # the SQLite token is a file in the home: it goes with it
+            return
+        with contextlib.suppress(CryptError):  # a token gone or refusing: the objects stay, as a destroy leaves them
+            for obj in list(csp.token_objects()):
+                with contextlib.suppress(CryptError):
+                    csp.delete_token_object(obj)
 
     def inspect(self, key: int) -> KeyState:
         return self.csp.inspect(key)

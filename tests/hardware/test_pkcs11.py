@@ -375,6 +375,30 @@ def test_builtin_targets_load_with_the_token(hsm_env: dict[str, str], tmp_path: 
             target.close()
 
 
+def test_a_temporary_installation_leaves_no_object_on_the_token(
+    hsm_env: dict[str, str], config: Any, tmp_path: Path
+) -> None:
+    """A target whose home is removed as it closes (every check's test case) deletes its objects from the token,
+    which outlives the home: a run left hundreds. A kept installation's objects stay."""
+    from pkcs11 import Attribute, ObjectClass
+
+    from keyhandoff.targets import load
+
+    for spec in ("builtin", "builtin-processes"):
+        for name, remove in (("kept", False), ("scratch", True)):
+            target = load(spec, home=tmp_path / f"{name}-{spec}", token="pkcs11", remove_home=remove)
+            try:
+                prov = target.acquire("secure")
+                target.gen_key(prov, w.CALG_AES_128, hardware=True)
+                target.gen_key(prov, w.CALG_DES, hardware=True)  # the emulated DES label too
+                assert len(target.token_objects()) == 2  # type: ignore[attr-defined]
+            finally:
+                target.close()
+    left = list(_session(config).get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}))
+    assert len(left) == 4  # the two kept installations' objects
+    assert not (tmp_path / "scratch-builtin").exists()
+
+
 def test_lockstep_machine_on_the_token(hsm_env: dict[str, str]) -> None:
     """The lockstep machine (two processes, fresh installation per run, one shared test token) agrees with the
     model."""

@@ -165,6 +165,21 @@ def test_a_deadlock_comes_with_a_script_that_hangs_on_it_and_not_on_the_builtin_
     assert clean.stdout.startswith("no thread raised in 50 rounds")
 
 
+def test_the_command_saves_a_hung_round_and_replay_runs_it_from_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A deadlock found by the command: its round is saved as asked (--trace was ignored for a hang), and replay
+    prints the round's script from the model and runs the round again, which hangs again."""
+    trace = tmp_path / "hung.json"
+    spec = "python:tests.stateful.test_concurrent:Deadlocks"
+    args = ["concurrent", "--target", spec, "--threads", "4", "--rounds", "5", "--steps", "30", "--seed", "3"]
+    assert main([*args, "--timeout", "5", "--trace", str(trace)]) == 1
+    out = capsys.readouterr().out
+    assert f"trace saved: {trace} (keyhandoff replay {trace} re-runs the round)" in out
+    saved = json.loads(trace.read_text())
+    assert (saved["kind"], saved["failure"]["detail"]) == ("concurrent", "hung")
+
+
 def test_a_target_not_declared_concurrent_is_refused() -> None:
     with pytest.raises(TargetUnavailable, match="does not declare concurrent use"):
         run_concurrent("model", ModelTarget, threads=2, rounds=1, seed=1)

@@ -165,6 +165,17 @@ def test_an_installation_that_cannot_be_used_is_one_line(
         "keyhandoff demo: error: set KEYHANDOFF_PKCS11_MODULE (the PKCS#11 module path) and KEYHANDOFF_PKCS11_TOKEN "
         "(the token label)"
     )
+    monkeypatch.setenv("KEYHANDOFF_PKCS11_MODULE", str(tmp_path / "module.so"))
+    monkeypatch.setenv("KEYHANDOFF_PKCS11_TOKEN", "label")
+    monkeypatch.delenv("KEYHANDOFF_PKCS11_PIN", raising=False)
+    pin_file = tmp_path / "pin"
+    pin_file.write_bytes(b"\xff\xfe1234")  # not UTF-8: the decode error quoted a byte of the PIN
+    monkeypatch.setenv("KEYHANDOFF_PKCS11_PIN_FILE", str(pin_file))
+    assert _cannot_run(["demo"], capsys) == f"keyhandoff demo: error: the PIN file {pin_file} is not UTF-8 text"
+    monkeypatch.setenv("KEYHANDOFF_TOKEN", "pkcs12")  # a typo: the demo ended in a ValueError's traceback
+    said = "KEYHANDOFF_TOKEN='pkcs12' names no token kind; known: "
+    assert said in _cannot_run(["demo"], capsys)
+    assert said in _cannot_run(["vectors", "--target", target], capsys)
 
 
 def test_unknown_specs_are_still_value_errors() -> None:
