@@ -211,6 +211,7 @@ def test_the_command_saves_a_race_and_replay_runs_the_round(
     assert replayed.startswith('"""keyhandoff concurrency reproducer')  # the round as its script, then its re-runs
     assert f"{RERUNS} times:" in replayed
     assert main(["replay", str(trace), "--alone"]) == 0  # the program on its own: model and target agree
+    assert "recorded a failure" not in capsys.readouterr().out  # as expected alone: no "did not happen" note
     script = verdict["failure"]["reproducer"]
     assert script.startswith('"""keyhandoff concurrency reproducer')
     assert script in out  # printed, and reported
