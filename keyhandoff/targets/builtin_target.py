@@ -116,10 +116,12 @@ class BuiltinTarget:
         try:
             if self._home_to_remove is not None:
                 self._delete_token_objects()
-            self.csp.close()
         finally:
-            if self._home_to_remove is not None:
-                shutil.rmtree(self._home_to_remove, ignore_errors=True)
+            try:
+                self.csp.close()
+            finally:
+                if self._home_to_remove is not None:
+                    shutil.rmtree(self._home_to_remove, ignore_errors=True)
 
     def _delete_token_objects(self) -> None:
         csp = self.csp
