@@ -292,10 +292,12 @@ def _run(
     programs = generate_programs(caps, threads * rounds, steps, seed)
     if len(programs) < threads:
         raise TargetUnavailable(f"{spec}: the machine made {len(programs)} programs, fewer than {threads} threads")
+    on_terminal = progress is not None and progress.isatty()
     for number in range(rounds):
         batch = [programs[(number * threads + k) % len(programs)] for k in range(threads)]
-        if progress is not None:
-            progress.write(f"\rround {number + 1}/{rounds}")
+        if progress is not None and (on_terminal or 10 * (number + 1) // rounds != 10 * number // rounds):
+            # One line rewritten on a terminal; elsewhere (a CI log) a line per 10% of the rounds, not one run-on line.
+            progress.write(f"\rround {number + 1}/{rounds}" if on_terminal else f"round {number + 1}/{rounds}\n")
             progress.flush()
         try:
             failures, ran = run_round(factory, batch, timeout)
@@ -309,7 +311,8 @@ def _run(
         if failures:
             result.failure = _analyse(spec, factory, batch, failures[0], timeout)
             break
-    if progress is not None:
+    if on_terminal:
+        assert progress is not None
         progress.write("\n")
     result.seconds = time.perf_counter() - began
     return result

@@ -334,3 +334,17 @@ def test_a_factory_of_no_target_is_said_before_any_round() -> None:
     """The same check as keyhandoff check's: a value without the Target methods is named with what it lacks."""
     with pytest.raises(TypeError, match=r"the factory returned a value of type object, not a Target: it has no "):
         run_concurrent("python:nothing", object, threads=2, rounds=1, seed=1)  # type: ignore[arg-type]
+
+
+def test_progress_off_a_terminal_is_lines_without_carriage_returns() -> None:
+    """In a log (not a terminal) each 10% of the rounds is a line of its own: the terminal's one rewritten line
+    ran together there ("round 1/25round 2/25...")."""
+    import io
+
+    out = io.StringIO()
+    result = run_concurrent(
+        "builtin", lambda: BuiltinTarget(_home(), remove_home=True), threads=2, rounds=20, steps=5, seed=1, progress=out
+    )
+    assert result.ok
+    assert "\r" not in out.getvalue()
+    assert out.getvalue().splitlines() == [f"round {n}/20" for n in range(2, 21, 2)]
