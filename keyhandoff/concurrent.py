@@ -15,6 +15,7 @@ that ``keyhandoff replay`` re-runs. A round that does not finish within its time
 
 from __future__ import annotations
 
+import io
 import random
 import threading
 import time
@@ -50,6 +51,7 @@ __all__ = [
     "run_concurrent",
     "run_round",
     "threaded_reproducer",
+    "verdict_text",
 ]
 
 RERUNS = 5  # re-runs of a failing round: how often it fails, and whether a smaller round still does
@@ -447,6 +449,13 @@ def save_concurrent_trace(path: Path, found: ConcurrentFailure, *, spec: str, se
     failing program (``keyhandoff replay --alone`` runs it on its own)."""
     extra = {"kind": "concurrent", "thread": found.thread, "programs": found.programs}
     save_trace(path, found.programs[found.thread], spec=spec, failure=found.failure, seed=seed, **extra)
+
+
+def verdict_text(result: ConcurrentResult) -> str:
+    """:func:`render`'s text, for a test's failure message (an assertion's repr of the result is cut short)."""
+    out = io.StringIO()
+    render(result, out)
+    return out.getvalue()
 
 
 def render(result: ConcurrentResult, out: TextIO) -> None:

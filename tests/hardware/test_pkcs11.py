@@ -424,7 +424,7 @@ def test_lockstep_machine_on_the_token(hsm_env: dict[str, str]) -> None:
 def test_programs_at_once_on_the_token(hsm_env: dict[str, str], processes: bool) -> None:
     """`keyhandoff concurrent` on the PKCS#11 token: python-pkcs11 releases the GIL on every call, so the threads
     really do run inside the token at once; each program still gets what its model gives."""
-    from keyhandoff.concurrent import run_concurrent
+    from keyhandoff.concurrent import run_concurrent, verdict_text
     from keyhandoff.targets import load
 
     homes: list[str] = []
@@ -440,5 +440,5 @@ def test_programs_at_once_on_the_token(hsm_env: dict[str, str], processes: bool)
     finally:
         for home in homes:
             shutil.rmtree(home, ignore_errors=True)
-    assert result.ok, result.failure
+    assert result.ok, verdict_text(result)
     assert result.steps > 300

@@ -17,7 +17,7 @@ import pytest
 
 from keyhandoff.check import run_check
 from keyhandoff.cli import main
-from keyhandoff.concurrent import RERUNS, generate_programs, run_concurrent
+from keyhandoff.concurrent import RERUNS, generate_programs, run_concurrent, verdict_text
 from keyhandoff.target import TargetUnavailable
 from keyhandoff.targets.builtin_target import BuiltinTarget
 from keyhandoff.targets.model_target import ModelTarget
@@ -98,7 +98,7 @@ def test_the_builtin_csp_passes_in_company(spec: str) -> None:
     from keyhandoff.targets.fresh import fresh_factory
 
     result = run_concurrent(spec, fresh_factory(spec), threads=4, rounds=3, steps=25, seed=1)
-    assert result.ok, result.failure
+    assert result.ok, verdict_text(result)
     assert result.steps > 200
 
 
