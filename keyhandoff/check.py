@@ -230,9 +230,10 @@ class _Progress:
     the programs Hypothesis tries while it shrinks that one (a slow target can take minutes: the run is not
     hung), on a terminal each one, elsewhere at 1, 10, 100, ... tries."""
 
-    def __init__(self, total: int, stream: TextIO | None, failed: Callable[[], bool] = lambda: False) -> None:
+    def __init__(self, total: int, stream: TextIO | None) -> None:
         self.total, self.stream, self.count, self.shown = total, stream, 0, -1
-        self.failed, self.shrinks = failed, 0
+        self.shrinks = 0
+        self.failed: Callable[[], bool] = lambda: False  # set by the run once its machine exists
 
     def tick(self, steps: int) -> None:
         self.count += 1

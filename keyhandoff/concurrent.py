@@ -313,8 +313,7 @@ def _run(
         if failures:
             result.failure = _analyse(spec, factory, batch, failures[0], timeout)
             break
-    if on_terminal:
-        assert progress is not None
+    if progress is not None and on_terminal:
         progress.write("\n")
     result.seconds = time.perf_counter() - began
     return result
