@@ -155,6 +155,8 @@ def _replay(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise CannotRun(_file_error(exc)) from None
     spec = args.target or str(meta.get("target") or "builtin")
+    if meta.get("kind") == "shared" and not args.alone:
+        return _replay_shared(meta, spec, args.timeout)
     if meta.get("kind") == "concurrent" and not args.alone:
         failure = meta.get("failure")
         hung = isinstance(failure, dict) and failure.get("detail") == "hung"
@@ -168,7 +170,8 @@ def _replay(args: argparse.Namespace) -> int:
     if failure is None:
         print(f"replayed {len(steps)} steps against {spec}: model and target agree")
         recorded = meta.get("failure")
-        alone = meta.get("kind") == "concurrent"  # --alone: a round's failure in company is expected not to recur
+        # --alone: a round's failure in company is expected not to recur
+        alone = meta.get("kind") in ("concurrent", "shared")
         if not alone and isinstance(recorded, dict) and isinstance(recorded.get("index"), int):
             print(
                 f"the trace recorded a failure at step {recorded['index'] + 1} ({recorded.get('op', '?')}), which "
@@ -245,12 +248,14 @@ def _concurrent(args: argparse.Namespace) -> int:
 
     _writable(args.trace, "--trace")
     _writable(args.report, "--report")
+    if args.shared:
+        return _concurrent_shared(args)
     result = run_concurrent(
         args.target,
         fresh_factory(args.target),
         threads=args.threads,
         rounds=args.rounds,
-        steps=args.steps,
+        steps=args.steps or 30,
         seed=args.seed,
         timeout=args.timeout,
         progress=sys.stderr,
@@ -277,6 +282,68 @@ def _concurrent(args: argparse.Namespace) -> int:
             print(f"keyhandoff concurrent: error: report not written: {_file_error(exc)}", file=sys.stderr)
             return 2
     return 0 if result.ok else 1
+
+
+def _concurrent_shared(args: argparse.Namespace) -> int:
+    """``keyhandoff concurrent --shared``: rounds of threads on shared keys, each checked for linearizability."""
+    import json
+
+    from keyhandoff.shared_keys import render_shared, run_shared, save_shared_trace
+    from keyhandoff.targets.fresh import fresh_factory
+
+    result = run_shared(
+        args.target,
+        fresh_factory(args.target),
+        threads=args.threads,
+        rounds=args.rounds,
+        calls=args.steps or 6,
+        seed=args.seed,
+        timeout=args.timeout,
+        progress=sys.stderr,
+    )
+    render_shared(result, sys.stdout)
+    found = result.failure
+    if found is not None:
+        trace = Path(args.trace) if args.trace else _unused(f"keyhandoff-shared-{result.seed}")
+        try:
+            save_shared_trace(trace, found, spec=args.target, seed=result.seed)
+        except OSError as exc:
+            print(f"keyhandoff concurrent: trace not saved: {_file_error(exc)}", file=sys.stderr)
+        else:
+            print(
+                f"trace saved: {trace} (keyhandoff replay {trace} re-runs the round; with --alone, the round as "
+                "one program)"
+            )
+    if args.report:
+        try:
+            Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:
+            print(f"keyhandoff concurrent: error: report not written: {_file_error(exc)}", file=sys.stderr)
+            return 2
+    return 0 if result.ok else 1
+
+
+def _replay_shared(meta: dict[str, object], spec: str, timeout: float) -> int:
+    """``keyhandoff replay`` of a trace ``keyhandoff concurrent --shared`` saved: the round run RERUNS times, each
+    run's verdict said."""
+    from keyhandoff.concurrent import RERUNS
+    from keyhandoff.shared_keys import plan_of_trace, replay_round
+    from keyhandoff.targets.fresh import fresh_factory
+
+    try:
+        plan = plan_of_trace(meta)
+        factory = fresh_factory(spec)
+        failed = 0
+        for run in range(1, RERUNS + 1):
+            verdict = replay_round(factory, plan, timeout)
+            print(f"run {run}: {verdict or 'every answer fits an order of the calls'}")
+            failed += bool(verdict)
+            if verdict.startswith("hung"):
+                break
+    except (IndexError, KeyError, TypeError, ValueError) as exc:
+        raise CannotRun(f"the trace's round cannot be replayed: {exc}") from None
+    print(f"replayed the round of {len(plan.threads)} threads on shared keys against {spec}: {failed} run(s) failed")
+    return 1 if failed else 0
 
 
 def _replay_round(programs: object, thread: object, spec: str, timeout: float, hung: bool) -> int:
@@ -365,7 +432,9 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("trace", help="a trace JSON written by keyhandoff check or keyhandoff concurrent")
     rep.add_argument("--target", default=None, help="replay against another target than the recorded one")
     rep.add_argument(
-        "--alone", action="store_true", help="of a trace keyhandoff concurrent saved: the failing program alone"
+        "--alone",
+        action="store_true",
+        help="of a trace keyhandoff concurrent saved: the failing program alone (--shared: the round as one program)",
     )
     rep.add_argument("--timeout", type=_positive, default=120, help="of a concurrent trace: seconds per round")
     rep.set_defaults(func=_replay)
@@ -376,7 +445,17 @@ def _parser() -> argparse.ArgumentParser:
     con.add_argument("--target", default="builtin-processes", help="target spec (default: builtin-processes)")
     con.add_argument("--threads", type=_two_or_more, default=4, help="programs at once, one thread each (default: 4)")
     con.add_argument("--rounds", type=_positive, default=25, help="rounds, each on a new installation (default: 25)")
-    con.add_argument("--steps", type=_positive, default=30, help="rules per program (default: 30)")
+    con.add_argument(
+        "--steps",
+        type=_positive,
+        default=None,
+        help="rules per program (default: 30); with --shared, calls per thread (default: 6)",
+    )
+    con.add_argument(
+        "--shared",
+        action="store_true",
+        help="the threads share one or two keys: every round's answers must fit some order of its calls",
+    )
     con.add_argument("--seed", type=int, default=None, help="the programs' seed (the interleaving is the OS's)")
     con.add_argument("--timeout", type=_positive, default=120, help="seconds a round may take (default: 120)")
     con.add_argument(

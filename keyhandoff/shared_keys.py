@@ -1,0 +1,290 @@
+"""Shared keys: several threads calling the same key handles at once (``keyhandoff concurrent --shared``).
+
+`keyhandoff concurrent` gives each thread keys of its own, so it cannot see a CSP that forgets to lock a key: a
+TLS session's keys may well be used by two threads (a send and a receive, a renegotiation exporting the key
+while records are still encrypted). Here the threads of a round (:mod:`keyhandoff.shared_round`) share one or
+two keys, and the round's answers must be linearizable (:mod:`keyhandoff.linearize`). A round that is not is run
+again as one sequential program in lockstep: if that fails too, it is a plain conformance failure, reported with
+the sequential reproducer; if not, a concurrency failure, with how often the round fails again.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+
+from keyhandoff.concurrent import RERUNS, RoundHung
+from keyhandoff.linearize import Linearization, explain, linearize
+from keyhandoff.lockstep import Divergence, TargetHung
+from keyhandoff.machine import probed_capabilities
+from keyhandoff.shared_round import History, Plan, plan_round, run_shared_round
+from keyhandoff.target import InstallationMaker, RunStopped, Target, TargetUnavailable
+from keyhandoff.traces import Failure, minimize, replay, reproducer, save_trace
+
+__all__ = [
+    "SharedFailure",
+    "SharedResult",
+    "plan_of_trace",
+    "render_shared",
+    "replay_round",
+    "run_shared",
+    "save_shared_trace",
+    "shared_verdict_text",
+]
+
+
+@attrs.define
+class SharedFailure:
+    """The first round no order explains (or that fails alone, or hangs), and what was learnt about it."""
+
+    plan: Plan
+    failure: Failure  # where: for a round in company, the call after the longest prefix that fits
+    kind: str  # "alone", "concurrency", "hung", "undecided"
+    explanation: str = ""  # the history and the search's verdict, in lines
+    failed_reruns: int = 0
+    script: str = ""  # the sequential reproducer, when the round fails alone
+
+
+@attrs.define
+class SharedResult:
+    spec: str
+    seed: int
+    threads: int
+    rounds: int
+    calls: int  # per thread
+    ran: int = 0  # calls run, all threads and rounds together
+    seconds: float = 0.0
+    failure: SharedFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    @property
+    def verdict(self) -> str:
+        return "passed" if self.failure is None else self.failure.kind
+
+    def to_json(self) -> dict[str, object]:
+        """The JSON report of ``keyhandoff concurrent --shared --report``."""
+        found = self.failure
+        return {
+            "target": self.spec,
+            "mode": "shared",
+            "seed": self.seed,
+            "threads": self.threads,
+            "rounds": self.rounds,
+            "calls": self.calls,
+            "ran": self.ran,
+            "seconds": round(self.seconds, 2),
+            "passed": self.ok,
+            "verdict": self.verdict,
+            "failure": None
+            if found is None
+            else {
+                **attrs.asdict(found.failure),
+                "explanation": found.explanation,
+                "failed_reruns": found.failed_reruns if found.kind == "concurrency" else None,
+                "reruns": RERUNS,
+                "reproducer": found.script or None,
+                "setup": list(found.plan.setup),
+                "threads": [list(calls) for calls in found.plan.threads],
+            },
+        }
+
+
+def run_shared(
+    spec: str,
+    factory: Callable[[], Target],
+    *,
+    threads: int = 4,
+    rounds: int = 25,
+    calls: int = 6,
+    seed: int | None = None,
+    timeout: float = 120.0,
+    progress: TextIO | None = None,
+) -> SharedResult:
+    """``rounds`` rounds of ``threads`` threads making ``calls`` calls each on one or two shared keys; each round's
+    answers must be linearizable. On a failure: whether the round fails alone too, and how often it fails again."""
+    if threads < 2 or rounds < 1 or calls < 1:
+        raise ValueError("threads is at least 2, rounds and calls at least 1")
+    opened = InstallationMaker(factory)
+    try:
+        return _run(spec, opened, threads, rounds, calls, seed, timeout, progress)
+    except RunStopped as stop:
+        raise TargetUnavailable(f"{spec}: the run stopped: {stop}") from stop.__cause__
+
+
+def _run(
+    spec: str,
+    factory: Callable[[], Target],
+    threads: int,
+    rounds: int,
+    calls: int,
+    seed: int | None,
+    timeout: float,
+    progress: TextIO | None,
+) -> SharedResult:
+    caps = probed_capabilities(factory)
+    if not caps.concurrent:
+        raise TargetUnavailable(
+            f"{spec} does not declare concurrent use (Capabilities(concurrent=True)): its calls may not come "
+            "from several threads at once"
+        )
+    if caps.deviations:  # the calls' answers are compared exactly: a declared deviation would read as a race
+        raise TargetUnavailable(
+            f"{spec} declares deviations from the model, which --shared cannot honour: it compares every answer of "
+            "a round exactly, as the model gives it in some order"
+        )
+    seed = seed if seed is not None else random.randrange(1 << 32)
+    rng = random.Random(seed)
+    result = SharedResult(spec, seed, threads, rounds, calls)
+    began = time.perf_counter()
+    on_terminal = progress is not None and progress.isatty()
+    for number in range(rounds):
+        plan = plan_round(caps, rng, threads, calls)
+        if progress is not None and (on_terminal or 10 * (number + 1) // rounds != 10 * number // rounds):
+            progress.write(f"\rround {number + 1}/{rounds}" if on_terminal else f"round {number + 1}/{rounds}\n")
+            progress.flush()
+        result.failure = _round(spec, factory, plan, timeout)
+        if result.failure is not None:
+            break
+        result.ran += threads * calls
+    if progress is not None and on_terminal:
+        progress.write("\n")
+    result.seconds = time.perf_counter() - began
+    return result
+
+
+def _attempt(
+    factory: Callable[[], Target], plan: Plan, timeout: float
+) -> tuple[History, Linearization] | BaseException:
+    """One run of ``plan``: its history and the search's verdict, or what stopped it (a hang, a crash, a
+    divergence in the setup)."""
+    try:
+        history, model, world = run_shared_round(factory, plan, timeout)
+    except (RoundHung, Divergence, TargetHung) as exc:
+        return exc
+    return history, linearize(history, model, world)
+
+
+def _failed(ended: tuple[History, Linearization] | BaseException) -> bool:
+    return isinstance(ended, BaseException) or not ended[1].ok
+
+
+def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float) -> SharedFailure | None:
+    """One round's verdict: None when its answers are linearizable."""
+    ended = _attempt(factory, plan, timeout)
+    if isinstance(ended, RoundHung):  # not re-run: each run could hang as long again, and leave threads stuck
+        return SharedFailure(plan, Failure(0, "round", str(ended), "hung"), "hung")
+    if not _failed(ended):
+        return None
+    if isinstance(ended, tuple) and not ended[1].complete:
+        failure = Failure(len(ended[1].order), "round", "the search gave up", "undecided")
+        return SharedFailure(plan, failure, "undecided", explain(*ended))
+    # Is it about company at all? The round as one program, in lockstep: a plain conformance failure if it fails.
+    program = plan.sequential()
+    alone, _ = replay(program, factory)
+    if alone is not None:
+        steps, alone = minimize(program, factory, alone)
+        explanation = explain(*ended) if isinstance(ended, tuple) else ""
+        return SharedFailure(plan, alone, "alone", explanation, script=reproducer(steps, spec, factory, alone))
+    if isinstance(ended, tuple):
+        history, found = ended
+        after = found.misfits[0].split(":")[0] if found.misfits else "the end"
+        message = f"no order of the calls explains the answers (the longest that fits stops before {after})"
+        failure, explanation = Failure(len(found.order), "round", message, ""), explain(history, found)
+    else:  # a crash or a hang of a call, only in company
+        failure, explanation = Failure(0, "round", str(ended), "crashed in company"), ""
+    rate = 0
+    for _ in range(RERUNS):
+        again = _attempt(factory, plan, timeout)
+        rate += _failed(again)
+        if isinstance(again, RoundHung):
+            break
+    return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate)
+
+
+def replay_round(factory: Callable[[], Target], plan: Plan, timeout: float) -> str:
+    """One run of a saved round: "" when its answers fit an order of its calls, else what failed, in a line."""
+    ended = _attempt(factory, plan, timeout)
+    if isinstance(ended, RoundHung):
+        return f"hung: {ended}"
+    if isinstance(ended, BaseException):
+        return f"failed: {ended}"
+    found = ended[1]
+    if found.ok:
+        return ""
+    if not found.complete:
+        return "no verdict: the search gave up"
+    after = found.misfits[0] if found.misfits else "the end"
+    return (
+        f"no order of the calls explains the answers; the longest that fits ({len(found.order)} calls) stops at {after}"
+    )
+
+
+def save_shared_trace(path: Path, found: SharedFailure, *, spec: str, seed: int) -> None:
+    """The failing round as a trace: ``setup`` and ``threads`` (``keyhandoff replay`` re-runs the round), and as
+    ``steps`` the round as one sequential program (``keyhandoff replay --alone``)."""
+    extra = {
+        "kind": "shared",
+        "keys": found.plan.keys,
+        "setup": list(found.plan.setup),
+        "threads": [list(c) for c in found.plan.threads],
+    }
+    save_trace(path, found.plan.sequential(), spec=spec, failure=found.failure, seed=seed, **extra)
+
+
+def plan_of_trace(meta: dict[str, object]) -> Plan:
+    """The round a shared trace holds (ValueError if it holds none)."""
+    setup, keys, threads = meta.get("setup"), meta.get("keys"), meta.get("threads")
+    if not (
+        isinstance(setup, list)
+        and type(keys) is int
+        and isinstance(threads, list)
+        and len(threads) >= 2
+        and all(isinstance(calls, list) and all(isinstance(c, dict) for c in calls) for calls in threads)
+    ):
+        raise ValueError("a shared trace holds 'setup', 'keys' and 'threads' (two or more lists of calls)")
+    return Plan(tuple(setup), keys, tuple(tuple(calls) for calls in threads))
+
+
+def shared_verdict_text(result: SharedResult) -> str:
+    out = io.StringIO()
+    render_shared(result, out)
+    return out.getvalue()
+
+
+def render_shared(result: SharedResult, out: TextIO) -> None:
+    head = (
+        f"keyhandoff concurrent --shared: {result.spec}, {result.threads} threads x {result.calls} calls on shared "
+        f"keys x {result.rounds} rounds, seed {result.seed}: {result.ran} calls in {result.seconds:.1f} s"
+    )
+    found = result.failure
+    if found is None:
+        out.write(f"{head}\nPASSED: every round's answers fit an order of its calls (linearizable)\n")
+        return
+    failure = found.failure
+    if found.kind == "alone":
+        out.write(
+            f"{head}\nFAILED: the round fails as one program too, at step {failure.index + 1} ({failure.op}): "
+            f"{failure.message}\nSo this is no concurrency failure; its minimal reproducer (run `keyhandoff "
+            f"check` for the full sequential verdict):\n\n{found.script}\n"
+        )
+        return
+    if found.kind == "hung":
+        out.write(f"{head}\nFAILED (hung): {failure.message}\n")
+        return
+    if found.kind == "undecided":
+        out.write(f"{head}\nNO VERDICT: {found.explanation}\n")
+        return
+    out.write(
+        f"{head}\nFAILED (concurrency): {failure.message}. As one program the round passes; at once it failed "
+        f"again in {found.failed_reruns} of {RERUNS} re-runs: a call that is not atomic (a key used without its "
+        f"lock, a blob taken mid-update).\n{found.explanation}\n"
+    )

@@ -1,0 +1,313 @@
+"""A round on shared keys: its plan, its calls on the target at once, and what the keys they made answer.
+
+A round's keys are made by a setup program (lockstep steps: the model and the target must agree on it), and each
+thread's calls are lockstep steps naming those keys, so a round is also a plain program: its setup, then every
+thread's calls one thread after another (:meth:`Plan.sequential`). A call whose answer is a new key
+(``export_key``, ``duplicate_key``) is judged by that key: after the round, each exported blob is imported on the
+app side and each duplicate used, and what they answer to :func:`probe` (mode, IV, the next ciphertext) is kept
+beside the call. Every shared key is probed the same way at the end. The same functions run a call or a probe on
+the model, which :mod:`keyhandoff.linearize` does while it searches for an order of the calls.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import attrs
+
+from keyhandoff.concurrent import RoundHung
+from keyhandoff.lockstep import Lockstep, Observed, _observe
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.algorithms import ALGORITHMS
+from keyhandoff.model.world import World
+from keyhandoff.target import Capabilities, Target, TargetUnavailable, close_target
+from keyhandoff.targets.model_target import ModelTarget
+from keyhandoff.traces import Step
+
+__all__ = [
+    "MAKES_KEY",
+    "PROBED_PARAMS",
+    "Done",
+    "History",
+    "Plan",
+    "RoundSide",
+    "as_int",
+    "compared",
+    "made_key_probe",
+    "perform",
+    "plan_round",
+    "probe",
+    "run_shared_round",
+]
+
+SWITCH_INTERVAL = 1e-5  # seconds between the interpreter's thread switches during a round (default 5 ms)
+PROBED_PARAMS = (w.KP_MODE, w.KP_IV)
+
+# The calls a thread may make on a shared key, with their weights.
+_CALL_WEIGHTS = {"encrypt": 5, "decrypt": 3, "set_iv": 1, "set_mode": 1, "get": 1, "export": 2, "duplicate": 1}
+
+
+@attrs.frozen
+class Plan:
+    """One round: the setup program (lockstep steps; its keys are the shared ones, by index) and each thread's
+    calls (lockstep steps naming those keys)."""
+
+    setup: tuple[Step, ...]
+    keys: int  # the setup's keys are its first ``keys`` key references
+    threads: tuple[tuple[Step, ...], ...]
+
+    def sequential(self) -> list[Step]:
+        """The round as one program: the setup, then each thread's calls, thread after thread."""
+        return [*self.setup, *(call for calls in self.threads for call in calls)]
+
+
+@attrs.frozen
+class Done:
+    """A call as it happened on the target: when it began and ended (ns, one clock), its answer, and for a call
+    that makes a key (export, duplicate) what that key answered to the probe after the round."""
+
+    thread: int
+    index: int
+    call: Step
+    began: int
+    ended: int
+    answer: Observed
+    probe: tuple[Observed, ...] = ()
+
+
+@attrs.frozen
+class History:
+    calls: tuple[tuple[Done, ...], ...]  # by thread, in program order
+    final: tuple[tuple[Observed, ...], ...]  # each shared key's probe after the round
+
+
+def _usable_algorithms(caps: Capabilities) -> list[int]:
+    return sorted(alg for alg in caps.algorithms if alg in ALGORITHMS)
+
+
+def plan_round(caps: Capabilities, rng: random.Random, threads: int, calls: int) -> Plan:
+    """A round for a target of ``caps``: one or two keys (imported test keys: both sides know their material;
+    some on the secure side, some on the app side, some pinned in hardware), and ``calls`` calls per thread on
+    them, drawn from ``rng``. At most one call of the round destroys a key."""
+    algorithms = _usable_algorithms(caps)
+    if not algorithms:
+        raise TargetUnavailable(f"{caps.name} declares no algorithm the model knows")
+    setup: list[Step] = [{"op": "acquire", "side": "secure"}, {"op": "acquire", "side": "app"}]
+    blocks: list[int] = []
+    for index in range(rng.choice((1, 1, 2))):
+        info = ALGORITHMS[rng.choice(algorithms)]
+        hardware = info.hardware and info.alg in caps.hardware_algorithms and rng.random() < 0.3
+        setup.append(
+            {
+                "op": "import_plaintext",
+                "prov": rng.randrange(2),
+                "alg": info.alg,
+                "seed": rng.randrange(1 << 16),
+                "size": info.default_bytes,
+                "flags": 0,
+                "hardware": hardware,
+            }
+        )
+        modes = sorted(caps.modes)
+        if info.block_len and modes and rng.random() < 0.5:
+            setup.append({"op": "set_key_param", "key": index, "param": w.KP_MODE, "value": rng.choice(modes)})
+        blocks.append(info.block_len)
+    weights = dict(_CALL_WEIGHTS)
+    if w.OPAQUEKEYBLOB not in caps.blob_types:
+        del weights["export"]
+    if not caps.duplicate:
+        del weights["duplicate"]
+    plan = [[_call(rng, weights, blocks, sorted(caps.modes)) for _ in range(calls)] for _ in range(threads)]
+    if rng.random() < 0.2:  # a destroy racing the other threads' calls
+        chosen = plan[rng.randrange(threads)]
+        chosen[rng.randrange(calls)] = {"op": "destroy_key", "key": rng.randrange(len(blocks))}
+    return Plan(tuple(setup), len(blocks), tuple(tuple(calls) for calls in plan))
+
+
+def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes: list[int]) -> Step:
+    key = rng.randrange(len(blocks))
+    block = blocks[key]
+    kind = rng.choices(list(weights), list(weights.values()))[0]
+    if not block and kind in ("set_iv", "set_mode"):  # RC4 has neither
+        kind = "encrypt"
+    if kind in ("encrypt", "decrypt"):
+        final = rng.random() < 0.25
+        if not block:
+            size = rng.randrange(1, 33)
+        elif final and kind == "encrypt":
+            size = rng.randrange(0, 2 * block + 1)
+        else:
+            size = block * rng.randrange(1, 4)
+        return {"op": kind, "key": key, "data_hex": rng.randbytes(size).hex(), "final": final}
+    if kind == "set_iv":
+        return {"op": "set_key_param", "key": key, "param": w.KP_IV, "value_hex": rng.randbytes(block).hex()}
+    if kind == "set_mode" and modes:
+        return {"op": "set_key_param", "key": key, "param": w.KP_MODE, "value": rng.choice(modes)}
+    if kind == "get":
+        return {"op": "get_key_param", "key": key, "param": rng.choice(PROBED_PARAMS)}
+    if kind == "export":
+        flags = w.CRYPT_DESTROYKEY if rng.random() < 0.15 else 0
+        return {"op": "export_key", "key": key, "blob_type": w.OPAQUEKEYBLOB, "flags": flags}
+    return {"op": "duplicate_key", "key": key}
+
+
+# --- calls, on the target or on the model --------------------------------------------------------------------
+
+
+@attrs.frozen
+class RoundSide:
+    """One side of a round: the target or the model, the shared keys' handles and the app context there."""
+
+    target: Target
+    keys: tuple[int, ...]
+    app: int
+
+
+MAKES_KEY = frozenset({"export_key", "duplicate_key"})
+
+
+def perform(side: RoundSide, call: Step, who: str) -> Observed:
+    """One call of a thread, as ``who`` (model or target) answers it."""
+    t, op = side.target, str(call["op"])
+    key = side.keys[as_int(call["key"])]
+    line = f"{op} of k{call['key']}"
+    if op in ("encrypt", "decrypt"):
+        data, final = bytes.fromhex(str(call["data_hex"])), bool(call["final"])
+        crypt = t.encrypt if op == "encrypt" else t.decrypt
+        return _observe(lambda: crypt(key, data, final), who, line)
+    if op == "set_key_param":
+        value: bytes | int = bytes.fromhex(str(call["value_hex"])) if "value_hex" in call else as_int(call["value"])
+        return _observe(lambda: t.set_key_param(key, as_int(call["param"]), value), who, line)
+    if op == "get_key_param":
+        return _observe(lambda: t.get_key_param(key, as_int(call["param"])), who, line)
+    if op == "export_key":
+        return _observe(lambda: t.export_key(key, w.OPAQUEKEYBLOB, flags=as_int(call["flags"])), who, line)
+    if op == "duplicate_key":
+        return _observe(lambda: t.duplicate_key(key), who, line)
+    if op == "destroy_key":
+        return _observe(lambda: t.destroy_key(key), who, line)
+    raise ValueError(f"a shared round cannot run a {op!r} call")
+
+
+def as_int(value: object) -> int:
+    if type(value) is not int:
+        raise ValueError(f"expected an int in a shared round's call, got {type(value).__name__}")
+    return value
+
+
+def probe(side: RoundSide, handle: int, who: str) -> tuple[Observed, ...]:
+    """What a key answers about its state: its mode and IV, and the ciphertext of a fixed 16-byte message, which
+    depends on the material, the register and the stream position."""
+    t = side.target
+    answers = [_observe(_getter(t, handle, param), who, "probe") for param in PROBED_PARAMS]
+    answers.append(_observe(lambda: t.encrypt(handle, bytes(range(16)), False), who, "probe"))
+    return tuple(answers)
+
+
+def _getter(target: Target, handle: int, param: int) -> Callable[[], object]:
+    return lambda: target.get_key_param(handle, param)
+
+
+def made_key_probe(side: RoundSide, call: Step, answer: Observed, who: str) -> tuple[Observed, ...]:
+    """The probe of the key an export or a duplicate made (an export's blob imported on the app side first)."""
+    if not answer.ok or call["op"] not in MAKES_KEY:
+        return ()
+    if call["op"] == "duplicate_key":
+        return probe(side, as_int(answer.value), who)
+    blob = answer.value
+    imported = _observe(lambda: side.target.import_key(side.app, blob), who, "import of the exported blob")  # type: ignore[arg-type]
+    if not imported.ok:
+        return (imported,)
+    return probe(side, as_int(imported.value), who)
+
+
+def compared(call: Step, answer: Observed) -> Observed:
+    """What of an answer must equal the model's: all of it, but the handle or blob of a call that makes a key
+    (each side's own), which is judged by its probe."""
+    return Observed(code=answer.code) if call["op"] in MAKES_KEY else answer
+
+
+# --- a round on the target -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _switching_often() -> Iterator[None]:
+    """Threads switch every SWITCH_INTERVAL instead of every 5 ms, so an unlocked read-modify-write in a
+    Python CSP is interrupted at all: at the default, each thread would run its few calls in one go."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+def _set_up(target: Target, plan: Plan) -> tuple[RoundSide, RoundSide, World]:
+    """Run the setup in lockstep (a Divergence there is a plain conformance failure); the two sides of the round."""
+    ls = Lockstep(target, shared=True)
+    for step in plan.setup:
+        ls.apply(step)
+    refs = ls.keys[: plan.keys]
+    if len(refs) < plan.keys or len(ls.providers) < 2:
+        raise ValueError("a shared round's setup makes its keys and the two contexts")
+    made = ls.model.world
+    model = RoundSide(ModelTarget(), tuple(ref.model for ref in refs), ls.providers[1][0])
+    on_target = RoundSide(target, tuple(ref.target for ref in refs), ls.providers[1][1])
+    return on_target, model, made
+
+
+def run_shared_round(
+    factory: Callable[[], Target], plan: Plan, timeout: float, *, sequential: bool = False
+) -> tuple[History, RoundSide, World]:
+    """Run ``plan`` on one new installation: the setup, then every thread's calls at once (``sequential``: one
+    thread after another), then the probes. The history, and the model's side and world after the setup."""
+    target = factory()
+    closed = False
+    try:
+        on_target, model, world = _set_up(target, plan)
+        done: list[list[Done]] = [[] for _ in plan.threads]
+        start = threading.Barrier(len(plan.threads))
+        crashed: list[BaseException] = []
+
+        def run(thread: int) -> None:
+            try:
+                if not sequential:
+                    start.wait(timeout)
+                for index, call in enumerate(plan.threads[thread]):
+                    began = time.perf_counter_ns()
+                    answer = perform(on_target, call, "target")
+                    done[thread].append(Done(thread, index, call, began, time.perf_counter_ns(), answer))
+            except BaseException as exc:  # a crash (Divergence), a hang, a broken barrier: the first one is said
+                crashed.append(exc)
+
+        if sequential:
+            for thread in range(len(plan.threads)):
+                run(thread)
+        else:
+            with _switching_often():
+                workers = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(plan.threads))]
+                for worker in workers:
+                    worker.start()
+                deadline = time.monotonic() + timeout
+                for worker in workers:
+                    worker.join(max(0.0, deadline - time.monotonic()))
+            stuck = [k for k, worker in enumerate(workers) if worker.is_alive()]
+            if stuck:  # the threads cannot be stopped, nor the target closed under them
+                closed = True
+                raise RoundHung(len(plan.threads), stuck, timeout)
+        if crashed:
+            raise crashed[0]
+        calls = tuple(
+            tuple(attrs.evolve(d, probe=made_key_probe(on_target, d.call, d.answer, "target")) for d in thread)
+            for thread in done
+        )
+        final = tuple(probe(on_target, handle, "target") for handle in on_target.keys)
+        return History(calls, final), model, world
+    finally:
+        if not closed:
+            close_target(target)

@@ -1,0 +1,279 @@
+"""`keyhandoff concurrent --shared`: threads on the same keys, every round's answers checked for linearizability."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import attrs
+import pytest
+
+from keyhandoff import linearize as linearize_module
+from keyhandoff.check import run_check
+from keyhandoff.cli import main
+from keyhandoff.impl.csp import Csp
+from keyhandoff.impl.live_key import LiveKey
+from keyhandoff.linearize import linearize
+from keyhandoff.model import wincrypt as w
+from keyhandoff.model.errors import CryptError
+from keyhandoff.mutants import MutantTarget
+from keyhandoff.shared_keys import plan_of_trace, run_shared, shared_verdict_text
+from keyhandoff.shared_round import Done, History, Plan, plan_round, run_shared_round
+from keyhandoff.target import Capabilities, Deviation, TargetUnavailable
+from keyhandoff.targets.builtin_target import BuiltinTarget
+from keyhandoff.targets.fresh import fresh_factory
+
+_HOMES: list[str] = []
+
+
+def _home() -> str:
+    home = tempfile.mkdtemp(prefix="keyhandoff-shared-test-")
+    _HOMES.append(home)
+    return home
+
+
+@pytest.fixture(autouse=True)
+def _no_home_left() -> Iterator[None]:
+    yield
+    while _HOMES:
+        shutil.rmtree(_HOMES.pop(), ignore_errors=True)
+
+
+class Unlocked(Csp):
+    """Planted: a call finds its key but does not take the key's lock (every call then takes the full path)."""
+
+    def _live(self, key: object, operation: str) -> contextlib.AbstractContextManager[LiveKey]:
+        entry = self._handles.get(key)
+        if not isinstance(entry, LiveKey) or entry.tombstone is not None:
+            raise CryptError(w.NTE_BAD_KEY, operation)
+        return contextlib.nullcontext(entry)
+
+
+def make_unlocked() -> MutantTarget:
+    return MutantTarget(_home(), Unlocked, "unlocked")
+
+
+class WrongAlone(BuiltinTarget):
+    """Planted, visible alone too: a Final encrypt answers one byte short."""
+
+    def __init__(self) -> None:
+        super().__init__(_home(), remove_home=True)
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        out = super().encrypt(key, data, final)
+        return out[:-1] if final and out else out
+
+
+class Deadlocks(BuiltinTarget):
+    """Planted: encrypt takes two locks in one order and decrypt in the other (a deadlock in company)."""
+
+    def __init__(self) -> None:
+        super().__init__(_home(), remove_home=True)
+        self.first, self.second = threading.Lock(), threading.Lock()
+
+    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        with self.first:
+            time.sleep(0.005)
+            with self.second:
+                return super().encrypt(key, data, final)
+
+    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
+        with self.second:
+            time.sleep(0.005)
+            with self.first:
+                return super().decrypt(key, data, final)
+
+
+@pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
+def test_the_builtin_csp_is_linearizable(spec: str) -> None:
+    result = run_shared(spec, fresh_factory(spec), threads=4, rounds=8, calls=6, seed=1)
+    assert result.ok, shared_verdict_text(result)
+    assert result.ran == 4 * 6 * 8
+
+
+def test_a_key_used_without_its_lock_is_caught_only_in_company() -> None:
+    """The sequential check passes the unlocked CSP (one thread: nothing to lock against); threads sharing its
+    keys get answers no order of their calls gives. The round passes as one program, and fails again."""
+    assert run_check("python:unlocked", make_unlocked, profile="quick", seed=1).ok
+    result = run_shared("python:unlocked", make_unlocked, threads=4, rounds=25, calls=6, seed=0)
+    found = result.failure
+    assert found is not None, shared_verdict_text(result)
+    assert result.verdict == "concurrency"
+    assert "no order of the calls explains the answers" in found.failure.message
+    assert "No order of the" in found.explanation
+    assert 0 <= found.failed_reruns <= 5
+    text = shared_verdict_text(result)
+    assert "FAILED (concurrency)" in text
+    assert "thread 0:" in text
+    assert "after the round:" in text
+
+
+def test_a_failure_alone_is_said_as_such_with_its_reproducer() -> None:
+    result = run_shared("python:wrong", WrongAlone, threads=3, rounds=10, calls=6, seed=2)
+    found = result.failure
+    assert found is not None
+    assert result.verdict == "alone"
+    assert found.script.startswith('"""keyhandoff reproducer')  # the sequential one, minimised
+    assert "csp.encrypt(" in found.script
+
+
+def test_a_deadlock_is_a_hang_within_the_timeout() -> None:
+    began = time.monotonic()
+    result = run_shared("python:deadlocks", Deadlocks, threads=4, rounds=10, calls=6, seed=3, timeout=5)
+    assert result.verdict == "hung", shared_verdict_text(result)
+    assert result.failure is not None
+    assert "still running after 5 s" in result.failure.failure.message
+    assert time.monotonic() - began < 60
+
+
+def _two_encrypts() -> tuple[Plan, History, Done, Done, object, object]:
+    """A round of two threads, each encrypting the same 16 bytes once with one AES-CBC key, run one thread after
+    the other: thread 0's call first. (The model side and its world come back too.)"""
+    encrypt = {"op": "encrypt", "key": 0, "data_hex": "00" * 16, "final": False}
+    plan = Plan(
+        (
+            {"op": "acquire", "side": "secure"},
+            {"op": "acquire", "side": "app"},
+            {
+                "op": "import_plaintext",
+                "prov": 0,
+                "alg": w.CALG_AES_128,
+                "seed": 7,
+                "size": 16,
+                "flags": 0,
+                "hardware": False,
+            },
+        ),
+        1,
+        ((encrypt,), (encrypt,)),
+    )
+    history, model, world = run_shared_round(
+        lambda: BuiltinTarget(_home(), remove_home=True), plan, 30, sequential=True
+    )
+    first, second = history.calls[0][0], history.calls[1][0]
+    return plan, history, first, second, model, world
+
+
+def test_the_order_found_respects_the_calls_timing() -> None:
+    """Two encrypts of the same block: the first in time answers C1, the second C2 (CBC chains them). Answers
+    swapped fit only if the calls overlapped (thread 1's could then have come first); if thread 0's returned
+    before thread 1's began, no order explains them."""
+    _, history, first, second, model, world = _two_encrypts()
+    assert first.answer != second.answer
+    found = linearize(history, model, world)  # type: ignore[arg-type]
+    assert found.ok
+    assert [d.thread for d in found.order] == [0, 1]
+
+    def timed(done: Done, began: int, ended: int, like: Done) -> tuple[Done]:
+        return (attrs.evolve(done, began=began, ended=ended, answer=like.answer),)
+
+    overlapping = attrs.evolve(history, calls=(timed(first, 0, 10, second), timed(second, 5, 15, first)))
+    found = linearize(overlapping, model, world)  # type: ignore[arg-type]
+    assert found.ok
+    assert [d.thread for d in found.order] == [1, 0]
+
+    apart = attrs.evolve(history, calls=(timed(first, 0, 10, second), timed(second, 20, 30, first)))
+    found = linearize(apart, model, world)  # type: ignore[arg-type]
+    assert not found.ok
+    assert found.complete
+    assert found.order == ()  # not even the first call fits
+    assert found.misfits == (
+        f"0.1 encrypt(k0, 16 bytes, final=False): model {first.answer.describe()}, target {second.answer.describe()}",
+    )
+
+
+def test_the_final_state_must_fit_too() -> None:
+    """Each answer fits, but the key's state after the round is not the model's: no order explains it."""
+    _, history, _, _, model, world = _two_encrypts()
+    final = history.final[0]
+    moved = (final[0], final[1], attrs.evolve(final[2], value=bytes(16)))  # the next ciphertext is another one
+    found = linearize(attrs.evolve(history, final=(moved,)), model, world)  # type: ignore[arg-type]
+    assert not found.ok
+    assert len(found.order) == 2
+    assert found.misfits[0].startswith("k0 at the end: model KP_MODE 1, KP_IV")
+
+
+def test_a_search_past_its_limit_is_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, history, _, _, model, world = _two_encrypts()
+    monkeypatch.setattr(linearize_module, "SEARCH_LIMIT", 1)
+    found = linearize(history, model, world)  # type: ignore[arg-type]
+    assert not found.ok
+    assert not found.complete
+
+
+def test_plans_fit_the_target_and_are_reproducible() -> None:
+    import random
+
+    target = BuiltinTarget(_home(), remove_home=True)
+    caps = target.capabilities()
+    target.close()
+    plans = [plan_round(caps, random.Random(5), 3, 8) for _ in range(2)]
+    assert plans[0] == plans[1]
+    many = [plan_round(caps, random.Random(seed), 3, 8) for seed in range(40)]
+    calls = [call for plan in many for thread in plan.threads for call in thread]
+    assert {str(c["op"]) for c in calls} == {
+        "encrypt",
+        "decrypt",
+        "set_key_param",
+        "get_key_param",
+        "export_key",
+        "duplicate_key",
+        "destroy_key",
+    }
+    assert all(len(plan.threads) == 3 and all(len(t) == 8 for t in plan.threads) for plan in many)
+    assert any(step.get("hardware") for plan in many for step in plan.setup)
+    assert all(sum(c["op"] == "destroy_key" for t in plan.threads for c in t) <= 1 for plan in many)
+    no_dup = attrs.evolve(caps, duplicate=False, blob_types=frozenset({w.PLAINTEXTKEYBLOB}))
+    ops = {str(c["op"]) for s in range(20) for t in plan_round(no_dup, random.Random(s), 2, 8).threads for c in t}
+    assert not ops & {"duplicate_key", "export_key"}
+
+
+def test_a_target_declaring_deviations_is_refused() -> None:
+    class Deviating(BuiltinTarget):
+        def capabilities(self) -> Capabilities:
+            dev = Deviation(
+                id="x", operation="encrypt", model_code=None, target_code=w.NTE_BAD_DATA, description="planted"
+            )
+            return attrs.evolve(super().capabilities(), deviations=(dev,))
+
+    with pytest.raises(TargetUnavailable, match="declares deviations"):
+        run_shared("python:deviating", lambda: Deviating(_home(), remove_home=True), rounds=1, seed=1)
+
+
+def test_the_command_saves_a_failing_round_and_replay_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    spec = "python:tests.stateful.test_shared_keys:make_unlocked"
+    trace, report = tmp_path / "shared.json", tmp_path / "report.json"
+    args = ["concurrent", "--shared", "--target", spec, "--rounds", "25", "--seed", "0", "--trace", str(trace)]
+    assert main([*args, "--report", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "FAILED (concurrency)" in out
+    assert f"trace saved: {trace} (keyhandoff replay {trace} re-runs the round" in out
+    verdict = json.loads(report.read_text())
+    assert (verdict["mode"], verdict["verdict"], verdict["passed"]) == ("shared", "concurrency", False)
+    saved = json.loads(trace.read_text())
+    plan = plan_of_trace(saved)
+    assert saved["kind"] == "shared"
+    assert saved["steps"] == plan.sequential()
+    assert [list(t) for t in plan.threads] == verdict["failure"]["threads"]
+    status = main(["replay", str(trace)])
+    out = capsys.readouterr().out
+    assert out.count("run ") == 5
+    assert status == (1 if "no order of the calls" in out else 0)
+    assert main(["replay", str(trace), "--alone"]) == 0  # as one program, it passes
+    assert "model and target agree" in capsys.readouterr().out
+
+
+def test_the_command_passes_the_builtin_csp(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["concurrent", "--shared", "--target", "builtin", "--rounds", "3", "--seed", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "4 threads x 6 calls on shared keys x 3 rounds, seed 4: 72 calls" in out
+    assert "PASSED" in out
