@@ -442,3 +442,27 @@ def test_programs_at_once_on_the_token(hsm_env: dict[str, str], processes: bool)
             shutil.rmtree(home, ignore_errors=True)
     assert result.ok, verdict_text(result)
     assert result.steps > 300
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_threads_sharing_pinned_keys_on_the_token(hsm_env: dict[str, str], processes: bool) -> None:
+    """`keyhandoff concurrent --shared` on the PKCS#11 token: threads use the same pinned keys at once (the token
+    runs their blocks outside the GIL), and every round's answers still fit an order of the calls."""
+    from keyhandoff.shared_keys import run_shared, shared_verdict_text
+    from keyhandoff.targets import load
+
+    homes: list[str] = []
+    spec = "builtin-processes" if processes else "builtin"
+
+    def factory() -> Any:
+        home = tempfile.mkdtemp(prefix="keyhandoff-pkcs11-")
+        homes.append(home)
+        return load(spec, home=home, token="pkcs11")
+
+    try:
+        result = run_shared(spec, factory, threads=4, rounds=12, calls=6, seed=3)
+    finally:
+        for home in homes:
+            shutil.rmtree(home, ignore_errors=True)
+    assert result.ok, shared_verdict_text(result)
+    assert result.ran == 4 * 6 * 12
