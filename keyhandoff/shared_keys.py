@@ -194,20 +194,66 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
         steps, alone = minimize(program, factory, alone)
         explanation = explain(*ended) if isinstance(ended, tuple) else ""
         return SharedFailure(plan, alone, "alone", explanation, script=reproducer(steps, spec, factory, alone))
-    if isinstance(ended, tuple):
-        history, found = ended
+    plan, rate, last = _reduced(factory, plan, timeout, ended)
+    if isinstance(last, tuple):
+        history, found = last
         after = found.misfits[0].split(":")[0] if found.misfits else "the end"
         message = f"no order of the calls explains the answers (the longest that fits stops before {after})"
         failure, explanation = Failure(len(found.order), "round", message, ""), explain(history, found)
     else:  # a crash or a hang of a call, only in company
-        failure, explanation = Failure(0, "round", str(ended), "crashed in company"), ""
-    rate = 0
+        failure, explanation = Failure(0, "round", str(last), "crashed in company"), ""
+    return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate)
+
+
+_Ended = tuple[History, Linearization] | BaseException
+
+
+def _reruns(factory: Callable[[], Target], plan: Plan, timeout: float) -> tuple[int, _Ended | None]:
+    """How many of RERUNS runs of ``plan`` fail (a hang ends the count), and the last failure."""
+    failed, last = 0, None
     for _ in range(RERUNS):
         again = _attempt(factory, plan, timeout)
-        rate += _failed(again)
+        if _failed(again):
+            failed, last = failed + 1, again
         if isinstance(again, RoundHung):
             break
-    return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate)
+    return failed, last
+
+
+def _smaller(plan: Plan, thread: int, call: int | None) -> Plan | None:
+    """``plan`` without one thread (``call`` None) or one call of it; None where that would leave fewer than two
+    threads, or a thread with no call."""
+    threads = list(plan.threads)
+    if call is None:
+        if len(threads) <= 2:
+            return None
+        del threads[thread]
+    else:
+        if len(threads[thread]) <= 1:
+            return None
+        threads[thread] = threads[thread][:call] + threads[thread][call + 1 :]
+    return attrs.evolve(plan, threads=tuple(threads))
+
+
+def _reduced(factory: Callable[[], Target], plan: Plan, timeout: float, first: _Ended) -> tuple[Plan, int, _Ended]:
+    """A smaller round that still fails often: one pass dropping each thread, then each call (last first); a drop is
+    kept where the smaller round fails in at least half as many of RERUNS re-runs as the whole round did (and in
+    one at least: a race fails some runs only, and fewer calls give it fewer chances). The plan, its failing
+    re-runs, and its last failure (``first`` if no re-run failed)."""
+    rate, seen = _reruns(factory, plan, timeout)
+    last = seen if seen is not None else first
+    enough = max(1, (rate + 1) // 2)
+    for thread in reversed(range(len(plan.threads))):
+        for call in [None, *reversed(range(len(plan.threads[thread])))]:
+            trial = _smaller(plan, thread, call)
+            if trial is None:
+                continue
+            trial_rate, trial_last = _reruns(factory, trial, timeout)
+            if trial_last is not None and trial_rate >= enough:
+                plan, rate, last = trial, trial_rate, trial_last
+                if call is None:  # the thread is gone: none of its calls to try
+                    break
+    return plan, rate, last
 
 
 def replay_round(factory: Callable[[], Target], plan: Plan, timeout: float) -> str:

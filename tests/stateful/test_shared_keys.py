@@ -107,7 +107,9 @@ def test_a_key_used_without_its_lock_is_caught_only_in_company() -> None:
     assert result.verdict == "concurrency"
     assert "no order of the calls explains the answers" in found.failure.message
     assert "No order of the" in found.explanation
-    assert 0 <= found.failed_reruns <= 5
+    assert 1 <= found.failed_reruns <= 5  # the reduced round was kept only where it failed again
+    assert len(found.plan.threads) >= 2
+    assert f"No order of the {sum(map(len, found.plan.threads))} calls" in found.explanation  # the reduced round's
     text = shared_verdict_text(result)
     assert "FAILED (concurrency)" in text
     assert "thread 0:" in text
@@ -277,3 +279,30 @@ def test_the_command_passes_the_builtin_csp(capsys: pytest.CaptureFixture[str]) 
     out = capsys.readouterr().out
     assert "4 threads x 6 calls on shared keys x 3 rounds, seed 4: 72 calls" in out
     assert "PASSED" in out
+
+
+def test_a_failing_round_is_cut_down_to_the_calls_it_needs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reducer drops every thread and call whose absence leaves the round failing as often: here a round
+    "fails" exactly when thread 0 still has its third call and another thread its first."""
+    from keyhandoff import shared_keys
+    from keyhandoff.linearize import Linearization
+
+    def call(n: int) -> dict[str, object]:
+        return {"op": "get_key_param", "key": 0, "param": w.KP_IV, "n": n}
+
+    needed = (call(2), call(10))
+    runs: list[Plan] = []
+
+    def attempt(factory: object, plan: Plan, timeout: float) -> object:
+        runs.append(plan)
+        calls = [c for thread in plan.threads for c in thread]
+        has_both = needed[0] in plan.threads[0] and needed[1] in calls and needed[1] not in plan.threads[0]
+        return RuntimeError("planted failure") if has_both else (None, Linearization((), True))
+
+    monkeypatch.setattr(shared_keys, "_attempt", attempt)
+    plan = Plan((), 1, tuple(tuple(call(10 * t + i) for i in range(4)) for t in range(3)))
+    reduced, rate, last = shared_keys._reduced(lambda: None, plan, 1.0, RuntimeError("first"))  # type: ignore[arg-type,return-value]
+    assert reduced.threads == ((needed[0],), (needed[1],))
+    assert rate == 5
+    assert isinstance(last, RuntimeError)
+    assert len(runs) <= 5 * (3 + 12 + 1)  # one pass: the whole round, then each thread and each call once
