@@ -291,16 +291,19 @@ def _concurrent_shared(args: argparse.Namespace) -> int:
     from keyhandoff.shared_keys import render_shared, run_shared, save_shared_trace
     from keyhandoff.targets.fresh import fresh_factory
 
-    result = run_shared(
-        args.target,
-        fresh_factory(args.target),
-        threads=args.threads,
-        rounds=args.rounds,
-        calls=args.steps or 6,
-        seed=args.seed,
-        timeout=args.timeout,
-        progress=sys.stderr,
-    )
+    try:
+        result = run_shared(
+            args.target,
+            fresh_factory(args.target),
+            threads=args.threads,
+            rounds=args.rounds,
+            calls=args.steps or 6,
+            seed=args.seed,
+            timeout=args.timeout,
+            progress=sys.stderr,
+        )
+    except ValueError as exc:  # too many calls for a round
+        raise CannotRun(str(exc)) from None
     render_shared(result, sys.stdout)
     found = result.failure
     if found is not None:
@@ -320,7 +323,7 @@ def _concurrent_shared(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"keyhandoff concurrent: error: report not written: {_file_error(exc)}", file=sys.stderr)
             return 2
-    return 0 if result.ok else 1
+    return 0 if result.ok else 2 if result.verdict == "undecided" else 1
 
 
 def _replay_shared(meta: dict[str, object], spec: str, timeout: float) -> int:

@@ -33,7 +33,7 @@ from keyhandoff.targets.model_target import ModelTarget
 
 __all__ = ["SEARCH_LIMIT", "Linearization", "describe_call", "explain", "linearize"]
 
-SEARCH_LIMIT = 200_000  # model calls the search may make on one round before it gives up (never seen near it)
+SEARCH_LIMIT = 200_000  # states the search may visit for one key of a round before it gives up
 
 
 @attrs.frozen
@@ -44,6 +44,7 @@ class Linearization:
     ok: bool
     complete: bool = True  # False: the search gave up (SEARCH_LIMIT)
     misfits: tuple[str, ...] = ()  # after the longest prefix: each candidate call and what the model answers
+    key: int = 0  # the shared key whose calls no order explains (each key's calls are searched on their own)
 
 
 # --- the search ----------------------------------------------------------------------------------------------
@@ -71,7 +72,7 @@ def _where(done: Done) -> str:
     return f"{_label(done)} {describe_call(done)}"
 
 
-_PROBE_NAMES = (*(w.KP_NAMES[param] for param in PROBED_PARAMS), "then encrypts")
+_PROBE_NAMES = (*(w.KP_NAMES[param] for param in PROBED_PARAMS), "then encrypts", "set to CBC", "then encrypts")
 
 
 def _said(answers: Sequence[Observed]) -> str:
@@ -91,11 +92,30 @@ def linearize(history: History, model: RoundSide, world: World) -> Linearization
     """An order of the history's calls that respects their timing and in which the model, from ``world`` (the
     setup's), gives every answer and probe the target gave, and ends with the shared keys in the states the
     target's keys were probed in; or the longest prefix of such an order and, after it, what each call that could
-    come next would have had to answer."""
-    threads = history.calls
+    come next would have had to answer.
+
+    Each key is searched on its own: every call names one key and no call's answer depends on another key's
+    state, and linearizability is local (Herlihy and Wing: a history is linearizable if and only if each
+    object's subhistory is), so the orders found for each key merge into one. Searching them apart keeps the
+    search small: two keys' calls never multiply each other's interleavings."""
+    order: list[Done] = []
+    for key in range(len(model.keys)):
+        calls = tuple(tuple(d for d in thread if d.call["key"] == key) for thread in history.calls)
+        found = _search(calls, history.final[key], key, model, world)
+        if not found.ok:
+            return found
+        order += found.order
+    return Linearization(tuple(order), True)
+
+
+def _search(
+    threads: tuple[tuple[Done, ...], ...], final: tuple[Observed, ...], key: int, model: RoundSide, world: World
+) -> Linearization:
+    """:func:`linearize` for the calls on shared key ``key`` alone (``final``: its probe after the round)."""
     m = model.target
     assert isinstance(m, ModelTarget)
-    failed: set[object] = set()  # (positions, the shared keys' entries) from which no order fits
+    handle = model.keys[key]
+    failed: set[object] = set()  # (positions, the key's entry) from which no order fits
     order: list[Done] = []
     best: list[Done] = []
     misfits: list[str] = []
@@ -115,12 +135,9 @@ def linearize(history: History, model: RoundSide, world: World) -> Linearization
         return after, why
 
     def finish(at: World) -> str:
-        for number, (handle, target_said) in enumerate(zip(model.keys, history.final, strict=True)):
-            m.world = at
-            said = probe(model, handle, "model")
-            if said != target_said:
-                return f"k{number} at the end: model {_said(said)}, target {_said(target_said)}"
-        return ""
+        m.world = at
+        said = probe(model, handle, "model", key)
+        return "" if said == final else f"k{key} at the end: model {_said(said)}, target {_said(final)}"
 
     def visit(positions: tuple[int, ...], at: World) -> bool:
         budget[0] -= 1
@@ -134,7 +151,7 @@ def linearize(history: History, model: RoundSide, world: World) -> Linearization
                 return True
             notes.append(why)
         else:
-            memo = (positions, tuple(at.keys.get(handle) for handle in model.keys))
+            memo = (positions, at.keys.get(handle))
             if memo in failed:
                 return False
             first_end = min(done.ended for done in pending)
@@ -156,7 +173,8 @@ def linearize(history: History, model: RoundSide, world: World) -> Linearization
         return False
 
     ok = visit(tuple(0 for _ in threads), world)
-    return Linearization(tuple(order if ok else best), ok, complete=ok or budget[0] >= 0, misfits=tuple(misfits))
+    complete = ok or budget[0] >= 0
+    return Linearization(tuple(order if ok else best), ok, complete=complete, misfits=tuple(misfits), key=key)
 
 
 def explain(history: History, found: Linearization) -> str:
@@ -172,12 +190,13 @@ def explain(history: History, found: Linearization) -> str:
     for number, said in enumerate(history.final):
         lines.append(f"  k{number} after the round: {_said(said)}")
     if not found.complete:
-        lines.append(f"The search gave up after {SEARCH_LIMIT} model calls: no verdict on this round.")
+        lines.append(f"The search gave up after {SEARCH_LIMIT} states of one key: no verdict on this round.")
         return "\n".join(lines)
-    total = sum(len(calls) for calls in history.calls)
+    total = sum(d.call["key"] == found.key for calls in history.calls for d in calls)
     lines.append(
-        f"No order of the {total} calls that respects their timing gives these answers. The longest order that "
-        f"fits ({len(found.order)} calls, by thread.call): " + (" ".join(_label(d) for d in found.order) or "none")
+        f"No order of the {total} calls on k{found.key} that respects their timing gives these answers (each key's "
+        f"calls are ordered on their own). The longest order that fits ({len(found.order)} calls, by "
+        "thread.call): " + (" ".join(_label(d) for d in found.order) or "none")
     )
     lines.append("After it, nothing fits:" if found.misfits else "")
     lines += [f"  {why}" for why in found.misfits]

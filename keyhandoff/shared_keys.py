@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -23,9 +23,10 @@ from keyhandoff.concurrent import RERUNS, RoundHung
 from keyhandoff.linearize import Linearization, explain, linearize
 from keyhandoff.lockstep import Divergence, TargetHung
 from keyhandoff.machine import probed_capabilities
+from keyhandoff.model import wincrypt as w
 from keyhandoff.shared_round import History, Plan, plan_round, run_shared_round
 from keyhandoff.target import InstallationMaker, RunStopped, Target, TargetUnavailable
-from keyhandoff.traces import Failure, minimize, replay, reproducer, save_trace
+from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
 
 __all__ = [
     "SharedFailure",
@@ -39,6 +40,11 @@ __all__ = [
 ]
 
 
+MAX_CALLS = 256  # calls a round may make, all threads together
+
+_Ended = tuple[History, Linearization] | BaseException  # how one run of a round ended
+
+
 @attrs.define
 class SharedFailure:
     """The first round no order explains (or that fails alone, or hangs), and what was learnt about it."""
@@ -48,7 +54,10 @@ class SharedFailure:
     kind: str  # "alone", "concurrency", "hung", "undecided"
     explanation: str = ""  # the history and the search's verdict, in lines
     failed_reruns: int = 0
-    script: str = ""  # the sequential reproducer, when the round fails alone
+    script: str = ""  # the sequential reproducer, when the round fails alone in lockstep
+    # The round as one program (its setup, then its calls one at a time): in the order that failed, when it
+    # fails alone; else thread after thread. A trace's steps: ``keyhandoff replay --alone`` runs it.
+    program: list[Step] = attrs.field(factory=list)
 
 
 @attrs.define
@@ -113,6 +122,8 @@ def run_shared(
     answers must be linearizable. On a failure: whether the round fails alone too, and how often it fails again."""
     if threads < 2 or rounds < 1 or calls < 1:
         raise ValueError("threads is at least 2, rounds and calls at least 1")
+    if threads * calls > MAX_CALLS:  # the search's cost grows with the calls' interleavings, and it recurses
+        raise ValueError(f"a round makes at most {MAX_CALLS} calls (threads x calls)")
     opened = InstallationMaker(factory)
     try:
         return _run(spec, opened, threads, rounds, calls, seed, timeout, progress)
@@ -162,12 +173,12 @@ def _run(
 
 
 def _attempt(
-    factory: Callable[[], Target], plan: Plan, timeout: float
+    factory: Callable[[], Target], plan: Plan, timeout: float, order: Sequence[tuple[int, int]] | None = None
 ) -> tuple[History, Linearization] | BaseException:
-    """One run of ``plan``: its history and the search's verdict, or what stopped it (a hang, a crash, a
-    divergence in the setup)."""
+    """One run of ``plan`` (``order``: one call at a time, in that order): its history and the search's verdict,
+    or what stopped it (a hang, a crash, a divergence in the setup)."""
     try:
-        history, model, world = run_shared_round(factory, plan, timeout)
+        history, model, world = run_shared_round(factory, plan, timeout, order=order)
     except (RoundHung, Divergence, TargetHung) as exc:
         return exc
     return history, linearize(history, model, world)
@@ -181,19 +192,15 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
     """One round's verdict: None when its answers are linearizable."""
     ended = _attempt(factory, plan, timeout)
     if isinstance(ended, RoundHung):  # not re-run: each run could hang as long again, and leave threads stuck
-        return SharedFailure(plan, Failure(0, "round", str(ended), "hung"), "hung")
+        return SharedFailure(plan, Failure(0, "round", str(ended), "hung"), "hung", program=plan.sequential())
     if not _failed(ended):
         return None
     if isinstance(ended, tuple) and not ended[1].complete:
         failure = Failure(len(ended[1].order), "round", "the search gave up", "undecided")
-        return SharedFailure(plan, failure, "undecided", explain(*ended))
-    # Is it about company at all? The round as one program, in lockstep: a plain conformance failure if it fails.
-    program = plan.sequential()
-    alone, _ = replay(program, factory)
+        return SharedFailure(plan, failure, "undecided", explain(*ended), program=plan.sequential())
+    alone = _alone(spec, factory, plan, ended, timeout)
     if alone is not None:
-        steps, alone = minimize(program, factory, alone)
-        explanation = explain(*ended) if isinstance(ended, tuple) else ""
-        return SharedFailure(plan, alone, "alone", explanation, script=reproducer(steps, spec, factory, alone))
+        return alone
     plan, rate, last = _reduced(factory, plan, timeout, ended)
     if isinstance(last, tuple):
         history, found = last
@@ -202,10 +209,52 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
         failure, explanation = Failure(len(found.order), "round", message, ""), explain(history, found)
     else:  # a crash or a hang of a call, only in company
         failure, explanation = Failure(0, "round", str(last), "crashed in company"), ""
-    return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate)
+    return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate, program=plan.sequential())
 
 
-_Ended = tuple[History, Linearization] | BaseException
+def _orders(plan: Plan, ended: _Ended) -> list[list[tuple[int, int]]]:
+    """The orders in which the round is run one call at a time to see whether it needs company to fail: thread
+    after thread, and the order the search got furthest with (the rest after it, thread after thread), where a
+    call of a thread always comes after that thread's earlier calls."""
+    orders = [plan.thread_order()]
+    if isinstance(ended, tuple) and ended[1].order:
+        chosen: list[tuple[int, int]] = []
+        for done in ended[1].order:  # each call, after its thread's earlier calls (on the other key, say)
+            chosen += [(done.thread, i) for i in range(done.index + 1) if (done.thread, i) not in chosen]
+        chosen += [at for at in plan.thread_order() if at not in chosen]
+        if chosen != orders[0]:
+            orders.append(chosen)
+    return orders
+
+
+def _alone(spec: str, factory: Callable[[], Target], plan: Plan, ended: _Ended, timeout: float) -> SharedFailure | None:
+    """Whether the round fails with its calls made one at a time, in one of :func:`_orders`: first as a lockstep
+    program (a failure there comes minimised, with its reproducer), then with its probes (which a lockstep
+    program does not make: the keys an export or a duplicate made, and each key's state at the end). None when
+    it fails in no such order: then it needs company to fail."""
+    orders = _orders(plan, ended)
+    for order in orders:
+        program = plan.sequential(order)
+        failure, _ = replay(program, factory)
+        if failure is not None:
+            steps, failure = minimize(program, factory, failure)
+            script = reproducer(steps, spec, factory, failure)
+            explanation = explain(*ended) if isinstance(ended, tuple) else ""
+            return SharedFailure(plan, failure, "alone", explanation, script=script, program=program)
+    for order in orders:
+        one_at_a_time = _attempt(factory, plan, timeout, order)
+        if isinstance(one_at_a_time, RoundHung):
+            return SharedFailure(
+                plan, Failure(0, "round", str(one_at_a_time), "hung"), "hung", program=plan.sequential(order)
+            )
+        if _failed(one_at_a_time):
+            if isinstance(one_at_a_time, tuple):
+                message, explanation = "the calls made one at a time fit no order", explain(*one_at_a_time)
+            else:
+                message, explanation = str(one_at_a_time), ""
+            failure = Failure(0, "round", message, "alone")
+            return SharedFailure(plan, failure, "alone", explanation, program=plan.sequential(order))
+    return None
 
 
 def _reruns(factory: Callable[[], Target], plan: Plan, timeout: float) -> tuple[int, _Ended | None]:
@@ -282,22 +331,25 @@ def save_shared_trace(path: Path, found: SharedFailure, *, spec: str, seed: int)
         "keys": found.plan.keys,
         "setup": list(found.plan.setup),
         "threads": [list(c) for c in found.plan.threads],
+        "register_mode": found.plan.register_mode,
     }
-    save_trace(path, found.plan.sequential(), spec=spec, failure=found.failure, seed=seed, **extra)
+    save_trace(path, found.program or found.plan.sequential(), spec=spec, failure=found.failure, seed=seed, **extra)
 
 
 def plan_of_trace(meta: dict[str, object]) -> Plan:
     """The round a shared trace holds (ValueError if it holds none)."""
     setup, keys, threads = meta.get("setup"), meta.get("keys"), meta.get("threads")
+    mode = meta.get("register_mode", w.CRYPT_MODE_CBC)
     if not (
-        isinstance(setup, list)
+        type(mode) is int
+        and isinstance(setup, list)
         and type(keys) is int
         and isinstance(threads, list)
         and len(threads) >= 2
         and all(isinstance(calls, list) and all(isinstance(c, dict) for c in calls) for calls in threads)
     ):
         raise ValueError("a shared trace holds 'setup', 'keys' and 'threads' (two or more lists of calls)")
-    return Plan(tuple(setup), keys, tuple(tuple(calls) for calls in threads))
+    return Plan(tuple(setup), keys, tuple(tuple(calls) for calls in threads), mode)
 
 
 def shared_verdict_text(result: SharedResult) -> str:
@@ -316,11 +368,18 @@ def render_shared(result: SharedResult, out: TextIO) -> None:
         out.write(f"{head}\nPASSED: every round's answers fit an order of its calls (linearizable)\n")
         return
     failure = found.failure
-    if found.kind == "alone":
+    if found.kind == "alone" and found.script:
         out.write(
             f"{head}\nFAILED: the round fails as one program too, at step {failure.index + 1} ({failure.op}): "
             f"{failure.message}\nSo this is no concurrency failure; its minimal reproducer (run `keyhandoff "
             f"check` for the full sequential verdict):\n\n{found.script}\n"
+        )
+        return
+    if found.kind == "alone":  # in its probes: a state the lockstep program never reads
+        out.write(
+            f"{head}\nFAILED: {failure.message}: with its calls made one at a time too, so this is no concurrency "
+            "failure, but a state the calls leave that the probes after the round read (a key an export or a "
+            f"duplicate made, or a key's state at the end).\n{found.explanation}\n"
         )
         return
     if found.kind == "hung":

@@ -15,13 +15,14 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 import attrs
 
 from keyhandoff.concurrent import RoundHung
-from keyhandoff.lockstep import Lockstep, Observed, _observe
+from keyhandoff.lockstep import Divergence, Lockstep, Observed, TargetHung, _observe
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.algorithms import ALGORITHMS
 from keyhandoff.model.world import World
@@ -34,6 +35,7 @@ __all__ = [
     "PROBED_PARAMS",
     "Done",
     "History",
+    "PhaseHung",
     "Plan",
     "RoundSide",
     "as_int",
@@ -44,6 +46,8 @@ __all__ = [
     "probe",
     "run_shared_round",
 ]
+
+T = TypeVar("T")
 
 SWITCH_INTERVAL = 1e-5  # seconds between the interpreter's thread switches during a round (default 5 ms)
 PROBED_PARAMS = (w.KP_MODE, w.KP_IV)
@@ -60,10 +64,25 @@ class Plan:
     setup: tuple[Step, ...]
     keys: int  # the setup's keys are its first ``keys`` key references
     threads: tuple[tuple[Step, ...], ...]
+    # The mode a probe switches a block cipher key to before its last encrypt, so that the register shows even
+    # when the key is in ECB (0: none, for a target without CBC).
+    register_mode: int = w.CRYPT_MODE_CBC
 
-    def sequential(self) -> list[Step]:
-        """The round as one program: the setup, then each thread's calls, thread after thread."""
-        return [*self.setup, *(call for calls in self.threads for call in calls)]
+    def thread_order(self) -> list[tuple[int, int]]:
+        """Every call as (thread, index), thread after thread."""
+        return [(thread, index) for thread, calls in enumerate(self.threads) for index in range(len(calls))]
+
+    def sequential(self, order: Sequence[tuple[int, int]] | None = None) -> list[Step]:
+        """The round as one program: the setup, then its calls one at a time in ``order`` (default: thread after
+        thread)."""
+        chosen = self.thread_order() if order is None else order
+        return [*self.setup, *(self.threads[thread][index] for thread, index in chosen)]
+
+    def is_block_cipher(self, key: int) -> bool:
+        """Whether shared key ``key`` (its setup's import) is a block cipher's."""
+        imports = [step for step in self.setup if step["op"] == "import_plaintext"]
+        alg = imports[key]["alg"]
+        return type(alg) is int and alg in ALGORITHMS and ALGORITHMS[alg].block_len > 0
 
 
 @attrs.frozen
@@ -126,7 +145,8 @@ def plan_round(caps: Capabilities, rng: random.Random, threads: int, calls: int)
     if rng.random() < 0.2:  # a destroy racing the other threads' calls
         chosen = plan[rng.randrange(threads)]
         chosen[rng.randrange(calls)] = {"op": "destroy_key", "key": rng.randrange(len(blocks))}
-    return Plan(tuple(setup), len(blocks), tuple(tuple(calls) for calls in plan))
+    register_mode = w.CRYPT_MODE_CBC if w.CRYPT_MODE_CBC in caps.modes else 0
+    return Plan(tuple(setup), len(blocks), tuple(tuple(calls) for calls in plan), register_mode)
 
 
 def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes: list[int]) -> Step:
@@ -161,11 +181,13 @@ def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes:
 
 @attrs.frozen
 class RoundSide:
-    """One side of a round: the target or the model, the shared keys' handles and the app context there."""
+    """One side of a round: the target or the model, the shared keys' handles and the app context there, and
+    for each shared key the mode its probe switches to (0: none; see Plan.register_mode)."""
 
     target: Target
     keys: tuple[int, ...]
     app: int
+    register_modes: tuple[int, ...]
 
 
 MAKES_KEY = frozenset({"export_key", "duplicate_key"})
@@ -200,12 +222,18 @@ def as_int(value: object) -> int:
     return value
 
 
-def probe(side: RoundSide, handle: int, who: str) -> tuple[Observed, ...]:
-    """What a key answers about its state: its mode and IV, and the ciphertext of a fixed 16-byte message, which
-    depends on the material, the register and the stream position."""
+def probe(side: RoundSide, handle: int, who: str, key: int) -> tuple[Observed, ...]:
+    """What a key (shared key ``key``, or one made from it) answers about its state: its mode and IV, and the
+    ciphertext of a fixed 16-byte message, which depends on the material, the register and the stream position;
+    then, for a block cipher, it is switched to CBC and encrypts again: in ECB the first ciphertext shows no
+    register."""
     t = side.target
     answers = [_observe(_getter(t, handle, param), who, "probe") for param in PROBED_PARAMS]
     answers.append(_observe(lambda: t.encrypt(handle, bytes(range(16)), False), who, "probe"))
+    mode = side.register_modes[key]
+    if mode:
+        answers.append(_observe(lambda: t.set_key_param(handle, w.KP_MODE, mode), who, "probe"))
+        answers.append(_observe(lambda: t.encrypt(handle, bytes(range(16)), False), who, "probe"))
     return tuple(answers)
 
 
@@ -217,13 +245,14 @@ def made_key_probe(side: RoundSide, call: Step, answer: Observed, who: str) -> t
     """The probe of the key an export or a duplicate made (an export's blob imported on the app side first)."""
     if not answer.ok or call["op"] not in MAKES_KEY:
         return ()
+    key = as_int(call["key"])
     if call["op"] == "duplicate_key":
-        return probe(side, as_int(answer.value), who)
+        return probe(side, as_int(answer.value), who, key)
     blob = answer.value
     imported = _observe(lambda: side.target.import_key(side.app, blob), who, "import of the exported blob")  # type: ignore[arg-type]
     if not imported.ok:
         return (imported,)
-    return probe(side, as_int(imported.value), who)
+    return probe(side, as_int(imported.value), who, key)
 
 
 def compared(call: Step, answer: Observed) -> Observed:
@@ -247,6 +276,36 @@ def _switching_often() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+class PhaseHung(RoundHung):
+    """A round's setup or probes (run on one thread, after or before its threads) gave no answer in time."""
+
+    def __init__(self, phase: str, timeout: float) -> None:
+        TargetHung.__init__(self, f"the round's {phase}", f"still running after {timeout:g} s")
+        self.stuck = []
+
+
+def _bounded(work: Callable[[], T], deadline: float, phase: str, timeout: float) -> T:
+    """``work()`` on a thread of its own, given until ``deadline``: an in-process target's call could otherwise
+    hang the run (PhaseHung; the thread is left behind, as a round's are)."""
+    result: list[T] = []
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(work())
+        except BaseException as exc:  # said in the caller's thread
+            raised.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True, name=f"round-{phase}")
+    worker.start()
+    worker.join(max(0.0, deadline - time.monotonic()))
+    if worker.is_alive():
+        raise PhaseHung(phase, timeout)
+    if raised:
+        raise raised[0]
+    return result[0]
+
+
 def _set_up(target: Target, plan: Plan) -> tuple[RoundSide, RoundSide, World]:
     """Run the setup in lockstep (a Divergence there is a plain conformance failure); the two sides of the round."""
     ls = Lockstep(target, shared=True)
@@ -256,58 +315,94 @@ def _set_up(target: Target, plan: Plan) -> tuple[RoundSide, RoundSide, World]:
     if len(refs) < plan.keys or len(ls.providers) < 2:
         raise ValueError("a shared round's setup makes its keys and the two contexts")
     made = ls.model.world
-    model = RoundSide(ModelTarget(), tuple(ref.model for ref in refs), ls.providers[1][0])
-    on_target = RoundSide(target, tuple(ref.target for ref in refs), ls.providers[1][1])
+    modes = tuple(plan.register_mode if plan.is_block_cipher(key) else 0 for key in range(plan.keys))
+    model = RoundSide(ModelTarget(), tuple(ref.model for ref in refs), ls.providers[1][0], modes)
+    on_target = RoundSide(target, tuple(ref.target for ref in refs), ls.providers[1][1], modes)
     return on_target, model, made
 
 
+def _issued_once(on_target: RoundSide, done: list[list[Done]]) -> None:
+    """Each duplicate's handle is new: not a shared key's, nor another duplicate's (a handle counter without its
+    lock issues one twice; the probes could not tell two keys in the same state apart)."""
+    seen = {handle: f"k{key}" for key, handle in enumerate(on_target.keys)}
+    for thread in done:
+        for d in thread:
+            if d.call["op"] == "duplicate_key" and d.answer.ok:
+                line = f"{d.thread}.{d.index + 1} duplicate_key(k{d.call['key']})"
+                handle = as_int(d.answer.value)
+                if handle in seen:
+                    raise Divergence(line, "a new handle", f"the handle of {seen[handle]}", "a handle issued twice")
+                seen[handle] = line
+
+
 def run_shared_round(
-    factory: Callable[[], Target], plan: Plan, timeout: float, *, sequential: bool = False
+    factory: Callable[[], Target], plan: Plan, timeout: float, *, order: Sequence[tuple[int, int]] | None = None
 ) -> tuple[History, RoundSide, World]:
-    """Run ``plan`` on one new installation: the setup, then every thread's calls at once (``sequential``: one
-    thread after another), then the probes. The history, and the model's side and world after the setup."""
+    """Run ``plan`` on one new installation: the setup, then every thread's calls at once (or, given ``order``,
+    one call at a time in that order), then the probes, all within ``timeout`` seconds (else RoundHung). The
+    history, and the model's side and world after the setup."""
+    deadline = time.monotonic() + timeout
     target = factory()
-    closed = False
+    abandoned = False  # a thread still inside the target: it is not closed under that thread
     try:
-        on_target, model, world = _set_up(target, plan)
+        on_target, model, world = _bounded(lambda: _set_up(target, plan), deadline, "setup", timeout)
         done: list[list[Done]] = [[] for _ in plan.threads]
-        start = threading.Barrier(len(plan.threads))
-        crashed: list[BaseException] = []
 
-        def run(thread: int) -> None:
-            try:
-                if not sequential:
-                    start.wait(timeout)
-                for index, call in enumerate(plan.threads[thread]):
-                    began = time.perf_counter_ns()
-                    answer = perform(on_target, call, "target")
-                    done[thread].append(Done(thread, index, call, began, time.perf_counter_ns(), answer))
-            except BaseException as exc:  # a crash (Divergence), a hang, a broken barrier: the first one is said
-                crashed.append(exc)
+        def call(thread: int, index: int) -> None:
+            began = time.perf_counter_ns()
+            answer = perform(on_target, plan.threads[thread][index], "target")
+            done[thread].append(Done(thread, index, plan.threads[thread][index], began, time.perf_counter_ns(), answer))
 
-        if sequential:
-            for thread in range(len(plan.threads)):
-                run(thread)
+        if order is not None:
+
+            def one_at_a_time() -> None:
+                for thread, index in order:
+                    call(thread, index)
+
+            _bounded(one_at_a_time, deadline, "calls", timeout)
+            done = [sorted(calls, key=lambda d: d.index) for calls in done]
         else:
-            with _switching_often():
-                workers = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(plan.threads))]
-                for worker in workers:
-                    worker.start()
-                deadline = time.monotonic() + timeout
-                for worker in workers:
-                    worker.join(max(0.0, deadline - time.monotonic()))
-            stuck = [k for k, worker in enumerate(workers) if worker.is_alive()]
-            if stuck:  # the threads cannot be stopped, nor the target closed under them
-                closed = True
-                raise RoundHung(len(plan.threads), stuck, timeout)
-        if crashed:
-            raise crashed[0]
-        calls = tuple(
-            tuple(attrs.evolve(d, probe=made_key_probe(on_target, d.call, d.answer, "target")) for d in thread)
-            for thread in done
-        )
-        final = tuple(probe(on_target, handle, "target") for handle in on_target.keys)
-        return History(calls, final), model, world
+            _at_once(plan, call, deadline, timeout)
+        _issued_once(on_target, done)
+
+        def probes() -> History:
+            calls = tuple(
+                tuple(attrs.evolve(d, probe=made_key_probe(on_target, d.call, d.answer, "target")) for d in thread)
+                for thread in done
+            )
+            final = tuple(probe(on_target, handle, "target", key) for key, handle in enumerate(on_target.keys))
+            return History(calls, final)
+
+        return _bounded(probes, deadline, "probes", timeout), model, world
+    except RoundHung:
+        abandoned = True
+        raise
     finally:
-        if not closed:
+        if not abandoned:
             close_target(target)
+
+
+def _at_once(plan: Plan, call: Callable[[int, int], None], deadline: float, timeout: float) -> None:
+    """Every thread's calls, the threads started together; the first exception a thread raised, raised here."""
+    start = threading.Barrier(len(plan.threads))
+    crashed: list[BaseException] = []
+
+    def run(thread: int) -> None:
+        try:
+            start.wait(timeout)
+            for index in range(len(plan.threads[thread])):
+                call(thread, index)
+        except BaseException as exc:  # a crash (Divergence), a hang, a broken barrier: the first one is said
+            crashed.append(exc)
+
+    with _switching_often():
+        workers = [threading.Thread(target=run, args=(k,), daemon=True) for k in range(len(plan.threads))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+    stuck = [k for k, worker in enumerate(workers) if worker.is_alive()]
+    if stuck:  # the threads cannot be stopped, nor the target closed under them
+        raise RoundHung(len(plan.threads), stuck, timeout)
+    if crashed:
+        raise crashed[0]

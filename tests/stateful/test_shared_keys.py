@@ -17,9 +17,11 @@ import pytest
 from keyhandoff import linearize as linearize_module
 from keyhandoff.check import run_check
 from keyhandoff.cli import main
+from keyhandoff.concurrent import RoundHung
 from keyhandoff.impl.csp import Csp
 from keyhandoff.impl.live_key import LiveKey
 from keyhandoff.linearize import linearize
+from keyhandoff.lockstep import Divergence
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.mutants import MutantTarget
@@ -156,7 +158,7 @@ def _two_encrypts() -> tuple[Plan, History, Done, Done, object, object]:
         ((encrypt,), (encrypt,)),
     )
     history, model, world = run_shared_round(
-        lambda: BuiltinTarget(_home(), remove_home=True), plan, 30, sequential=True
+        lambda: BuiltinTarget(_home(), remove_home=True), plan, 30, order=[(0, 0), (1, 0)]
     )
     first, second = history.calls[0][0], history.calls[1][0]
     return plan, history, first, second, model, world
@@ -194,7 +196,7 @@ def test_the_final_state_must_fit_too() -> None:
     """Each answer fits, but the key's state after the round is not the model's: no order explains it."""
     _, history, _, _, model, world = _two_encrypts()
     final = history.final[0]
-    moved = (final[0], final[1], attrs.evolve(final[2], value=bytes(16)))  # the next ciphertext is another one
+    moved = (*final[:2], attrs.evolve(final[2], value=bytes(16)), *final[3:])  # the next ciphertext is another
     found = linearize(attrs.evolve(history, final=(moved,)), model, world)  # type: ignore[arg-type]
     assert not found.ok
     assert len(found.order) == 2
@@ -306,3 +308,118 @@ def test_a_failing_round_is_cut_down_to_the_calls_it_needs(monkeypatch: pytest.M
     assert rate == 5
     assert isinstance(last, RuntimeError)
     assert len(runs) <= 5 * (3 + 12 + 1)  # one pass: the whole round, then each thread and each call once
+
+
+def _round_of(*threads: tuple[dict[str, object], ...], mode: int | None = None) -> Plan:
+    """A round on one AES-128 key on the secure side (``mode``: set in the setup)."""
+    setup: list[dict[str, object]] = [
+        {"op": "acquire", "side": "secure"},
+        {"op": "acquire", "side": "app"},
+        {"op": "import_plaintext", "prov": 0, "alg": w.CALG_AES_128, "seed": 3, "size": 16, "flags": 0},
+    ]
+    if mode is not None:
+        setup.append({"op": "set_key_param", "key": 0, "param": w.KP_MODE, "value": mode})
+    return Plan(tuple(setup), 1, threads)
+
+
+_DUPLICATE = {"op": "duplicate_key", "key": 0}
+_EXPORT = {"op": "export_key", "key": 0, "blob_type": w.OPAQUEKEYBLOB, "flags": 0}
+_ENCRYPT = {"op": "encrypt", "key": 0, "data_hex": "11" * 32, "final": False}
+
+
+class SameDuplicate(BuiltinTarget):
+    """Planted: every duplicate of a key gets the first one's handle (a handle counter read twice)."""
+
+    def __init__(self) -> None:
+        super().__init__(_home(), remove_home=True)
+        self.first: dict[int, int] = {}
+
+    def duplicate_key(self, key: int) -> int:
+        made = super().duplicate_key(key)
+        return self.first.setdefault(key, made)
+
+
+def test_a_handle_issued_twice_is_caught_though_both_keys_answer_alike() -> None:
+    """In ECB two duplicates in the same state answer every probe alike: the handles themselves are compared."""
+    plan = _round_of((_DUPLICATE,), (_DUPLICATE,), mode=w.CRYPT_MODE_ECB)
+    with pytest.raises(Divergence, match=r"duplicate_key\(k0\): model a new handle, target the handle of 0.1"):
+        run_shared_round(SameDuplicate, plan, 30, order=[(0, 0), (1, 0)])
+
+
+def test_the_probe_reads_the_register_of_a_key_in_ecb() -> None:
+    """An ECB encrypt shows no register; the probe then switches the key to CBC and encrypts again, so a register
+    the calls left wrong shows (here: the last probe answer edited, as a CSP that lost the register would give)."""
+    plan = _round_of((_ENCRYPT,), (_ENCRYPT,), mode=w.CRYPT_MODE_ECB)
+    history, model, world = run_shared_round(
+        lambda: BuiltinTarget(_home(), remove_home=True), plan, 30, order=[(0, 0), (1, 0)]
+    )
+    final = history.final[0]
+    assert len(final) == 5  # mode, IV, an encrypt, the switch to CBC, an encrypt in CBC
+    assert linearize(history, model, world).ok
+    edited = (*final[:4], attrs.evolve(final[4], value=bytes(16)))
+    found = linearize(attrs.evolve(history, final=(edited,)), model, world)
+    assert not found.ok
+    assert "set to CBC None, then encrypts <16 bytes" in found.misfits[0]
+
+
+class IvReadReversed(BuiltinTarget):
+    """Planted, sequential: once KP_IV is set, it reads back reversed (in a round, often only a probe reads it)."""
+
+    def __init__(self) -> None:
+        super().__init__(_home(), remove_home=True)
+        self.set_iv: set[int] = set()
+
+    def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
+        super().set_key_param(key, param, value)
+        if param == w.KP_IV:
+            self.set_iv.add(key)
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        value = super().get_key_param(key, param)
+        return value[::-1] if param == w.KP_IV and key in self.set_iv and isinstance(value, bytes) else value
+
+
+def test_a_sequential_defect_only_the_probes_see_is_said_alone() -> None:
+    """No call of the round reads KP_IV after it is set: the round as a lockstep program passes, and only the
+    final probe sees the defect. Made one call at a time with its probes, the round still fails: alone."""
+    from keyhandoff import shared_keys
+
+    set_iv = {"op": "set_key_param", "key": 0, "param": w.KP_IV, "value_hex": bytes(range(16)).hex()}
+    found = shared_keys._round("python:iv-reversed", IvReadReversed, _round_of((set_iv,), (_ENCRYPT,)), 30)
+    assert found is not None
+    assert (found.kind, found.script) == ("alone", "")  # no lockstep reproducer: the lockstep program passes
+    assert found.failure.message == "the calls made one at a time fit no order"
+    assert "k0 at the end: model KP_MODE 1, KP_IV <16 bytes" in found.explanation
+    result = run_shared("python:iv-reversed", IvReadReversed, threads=3, rounds=25, calls=4, seed=1)
+    assert result.verdict == "alone", shared_verdict_text(result)
+
+
+class ImportHangs(BuiltinTarget):
+    """Planted: importing an opaque blob never returns (only the probes after a round import one)."""
+
+    def __init__(self) -> None:
+        super().__init__(_home(), remove_home=True)
+        self.never = threading.Event()
+
+    def import_key(self, prov: int, blob: bytes, **kwargs: object) -> int:
+        if blob[:1] == bytes([w.OPAQUEKEYBLOB]):
+            self.never.wait()
+        return super().import_key(prov, blob, **kwargs)  # type: ignore[arg-type]
+
+
+def test_probes_that_hang_are_a_hang_within_the_timeout() -> None:
+    began = time.monotonic()
+    with pytest.raises(RoundHung, match="the round's probes: the target gave no answer"):
+        run_shared_round(ImportHangs, _round_of((_EXPORT,), (_ENCRYPT,)), 2)
+    assert time.monotonic() - began < 10
+
+
+def test_a_round_of_too_many_calls_is_refused() -> None:
+    with pytest.raises(ValueError, match="at most 256 calls"):
+        run_shared("builtin", fresh_factory("builtin"), threads=8, calls=40, seed=1)
+
+
+def test_no_verdict_is_status_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(linearize_module, "SEARCH_LIMIT", 1)
+    assert main(["concurrent", "--shared", "--target", "builtin", "--rounds", "1", "--seed", "4"]) == 2
+    assert "NO VERDICT" in capsys.readouterr().out
