@@ -462,7 +462,10 @@ def _parser() -> argparse.ArgumentParser:
     con.add_argument("--seed", type=int, default=None, help="the programs' seed (the interleaving is the OS's)")
     con.add_argument("--timeout", type=_positive, default=120, help="seconds a round may take (default: 120)")
     con.add_argument(
-        "--trace", default=None, help="where to save a failing round (default: keyhandoff-concurrent-SEED.json)"
+        "--trace",
+        default=None,
+        help="where to save a failing round (default: keyhandoff-concurrent-SEED.json; --shared: "
+        "keyhandoff-shared-SEED.json)",
     )
     con.add_argument("--report", default=None, help="write a JSON report here")
     con.set_defaults(func=_concurrent)

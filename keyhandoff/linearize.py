@@ -82,6 +82,11 @@ def _said(answers: Sequence[Observed]) -> str:
     return ", ".join(f"{name} {a.describe()}" for name, a in zip(_PROBE_NAMES, answers, strict=False)) or "nothing"
 
 
+def _outcome(done: Done, answer: Observed) -> str:
+    """An answer as compared: a key an export or a duplicate made is "a key" (its handle or blob is each side's)."""
+    return "a key" if done.call["op"] in MAKES_KEY and answer.ok else answer.describe()
+
+
 def _answered(done: Done) -> str:
     if done.call["op"] in MAKES_KEY and done.answer.ok:
         return f"a key ({_said(done.probe)})"
@@ -127,7 +132,7 @@ def _search(
         answer = perform(model, done.call, "model")
         after = m.world
         if compared(done.call, answer) != compared(done.call, done.answer):
-            why = f"model {answer.describe()}, target {done.answer.describe()}"
+            why = f"model {_outcome(done, answer)}, target {_outcome(done, done.answer)}"
         else:
             said = made_key_probe(model, done.call, answer, "model")
             why = "" if said == done.probe else f"its key answers: model {_said(said)}, target {_said(done.probe)}"

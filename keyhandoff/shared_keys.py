@@ -67,7 +67,8 @@ class SharedResult:
     threads: int
     rounds: int
     calls: int  # per thread
-    ran: int = 0  # calls run, all threads and rounds together
+    ran: int = 0  # calls run, all threads and rounds together (a failing round's not counted)
+    failed_round: int = 0  # the failing round's number, from 1 (0: none failed)
     seconds: float = 0.0
     failure: SharedFailure | None = None
 
@@ -93,6 +94,7 @@ class SharedResult:
             "seconds": round(self.seconds, 2),
             "passed": self.ok,
             "verdict": self.verdict,
+            "failed_round": self.failed_round or None,
             "failure": None
             if found is None
             else {
@@ -164,6 +166,7 @@ def _run(
             progress.flush()
         result.failure = _round(spec, factory, plan, timeout)
         if result.failure is not None:
+            result.failed_round = number + 1
             break
         result.ran += threads * calls
     if progress is not None and on_terminal:
@@ -202,6 +205,10 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
     if alone is not None:
         return alone
     plan, rate, last = _reduced(factory, plan, timeout, ended)
+    # The smaller round, and its own failing run's orders, may fail one call at a time where the whole did not.
+    alone = _alone(spec, factory, plan, last, timeout)
+    if alone is not None:
+        return alone
     if isinstance(last, tuple):
         history, found = last
         after = found.misfits[0].split(":")[0] if found.misfits else "the end"
@@ -213,18 +220,25 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
 
 
 def _orders(plan: Plan, ended: _Ended) -> list[list[tuple[int, int]]]:
-    """The orders in which the round is run one call at a time to see whether it needs company to fail: thread
-    after thread, and the order the search got furthest with (the rest after it, thread after thread), where a
-    call of a thread always comes after that thread's earlier calls."""
+    """The orders in which the round is made one call at a time to see whether it needs company to fail: thread
+    after thread; from its failing run, the calls in the order they began and in the order they ended; and the
+    order the search got furthest with (the rest after it, thread after thread). Each keeps a thread's calls in
+    their order."""
     orders = [plan.thread_order()]
-    if isinstance(ended, tuple) and ended[1].order:
+    if isinstance(ended, tuple):
+        history, found = ended
+        made = [d for calls in history.calls for d in calls]
+        orders.append([(d.thread, d.index) for d in sorted(made, key=lambda d: d.began)])
+        orders.append([(d.thread, d.index) for d in sorted(made, key=lambda d: d.ended)])
         chosen: list[tuple[int, int]] = []
-        for done in ended[1].order:  # each call, after its thread's earlier calls (on the other key, say)
+        for done in found.order:  # each call, after its thread's earlier calls (on the other key, say)
             chosen += [(done.thread, i) for i in range(done.index + 1) if (done.thread, i) not in chosen]
-        chosen += [at for at in plan.thread_order() if at not in chosen]
-        if chosen != orders[0]:
-            orders.append(chosen)
-    return orders
+        orders.append(chosen + [at for at in plan.thread_order() if at not in chosen])
+    distinct: list[list[tuple[int, int]]] = []
+    for order in orders:
+        if len(order) == len(plan.thread_order()) and order not in distinct:  # (a crashed run made fewer calls)
+            distinct.append(order)
+    return distinct
 
 
 def _alone(spec: str, factory: Callable[[], Target], plan: Plan, ended: _Ended, timeout: float) -> SharedFailure | None:
@@ -249,7 +263,7 @@ def _alone(spec: str, factory: Callable[[], Target], plan: Plan, ended: _Ended, 
             )
         if _failed(one_at_a_time):
             if isinstance(one_at_a_time, tuple):
-                message, explanation = "the calls made one at a time fit no order", explain(*one_at_a_time)
+                message, explanation = "made one call at a time, the round fits no order", explain(*one_at_a_time)
             else:
                 message, explanation = str(one_at_a_time), ""
             failure = Failure(0, "round", message, "alone")
@@ -349,7 +363,49 @@ def plan_of_trace(meta: dict[str, object]) -> Plan:
         and all(isinstance(calls, list) and all(isinstance(c, dict) for c in calls) for calls in threads)
     ):
         raise ValueError("a shared trace holds 'setup', 'keys' and 'threads' (two or more lists of calls)")
+    if mode not in (0, w.CRYPT_MODE_CBC):
+        raise ValueError(f"a shared trace's register_mode is 0 or CRYPT_MODE_CBC ({w.CRYPT_MODE_CBC}), not {mode}")
+    if keys < 1 or any(not calls for calls in threads):
+        raise ValueError("a shared trace names one key at least, and each thread makes a call at least")
+    for number, calls in enumerate(threads):
+        for index, call in enumerate(calls):
+            problem = _call_problem(call, keys)
+            if problem:
+                raise ValueError(f"thread {number}'s call {index + 1}: {problem}")
     return Plan(tuple(setup), keys, tuple(tuple(calls) for calls in threads), mode)
+
+
+# The fields each call of a shared round has, and the type of each (bytes are hex text).
+_CALL_FIELDS: dict[str, dict[str, type]] = {
+    "encrypt": {"data_hex": bytes, "final": bool},
+    "decrypt": {"data_hex": bytes, "final": bool},
+    "set_key_param": {"param": int},
+    "get_key_param": {"param": int},
+    "export_key": {"blob_type": int, "flags": int},
+    "duplicate_key": {},
+    "destroy_key": {},
+}
+
+
+def _call_problem(call: dict[str, object], keys: int) -> str:
+    """What is wrong with a call of a hand-edited trace ("" if nothing): its op, its key, a field by name."""
+    op, key = call.get("op"), call.get("key")
+    if op not in _CALL_FIELDS:
+        return f"op {op!r} is none of {', '.join(_CALL_FIELDS)}"
+    if type(key) is not int or not 0 <= key < keys:
+        return f"key is the index of a shared key (0 to {keys - 1}), not {key!r}"
+    fields = dict(_CALL_FIELDS[str(op)])
+    if op == "set_key_param":
+        fields.update({"value_hex": bytes} if "value_hex" in call else {"value": int})
+    for name, kind in fields.items():
+        value = call.get(name)
+        if kind is bytes:
+            ok = isinstance(value, str) and len(value) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in value)
+        else:
+            ok = type(value) is kind
+        if not ok:
+            return f"{op}'s {name} is {'hex text' if kind is bytes else kind.__name__}, not {value!r}"
+    return ""
 
 
 def shared_verdict_text(result: SharedResult) -> str:
@@ -367,6 +423,7 @@ def render_shared(result: SharedResult, out: TextIO) -> None:
     if found is None:
         out.write(f"{head}\nPASSED: every round's answers fit an order of its calls (linearizable)\n")
         return
+    head += f"; round {result.failed_round} failed"
     failure = found.failure
     if found.kind == "alone" and found.script:
         out.write(
@@ -377,9 +434,9 @@ def render_shared(result: SharedResult, out: TextIO) -> None:
         return
     if found.kind == "alone":  # in its probes: a state the lockstep program never reads
         out.write(
-            f"{head}\nFAILED: {failure.message}: with its calls made one at a time too, so this is no concurrency "
-            "failure, but a state the calls leave that the probes after the round read (a key an export or a "
-            f"duplicate made, or a key's state at the end).\n{found.explanation}\n"
+            f"{head}\nFAILED: {failure.message}, so this is no concurrency failure: a state the calls leave is "
+            "wrong, which only the probes after the round read (a key an export or a duplicate made, or a key's "
+            f"state at the end).\n{found.explanation}\n"
         )
         return
     if found.kind == "hung":

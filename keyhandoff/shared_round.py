@@ -38,6 +38,7 @@ __all__ = [
     "PhaseHung",
     "Plan",
     "RoundSide",
+    "ThreadsHung",
     "as_int",
     "compared",
     "made_key_probe",
@@ -142,9 +143,9 @@ def plan_round(caps: Capabilities, rng: random.Random, threads: int, calls: int)
     if not caps.duplicate:
         del weights["duplicate"]
     plan = [[_call(rng, weights, blocks, sorted(caps.modes)) for _ in range(calls)] for _ in range(threads)]
-    if rng.random() < 0.2:  # a destroy racing the other threads' calls
+    if rng.random() < 0.4:  # a destroy racing the other threads' calls: late in its thread, so they overlap it
         chosen = plan[rng.randrange(threads)]
-        chosen[rng.randrange(calls)] = {"op": "destroy_key", "key": rng.randrange(len(blocks))}
+        chosen[rng.randrange(calls // 2, calls)] = {"op": "destroy_key", "key": rng.randrange(len(blocks))}
     register_mode = w.CRYPT_MODE_CBC if w.CRYPT_MODE_CBC in caps.modes else 0
     return Plan(tuple(setup), len(blocks), tuple(tuple(calls) for calls in plan), register_mode)
 
@@ -276,12 +277,32 @@ def _switching_often() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
+class ThreadsHung(RoundHung):
+    """A round's threads did not all finish in time: each stuck one named with the call it is in."""
+
+    def __init__(self, stuck: dict[int, str], timeout: float) -> None:
+        inside = "; ".join(f"thread {thread} in {call}" for thread, call in sorted(stuck.items()))
+        TargetHung.__init__(
+            self,
+            f"a round of threads on shared keys ({inside})",
+            f"still running after {timeout:g} s: a deadlock, or a call that never returns",
+        )
+        self.stuck = sorted(stuck)
+
+
 class PhaseHung(RoundHung):
     """A round's setup or probes (run on one thread, after or before its threads) gave no answer in time."""
 
     def __init__(self, phase: str, timeout: float) -> None:
         TargetHung.__init__(self, f"the round's {phase}", f"still running after {timeout:g} s")
         self.stuck = []
+
+
+def _call_name(plan: Plan, thread: int, index: int | None) -> str:
+    if index is None:
+        return "no call yet"
+    call = plan.threads[thread][index]
+    return f"call {index + 1}, {call['op']} of k{call['key']}"
 
 
 def _bounded(work: Callable[[], T], deadline: float, phase: str, timeout: float) -> T:
@@ -347,8 +368,10 @@ def run_shared_round(
     try:
         on_target, model, world = _bounded(lambda: _set_up(target, plan), deadline, "setup", timeout)
         done: list[list[Done]] = [[] for _ in plan.threads]
+        in_flight: dict[int, int] = {}  # the call each thread is making (or made last), by index
 
         def call(thread: int, index: int) -> None:
+            in_flight[thread] = index
             began = time.perf_counter_ns()
             answer = perform(on_target, plan.threads[thread][index], "target")
             done[thread].append(Done(thread, index, plan.threads[thread][index], began, time.perf_counter_ns(), answer))
@@ -362,7 +385,7 @@ def run_shared_round(
             _bounded(one_at_a_time, deadline, "calls", timeout)
             done = [sorted(calls, key=lambda d: d.index) for calls in done]
         else:
-            _at_once(plan, call, deadline, timeout)
+            _at_once(plan, call, in_flight, deadline, timeout)
         _issued_once(on_target, done)
 
         def probes() -> History:
@@ -382,7 +405,9 @@ def run_shared_round(
             close_target(target)
 
 
-def _at_once(plan: Plan, call: Callable[[int, int], None], deadline: float, timeout: float) -> None:
+def _at_once(
+    plan: Plan, call: Callable[[int, int], None], in_flight: dict[int, int], deadline: float, timeout: float
+) -> None:
     """Every thread's calls, the threads started together; the first exception a thread raised, raised here."""
     start = threading.Barrier(len(plan.threads))
     crashed: list[BaseException] = []
@@ -403,6 +428,6 @@ def _at_once(plan: Plan, call: Callable[[int, int], None], deadline: float, time
             worker.join(max(0.0, deadline - time.monotonic()))
     stuck = [k for k, worker in enumerate(workers) if worker.is_alive()]
     if stuck:  # the threads cannot be stopped, nor the target closed under them
-        raise RoundHung(len(plan.threads), stuck, timeout)
+        raise ThreadsHung({k: _call_name(plan, k, in_flight.get(k)) for k in stuck}, timeout)
     if crashed:
         raise crashed[0]

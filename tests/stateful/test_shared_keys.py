@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -132,7 +134,10 @@ def test_a_deadlock_is_a_hang_within_the_timeout() -> None:
     result = run_shared("python:deadlocks", Deadlocks, threads=4, rounds=10, calls=6, seed=3, timeout=5)
     assert result.verdict == "hung", shared_verdict_text(result)
     assert result.failure is not None
-    assert "still running after 5 s" in result.failure.failure.message
+    message = result.failure.failure.message
+    assert "still running after 5 s" in message
+    assert re.search(r"thread \d in call \d, (encrypt|decrypt) of k\d", message)  # where each stuck thread is
+    assert f"round {result.failed_round} failed" in shared_verdict_text(result)
     assert time.monotonic() - began < 60
 
 
@@ -388,7 +393,7 @@ def test_a_sequential_defect_only_the_probes_see_is_said_alone() -> None:
     found = shared_keys._round("python:iv-reversed", IvReadReversed, _round_of((set_iv,), (_ENCRYPT,)), 30)
     assert found is not None
     assert (found.kind, found.script) == ("alone", "")  # no lockstep reproducer: the lockstep program passes
-    assert found.failure.message == "the calls made one at a time fit no order"
+    assert found.failure.message == "made one call at a time, the round fits no order"
     assert "k0 at the end: model KP_MODE 1, KP_IV <16 bytes" in found.explanation
     result = run_shared("python:iv-reversed", IvReadReversed, threads=3, rounds=25, calls=4, seed=1)
     assert result.verdict == "alone", shared_verdict_text(result)
@@ -423,3 +428,48 @@ def test_no_verdict_is_status_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.
     monkeypatch.setattr(linearize_module, "SEARCH_LIMIT", 1)
     assert main(["concurrent", "--shared", "--target", "builtin", "--rounds", "1", "--seed", "4"]) == 2
     assert "NO VERDICT" in capsys.readouterr().out
+
+
+class IvIsRegister(BuiltinTarget):
+    """Planted, sequential (a vendor's): KP_IV answers the feedback register instead of the IV."""
+
+    def __init__(self) -> None:
+        super().__init__(_home(), remove_home=True)
+
+    def get_key_param(self, key: int, param: int) -> bytes | int:
+        value = super().get_key_param(key, param)
+        return self.csp.inspect(key).register if param == w.KP_IV else value
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_a_sequential_defect_is_never_called_a_race(seed: int) -> None:
+    """A vendor's run called this one a concurrency failure: only the whole round was made one call at a time,
+    and only thread after thread. The cut-down round is tried too, in the order its calls began and ended."""
+    result = run_shared("python:iv-register", IvIsRegister, threads=4, rounds=25, calls=6, seed=seed)
+    assert result.verdict == "alone", shared_verdict_text(result)
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t["threads"][0][0].pop("key"), "thread 0's call 1: key is the index of a shared key"),
+        (lambda t: t["threads"][1][0].update(key=5), "thread 1's call 1: key is the index of a shared key"),
+        (lambda t: t["threads"][0][0].update(op="hmac"), "op 'hmac' is none of encrypt"),
+        (lambda t: t["threads"][0].clear(), "each thread makes a call at least"),
+        (lambda t: t.update(register_mode=99), "register_mode is 0 or CRYPT_MODE_CBC"),
+        (lambda t: t["threads"][0][0].update(final="no"), "encrypt's final is bool, not 'no'"),
+        (lambda t: t["threads"][0][0].update(data_hex="xyz"), "encrypt's data_hex is hex text"),
+    ],
+)
+def test_a_hand_edited_trace_is_refused_by_field(edit: Any, message: str) -> None:
+    plan = _round_of((dict(_ENCRYPT),), (dict(_ENCRYPT),))
+    trace: dict[str, Any] = {
+        "setup": list(plan.setup),
+        "keys": 1,
+        "threads": [list(t) for t in plan.threads],
+        "register_mode": w.CRYPT_MODE_CBC,
+    }
+    assert plan_of_trace(trace) == plan
+    edit(trace)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        plan_of_trace(trace)
