@@ -3,9 +3,10 @@
 `keyhandoff concurrent` gives each thread keys of its own, so it cannot see a CSP that forgets to lock a key: a
 TLS session's keys may well be used by two threads (a send and a receive, a renegotiation exporting the key
 while records are still encrypted). Here the threads of a round (:mod:`keyhandoff.shared_round`) share one or
-two keys, and the round's answers must be linearizable (:mod:`keyhandoff.linearize`). A round that is not is run
-again as one sequential program in lockstep: if that fails too, it is a plain conformance failure, reported with
-the sequential reproducer; if not, a concurrency failure, with how often the round fails again.
+two keys, and the round's answers must be linearizable (:mod:`keyhandoff.linearize`). A round that is not is made
+again one call at a time, in a few orders, as a lockstep program and with its probes: if that fails too, it is
+no concurrency failure (reported with the sequential reproducer where the lockstep program fails); if not, a
+concurrency failure, cut down to the calls it needs, with how often it fails again.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ SWITCH_INTERVAL = 1e-5  # seconds between the interpreter's thread switches duri
 PROBED_PARAMS = (w.KP_MODE, w.KP_IV)
 
 # The calls a thread may make on a shared key, with their weights.
-_CALL_WEIGHTS = {"encrypt": 5, "decrypt": 3, "set_iv": 1, "set_mode": 1, "get": 1, "export": 2, "duplicate": 1}
+_CALL_WEIGHTS = {"encrypt": 4, "decrypt": 2, "set_iv": 2, "set_mode": 1, "get": 1, "export": 2, "duplicate": 2}
 
 
 @attrs.frozen
