@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from keyhandoff._version import __version__
@@ -241,8 +241,6 @@ def _mutants(args: argparse.Namespace) -> int:
 
 
 def _concurrent(args: argparse.Namespace) -> int:
-    import json
-
     from keyhandoff.concurrent import render, run_concurrent, save_concurrent_trace
     from keyhandoff.targets.fresh import fresh_factory
 
@@ -263,31 +261,23 @@ def _concurrent(args: argparse.Namespace) -> int:
     render(result, sys.stdout)
     found = result.failure
     if found is not None:  # a hang and a program failing alone too: the round is kept (--trace was ignored)
-        trace = Path(args.trace) if args.trace else _unused(f"keyhandoff-concurrent-{result.seed}")
-        try:
-            save_concurrent_trace(trace, found, spec=args.target, seed=result.seed)
-        except OSError as exc:
-            print(f"keyhandoff concurrent: trace not saved: {_file_error(exc)}", file=sys.stderr)
-        else:
-            how = (
-                f"keyhandoff replay {trace} --alone runs the failing program on its own"
-                if found.alone is not None
-                else f"keyhandoff replay {trace} re-runs the round"
-            )
-            print(f"trace saved: {trace} ({how})")
-    if args.report:
-        try:
-            Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
-        except OSError as exc:  # asked for and missing: a CI job reading it must not go on as if it were there
-            print(f"keyhandoff concurrent: error: report not written: {_file_error(exc)}", file=sys.stderr)
-            return 2
+        how = "--alone runs the failing program on its own" if found.alone is not None else "re-runs the round"
+        _save_round(
+            args.trace,
+            f"keyhandoff-concurrent-{result.seed}",
+            how,
+            save_concurrent_trace,
+            found,
+            args.target,
+            result.seed,
+        )
+    if not _report(args.report, result.to_json()):
+        return 2
     return 0 if result.ok else 1
 
 
 def _concurrent_shared(args: argparse.Namespace) -> int:
     """``keyhandoff concurrent --shared``: rounds of threads on shared keys, each checked for linearizability."""
-    import json
-
     from keyhandoff.shared_keys import render_shared, run_shared, save_shared_trace
     from keyhandoff.targets.fresh import fresh_factory
 
@@ -305,25 +295,46 @@ def _concurrent_shared(args: argparse.Namespace) -> int:
     except ValueError as exc:  # too many calls for a round
         raise CannotRun(str(exc)) from None
     render_shared(result, sys.stdout)
-    found = result.failure
-    if found is not None:
-        trace = Path(args.trace) if args.trace else _unused(f"keyhandoff-shared-{result.seed}")
-        try:
-            save_shared_trace(trace, found, spec=args.target, seed=result.seed)
-        except OSError as exc:
-            print(f"keyhandoff concurrent: trace not saved: {_file_error(exc)}", file=sys.stderr)
-        else:
-            print(
-                f"trace saved: {trace} (keyhandoff replay {trace} re-runs the round; with --alone, the round as "
-                "one program)"
-            )
-    if args.report:
-        try:
-            Path(args.report).write_text(json.dumps(result.to_json(), indent=1) + "\n", encoding="utf-8")
-        except OSError as exc:
-            print(f"keyhandoff concurrent: error: report not written: {_file_error(exc)}", file=sys.stderr)
-            return 2
+    if result.failure is not None:
+        how = "re-runs the round; with --alone, the round as one program"
+        _save_round(
+            args.trace,
+            f"keyhandoff-shared-{result.seed}",
+            how,
+            save_shared_trace,
+            result.failure,
+            args.target,
+            result.seed,
+        )
+    if not _report(args.report, result.to_json()):
+        return 2
     return 0 if result.ok else 2 if result.verdict == "undecided" else 1
+
+
+def _save_round(
+    asked: str | None, default: str, how: str, save: Callable[..., None], found: object, spec: str, seed: int
+) -> None:
+    """Save a failing round of ``keyhandoff concurrent`` as a trace and say where (``how``: what replay does)."""
+    trace = Path(asked) if asked else _unused(default)
+    try:
+        save(trace, found, spec=spec, seed=seed)
+    except OSError as exc:
+        print(f"keyhandoff concurrent: trace not saved: {_file_error(exc)}", file=sys.stderr)
+    else:
+        print(f"trace saved: {trace} (keyhandoff replay {trace} {how})")
+
+
+def _report(asked: str | None, report: dict[str, object]) -> bool:
+    """Write ``keyhandoff concurrent``'s JSON report where asked; False (said) if it could not be written."""
+    import json
+
+    if asked:
+        try:
+            Path(asked).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        except OSError as exc:  # asked for and missing: a CI job reading it must not go on as if it were there
+            print(f"keyhandoff concurrent: error: report not written: {_file_error(exc)}", file=sys.stderr)
+            return False
+    return True
 
 
 def _replay_shared(meta: dict[str, object], spec: str, timeout: float) -> int:

@@ -7,6 +7,7 @@ softhsm2-util, the module or python-pkcs11 the tests skip, which tests/conftest.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
@@ -14,7 +15,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -231,7 +232,9 @@ def test_errors(token: Pkcs11Token) -> None:
     assert code(lambda: token.exists(obj)) == w.NTE_FAIL  # closed
 
 
-def test_configuration_from_the_environment(hsm_env: dict[str, str], tmp_path: Path, monkeypatch) -> None:
+def test_configuration_from_the_environment(
+    hsm_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Module, label and PIN from the environment, the PIN from a file when the variable is unset; a wrong PIN
     or an unknown label is a configuration error that never shows the PIN."""
     assert Pkcs11Config.from_environment().pin == hsm_env[ENV_PIN]
@@ -308,7 +311,9 @@ def csp(hsm_env: dict[str, str], tmp_path: Path) -> Iterator[ProcessCsp]:
     c.close()
 
 
-def test_installation_selects_the_token(hsm_env: dict[str, str], tmp_path: Path, monkeypatch) -> None:
+def test_installation_selects_the_token(
+    hsm_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """token="pkcs11" (or KEYHANDOFF_TOKEN=pkcs11) gives a Pkcs11Token scoped to the installation; the default
     stays SQLite; a pickled installation keeps its choice."""
     import pickle
@@ -403,32 +408,18 @@ def test_lockstep_machine_on_the_token(hsm_env: dict[str, str]) -> None:
     """The lockstep machine (two processes, fresh installation per run, one shared test token) agrees with the
     model."""
     from keyhandoff.check import run_check
-    from keyhandoff.targets import load
 
-    homes: list[str] = []
-
-    def factory() -> Any:
-        home = tempfile.mkdtemp(prefix="keyhandoff-pkcs11-")
-        homes.append(home)
-        return load("builtin-processes", home=home, token="pkcs11")
-
-    try:
+    with _on_the_token("builtin-processes") as factory:
         result = run_check("builtin-processes", factory, profile="quick", examples=20, seed=1)
-    finally:
-        for home in homes:
-            shutil.rmtree(home, ignore_errors=True)
     assert result.ok, result.script
 
 
-@pytest.mark.parametrize("processes", [False, True])
-def test_programs_at_once_on_the_token(hsm_env: dict[str, str], processes: bool) -> None:
-    """`keyhandoff concurrent` on the PKCS#11 token: python-pkcs11 releases the GIL on every call, so the threads
-    really do run inside the token at once; each program still gets what its model gives."""
-    from keyhandoff.concurrent import run_concurrent, verdict_text
+@contextlib.contextmanager
+def _on_the_token(spec: str) -> Iterator[Callable[[], Any]]:
+    """A factory of installations of ``spec`` on this test's PKCS#11 token, each in a new home (removed after)."""
     from keyhandoff.targets import load
 
     homes: list[str] = []
-    spec = "builtin-processes" if processes else "builtin"
 
     def factory() -> Any:
         home = tempfile.mkdtemp(prefix="keyhandoff-pkcs11-")
@@ -436,10 +427,21 @@ def test_programs_at_once_on_the_token(hsm_env: dict[str, str], processes: bool)
         return load(spec, home=home, token="pkcs11")
 
     try:
-        result = run_concurrent(spec, factory, threads=4, rounds=4, steps=30, seed=2)
+        yield factory
     finally:
         for home in homes:
             shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.mark.parametrize("processes", [False, True])
+def test_programs_at_once_on_the_token(hsm_env: dict[str, str], processes: bool) -> None:
+    """`keyhandoff concurrent` on the PKCS#11 token: python-pkcs11 releases the GIL on every call, so the threads
+    really do run inside the token at once; each program still gets what its model gives."""
+    from keyhandoff.concurrent import run_concurrent, verdict_text
+
+    spec = "builtin-processes" if processes else "builtin"
+    with _on_the_token(spec) as factory:
+        result = run_concurrent(spec, factory, threads=4, rounds=4, steps=30, seed=2)
     assert result.ok, verdict_text(result)
     assert result.steps > 300
 
@@ -449,20 +451,9 @@ def test_threads_sharing_pinned_keys_on_the_token(hsm_env: dict[str, str], proce
     """`keyhandoff concurrent --shared` on the PKCS#11 token: threads use the same pinned keys at once (the token
     runs their blocks outside the GIL), and every round's answers still fit an order of the calls."""
     from keyhandoff.shared_keys import run_shared, shared_verdict_text
-    from keyhandoff.targets import load
 
-    homes: list[str] = []
     spec = "builtin-processes" if processes else "builtin"
-
-    def factory() -> Any:
-        home = tempfile.mkdtemp(prefix="keyhandoff-pkcs11-")
-        homes.append(home)
-        return load(spec, home=home, token="pkcs11")
-
-    try:
+    with _on_the_token(spec) as factory:
         result = run_shared(spec, factory, threads=4, rounds=12, calls=6, seed=3)
-    finally:
-        for home in homes:
-            shutil.rmtree(home, ignore_errors=True)
     assert result.ok, shared_verdict_text(result)
     assert result.ran == 4 * 6 * 12

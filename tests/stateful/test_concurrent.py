@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -21,68 +19,26 @@ from keyhandoff.concurrent import RERUNS, generate_programs, run_concurrent, ver
 from keyhandoff.target import TargetUnavailable
 from keyhandoff.targets.builtin_target import BuiltinTarget
 from keyhandoff.targets.model_target import ModelTarget
-
-_HOMES: list[str] = []
-
-
-def _home() -> str:
-    """A home for a BuiltinTarget made with ``remove_home=True``: a run makes hundreds, and each held a secret left
-    behind in the temporary directory. A deadlocked run abandons its targets unclosed: the fixture below removes
-    what is left after each test."""
-    home = tempfile.mkdtemp(prefix="keyhandoff-concurrent-test-")
-    _HOMES.append(home)
-    return home
+from tests.stateful.planted import Deadlocks, WrongAlone, home, remove_homes
 
 
 @pytest.fixture(autouse=True)
 def _no_home_left() -> Iterator[None]:
     yield
-    while _HOMES:
-        shutil.rmtree(_HOMES.pop(), ignore_errors=True)
+    remove_homes()
 
 
 class RacyTarget(BuiltinTarget):
     """Planted, only visible in company: encrypt passes its key through one slot that every thread shares."""
 
     def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
+        super().__init__(home(), remove_home=True)
         self.slot = 0
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
         self.slot = key
         time.sleep(0.001)  # another thread runs here, as during any blocking call (a token, a socket)
         return super().encrypt(self.slot, data, final)
-
-
-class WrongAlone(BuiltinTarget):
-    """Planted, visible alone too: a Final encrypt answers one byte short."""
-
-    def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
-
-    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        out = super().encrypt(key, data, final)
-        return out[:-1] if final and out else out
-
-
-class Deadlocks(BuiltinTarget):
-    """Planted: encrypt takes two locks in one order and decrypt in the other (a deadlock in company)."""
-
-    def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
-        self.first, self.second = threading.Lock(), threading.Lock()
-
-    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        with self.first:
-            time.sleep(0.005)
-            with self.second:
-                return super().encrypt(key, data, final)
-
-    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        with self.second:
-            time.sleep(0.005)
-            with self.first:
-                return super().decrypt(key, data, final)
 
 
 def make_racy() -> RacyTarget:
@@ -103,7 +59,7 @@ def test_the_builtin_csp_passes_in_company(spec: str) -> None:
 
 
 def test_programs_fit_the_target_and_are_reproducible() -> None:
-    target = BuiltinTarget(_home(), remove_home=True)
+    target = BuiltinTarget(home(), remove_home=True)
     caps = target.capabilities()
     target.close()
     first = generate_programs(caps, 6, 20, seed=4)
@@ -272,7 +228,7 @@ def test_a_factory_failing_mid_run_stops_it_without_a_verdict(works: int) -> Non
         if made > works:
             failed_in.append(threading.current_thread().name)
             raise OSError("no room left for another installation")
-        return BuiltinTarget(_home(), remove_home=True)
+        return BuiltinTarget(home(), remove_home=True)
 
     with pytest.raises(TargetUnavailable) as raised:
         run_concurrent("python:lossy", factory, threads=4, rounds=3, steps=30, seed=1)
@@ -292,7 +248,7 @@ def test_a_close_that_raises_stops_a_concurrent_run_without_a_verdict() -> None:
             nonlocal made
             made += 1
             self.number = made
-            super().__init__(_home(), remove_home=True)
+            super().__init__(home(), remove_home=True)
 
         def close(self) -> None:
             super().close()
@@ -343,7 +299,7 @@ def test_progress_off_a_terminal_is_lines_without_carriage_returns() -> None:
 
     out = io.StringIO()
     result = run_concurrent(
-        "builtin", lambda: BuiltinTarget(_home(), remove_home=True), threads=2, rounds=20, steps=5, seed=1, progress=out
+        "builtin", lambda: BuiltinTarget(home(), remove_home=True), threads=2, rounds=20, steps=5, seed=1, progress=out
     )
     assert result.ok
     assert "\r" not in out.getvalue()

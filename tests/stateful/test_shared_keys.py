@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,21 +30,13 @@ from keyhandoff.shared_round import Done, History, Plan, plan_round, run_shared_
 from keyhandoff.target import Capabilities, Deviation, TargetUnavailable
 from keyhandoff.targets.builtin_target import BuiltinTarget
 from keyhandoff.targets.fresh import fresh_factory
-
-_HOMES: list[str] = []
-
-
-def _home() -> str:
-    home = tempfile.mkdtemp(prefix="keyhandoff-shared-test-")
-    _HOMES.append(home)
-    return home
+from tests.stateful.planted import Deadlocks, WrongAlone, home, remove_homes
 
 
 @pytest.fixture(autouse=True)
 def _no_home_left() -> Iterator[None]:
     yield
-    while _HOMES:
-        shutil.rmtree(_HOMES.pop(), ignore_errors=True)
+    remove_homes()
 
 
 class Unlocked(Csp):
@@ -60,38 +50,7 @@ class Unlocked(Csp):
 
 
 def make_unlocked() -> MutantTarget:
-    return MutantTarget(_home(), Unlocked, "unlocked")
-
-
-class WrongAlone(BuiltinTarget):
-    """Planted, visible alone too: a Final encrypt answers one byte short."""
-
-    def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
-
-    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        out = super().encrypt(key, data, final)
-        return out[:-1] if final and out else out
-
-
-class Deadlocks(BuiltinTarget):
-    """Planted: encrypt takes two locks in one order and decrypt in the other (a deadlock in company)."""
-
-    def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
-        self.first, self.second = threading.Lock(), threading.Lock()
-
-    def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        with self.first:
-            time.sleep(0.005)
-            with self.second:
-                return super().encrypt(key, data, final)
-
-    def decrypt(self, key: int, data: bytes, final: bool) -> bytes:
-        with self.second:
-            time.sleep(0.005)
-            with self.first:
-                return super().decrypt(key, data, final)
+    return MutantTarget(home(), Unlocked, "unlocked")
 
 
 @pytest.mark.parametrize("spec", ["builtin", "builtin-processes"])
@@ -163,7 +122,7 @@ def _two_encrypts() -> tuple[Plan, History, Done, Done, object, object]:
         ((encrypt,), (encrypt,)),
     )
     history, model, world = run_shared_round(
-        lambda: BuiltinTarget(_home(), remove_home=True), plan, 30, order=[(0, 0), (1, 0)]
+        lambda: BuiltinTarget(home(), remove_home=True), plan, 30, order=[(0, 0), (1, 0)]
     )
     first, second = history.calls[0][0], history.calls[1][0]
     return plan, history, first, second, model, world
@@ -219,7 +178,7 @@ def test_a_search_past_its_limit_is_no_verdict(monkeypatch: pytest.MonkeyPatch) 
 def test_plans_fit_the_target_and_are_reproducible() -> None:
     import random
 
-    target = BuiltinTarget(_home(), remove_home=True)
+    target = BuiltinTarget(home(), remove_home=True)
     caps = target.capabilities()
     target.close()
     plans = [plan_round(caps, random.Random(5), 3, 8) for _ in range(2)]
@@ -252,7 +211,7 @@ def test_a_target_declaring_deviations_is_refused() -> None:
             return attrs.evolve(super().capabilities(), deviations=(dev,))
 
     with pytest.raises(TargetUnavailable, match="declares deviations"):
-        run_shared("python:deviating", lambda: Deviating(_home(), remove_home=True), rounds=1, seed=1)
+        run_shared("python:deviating", lambda: Deviating(home(), remove_home=True), rounds=1, seed=1)
 
 
 def test_the_command_saves_a_failing_round_and_replay_runs_it(
@@ -336,7 +295,7 @@ class SameDuplicate(BuiltinTarget):
     """Planted: every duplicate of a key gets the first one's handle (a handle counter read twice)."""
 
     def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
+        super().__init__(home(), remove_home=True)
         self.first: dict[int, int] = {}
 
     def duplicate_key(self, key: int) -> int:
@@ -356,7 +315,7 @@ def test_the_probe_reads_the_register_of_a_key_in_ecb() -> None:
     the calls left wrong shows (here: the last probe answer edited, as a CSP that lost the register would give)."""
     plan = _round_of((_ENCRYPT,), (_ENCRYPT,), mode=w.CRYPT_MODE_ECB)
     history, model, world = run_shared_round(
-        lambda: BuiltinTarget(_home(), remove_home=True), plan, 30, order=[(0, 0), (1, 0)]
+        lambda: BuiltinTarget(home(), remove_home=True), plan, 30, order=[(0, 0), (1, 0)]
     )
     final = history.final[0]
     assert len(final) == 5  # mode, IV, an encrypt, the switch to CBC, an encrypt in CBC
@@ -371,7 +330,7 @@ class IvReadReversed(BuiltinTarget):
     """Planted, sequential: once KP_IV is set, it reads back reversed (in a round, often only a probe reads it)."""
 
     def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
+        super().__init__(home(), remove_home=True)
         self.set_iv: set[int] = set()
 
     def set_key_param(self, key: int, param: int, value: bytes | int) -> None:
@@ -403,7 +362,7 @@ class ImportHangs(BuiltinTarget):
     """Planted: importing an opaque blob never returns (only the probes after a round import one)."""
 
     def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
+        super().__init__(home(), remove_home=True)
         self.never = threading.Event()
 
     def import_key(self, prov: int, blob: bytes, **kwargs: object) -> int:
@@ -434,7 +393,7 @@ class IvIsRegister(BuiltinTarget):
     """Planted, sequential (a vendor's): KP_IV answers the feedback register instead of the IV."""
 
     def __init__(self) -> None:
-        super().__init__(_home(), remove_home=True)
+        super().__init__(home(), remove_home=True)
 
     def get_key_param(self, key: int, param: int) -> bytes | int:
         value = super().get_key_param(key, param)
