@@ -47,7 +47,7 @@ class Linearization:
     key: int = 0  # the shared key whose calls no order explains (each key's calls are searched on their own)
 
 
-# --- the search ----------------------------------------------------------------------------------------------
+# --- how calls and answers are said --------------------------------------------------------------------------
 
 
 def describe_call(done: Done) -> str:
@@ -91,6 +91,9 @@ def _answered(done: Done) -> str:
     if done.call["op"] in MAKES_KEY and done.answer.ok:
         return f"a key ({_said(done.probe)})"
     return done.answer.describe()
+
+
+# --- the search ----------------------------------------------------------------------------------------------
 
 
 def linearize(history: History, model: RoundSide, world: World) -> Linearization:
@@ -183,6 +186,9 @@ def _search(
 
 
 def explain(history: History, found: Linearization) -> str:
+    """A failing round for a report: each call with its timing and answer, each key's final probe, and the
+    search's verdict (the longest order that fits, and what each call that could come next would have had to
+    answer). Values as reports show them: lengths and digests, never bytes."""
     lines = ["What each call answered (thread.call, began .. ended in microseconds from the first call):"]
     zero = min((d.began for calls in history.calls for d in calls), default=0)
     for number, calls in enumerate(history.calls):
