@@ -383,10 +383,15 @@ def test_a_round_of_too_many_calls_is_refused() -> None:
         run_shared("builtin", fresh_factory("builtin"), threads=8, calls=40, seed=1)
 
 
-def test_no_verdict_is_status_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_verdict_is_status_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(linearize_module, "SEARCH_LIMIT", 1)
     assert main(["concurrent", "--shared", "--target", "builtin", "--rounds", "1", "--seed", "4"]) == 2
-    assert "NO VERDICT" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NO VERDICT" in out
+    assert "trace saved: keyhandoff-shared-4.json" in out  # the round, for replay
 
 
 class IvIsRegister(BuiltinTarget):
