@@ -60,6 +60,9 @@ def describe_call(done: Done) -> str:
         return f"{op}({key}, {name})"
     if op == "export_key":
         return f"export_key({key}, OPAQUEKEYBLOB{', CRYPT_DESTROYKEY' if call['flags'] else ''})"
+    if op == "hmac":
+        hashed = w.ALG_NAMES.get(as_int(call["hash_alg"]), str(call["hash_alg"]))
+        return f"hmac({key}, {hashed}, {len(str(call['data_hex'])) // 2} bytes)"
     return f"{op}({key})"
 
 

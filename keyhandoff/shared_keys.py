@@ -385,6 +385,7 @@ _CALL_FIELDS: dict[str, dict[str, type]] = {
     "export_key": {"blob_type": int, "flags": int},
     "duplicate_key": {},
     "destroy_key": {},
+    "hmac": {"hash_alg": int, "data_hex": bytes},
 }
 
 

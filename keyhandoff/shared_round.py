@@ -54,7 +54,16 @@ SWITCH_INTERVAL = 1e-5  # seconds between the interpreter's thread switches duri
 PROBED_PARAMS = (w.KP_MODE, w.KP_IV)
 
 # The calls a thread may make on a shared key, with their weights.
-_CALL_WEIGHTS = {"encrypt": 4, "decrypt": 2, "set_iv": 2, "set_mode": 1, "get": 1, "export": 2, "duplicate": 2}
+_CALL_WEIGHTS = {
+    "encrypt": 4,
+    "decrypt": 2,
+    "set_iv": 2,
+    "set_mode": 1,
+    "get": 1,
+    "export": 2,
+    "duplicate": 2,
+    "hmac": 1,
+}
 
 
 @attrs.frozen
@@ -142,7 +151,10 @@ def plan_round(caps: Capabilities, rng: random.Random, threads: int, calls: int)
         del weights["export"]
     if not caps.duplicate:
         del weights["duplicate"]
-    plan = [[_call(rng, weights, blocks, sorted(caps.modes)) for _ in range(calls)] for _ in range(threads)]
+    hashes = sorted(caps.hmac_algorithms)
+    if not hashes:
+        del weights["hmac"]
+    plan = [[_call(rng, weights, blocks, sorted(caps.modes), hashes) for _ in range(calls)] for _ in range(threads)]
     if rng.random() < 0.4:  # a destroy racing the other threads' calls: late in its thread, so they overlap it
         chosen = plan[rng.randrange(threads)]
         chosen[rng.randrange(calls // 2, calls)] = {"op": "destroy_key", "key": rng.randrange(len(blocks))}
@@ -150,7 +162,7 @@ def plan_round(caps: Capabilities, rng: random.Random, threads: int, calls: int)
     return Plan(tuple(setup), len(blocks), tuple(tuple(calls) for calls in plan), register_mode)
 
 
-def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes: list[int]) -> Step:
+def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes: list[int], hashes: list[int]) -> Step:
     key = rng.randrange(len(blocks))
     block = blocks[key]
     kind = rng.choices(list(weights), list(weights.values()))[0]
@@ -171,6 +183,8 @@ def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes:
         return {"op": "set_key_param", "key": key, "param": w.KP_MODE, "value": rng.choice(modes)}
     if kind == "get":
         return {"op": "get_key_param", "key": key, "param": rng.choice(PROBED_PARAMS)}
+    if kind == "hmac":  # reads the material a racing destroy wipes
+        return {"op": "hmac", "key": key, "hash_alg": rng.choice(hashes), "data_hex": rng.randbytes(16).hex()}
     if kind == "export":
         flags = w.CRYPT_DESTROYKEY if rng.random() < 0.15 else 0
         return {"op": "export_key", "key": key, "blob_type": w.OPAQUEKEYBLOB, "flags": flags}
@@ -214,6 +228,9 @@ def perform(side: RoundSide, call: Step, who: str) -> Observed:
         return _observe(lambda: t.duplicate_key(key), who, line)
     if op == "destroy_key":
         return _observe(lambda: t.destroy_key(key), who, line)
+    if op == "hmac":
+        data = bytes.fromhex(str(call["data_hex"]))
+        return _observe(lambda: t.hmac(key, as_int(call["hash_alg"]), data), who, line)
     raise ValueError(f"a shared round cannot run a {op!r} call")
 
 
