@@ -20,7 +20,7 @@ from typing import TextIO
 
 import attrs
 
-from keyhandoff.concurrent import RERUNS, RoundHung
+from keyhandoff.concurrent import RERUNS
 from keyhandoff.linearize import Linearization, explain, linearize
 from keyhandoff.lockstep import Divergence, TargetHung
 from keyhandoff.machine import probed_capabilities
@@ -183,7 +183,7 @@ def _attempt(
     or what stopped it (a hang, a crash, a divergence in the setup)."""
     try:
         history, model, world = run_shared_round(factory, plan, timeout, order=order)
-    except (RoundHung, Divergence, TargetHung) as exc:
+    except (Divergence, TargetHung) as exc:  # TargetHung: a call's timeout, or RoundStuck
         return exc
     return history, linearize(history, model, world)
 
@@ -195,7 +195,7 @@ def _failed(ended: tuple[History, Linearization] | BaseException) -> bool:
 def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float) -> SharedFailure | None:
     """One round's verdict: None when its answers are linearizable."""
     ended = _attempt(factory, plan, timeout)
-    if isinstance(ended, RoundHung):  # not re-run: each run could hang as long again, and leave threads stuck
+    if isinstance(ended, TargetHung):  # not re-run: each run could hang as long again, and leave threads stuck
         return SharedFailure(plan, Failure(0, "round", str(ended), "hung"), "hung", program=plan.sequential())
     if not _failed(ended):
         return None
@@ -258,7 +258,7 @@ def _alone(spec: str, factory: Callable[[], Target], plan: Plan, ended: _Ended, 
             return SharedFailure(plan, failure, "alone", explanation, script=script, program=program)
     for order in orders:
         one_at_a_time = _attempt(factory, plan, timeout, order)
-        if isinstance(one_at_a_time, RoundHung):
+        if isinstance(one_at_a_time, TargetHung):
             return SharedFailure(
                 plan, Failure(0, "round", str(one_at_a_time), "hung"), "hung", program=plan.sequential(order)
             )
@@ -279,7 +279,7 @@ def _reruns(factory: Callable[[], Target], plan: Plan, timeout: float) -> tuple[
         again = _attempt(factory, plan, timeout)
         if _failed(again):
             failed, last = failed + 1, again
-        if isinstance(again, RoundHung):
+        if isinstance(again, TargetHung):
             break
     return failed, last
 
@@ -323,7 +323,7 @@ def _reduced(factory: Callable[[], Target], plan: Plan, timeout: float, first: _
 def replay_round(factory: Callable[[], Target], plan: Plan, timeout: float) -> str:
     """One run of a saved round: "" when its answers fit an order of its calls, else what failed, in a line."""
     ended = _attempt(factory, plan, timeout)
-    if isinstance(ended, RoundHung):
+    if isinstance(ended, TargetHung):
         return f"hung: {ended}"
     if isinstance(ended, BaseException):
         return f"failed: {ended}"

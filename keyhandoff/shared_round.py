@@ -21,7 +21,6 @@ from typing import TypeVar
 
 import attrs
 
-from keyhandoff.concurrent import RoundHung
 from keyhandoff.lockstep import Divergence, Lockstep, Observed, TargetHung, _observe
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.algorithms import ALGORITHMS
@@ -35,10 +34,9 @@ __all__ = [
     "PROBED_PARAMS",
     "Done",
     "History",
-    "PhaseHung",
     "Plan",
     "RoundSide",
-    "ThreadsHung",
+    "RoundStuck",
     "as_int",
     "compared",
     "made_key_probe",
@@ -166,7 +164,7 @@ def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes:
     key = rng.randrange(len(blocks))
     block = blocks[key]
     kind = rng.choices(list(weights), list(weights.values()))[0]
-    if not block and kind in ("set_iv", "set_mode"):  # RC4 has neither
+    if kind in ("set_iv", "set_mode") and (not block or (kind == "set_mode" and not modes)):  # RC4 has neither
         kind = "encrypt"
     if kind in ("encrypt", "decrypt"):
         final = rng.random() < 0.25
@@ -179,7 +177,7 @@ def _call(rng: random.Random, weights: dict[str, int], blocks: list[int], modes:
         return {"op": kind, "key": key, "data_hex": rng.randbytes(size).hex(), "final": final}
     if kind == "set_iv":
         return {"op": "set_key_param", "key": key, "param": w.KP_IV, "value_hex": rng.randbytes(block).hex()}
-    if kind == "set_mode" and modes:
+    if kind == "set_mode":
         return {"op": "set_key_param", "key": key, "param": w.KP_MODE, "value": rng.choice(modes)}
     if kind == "get":
         return {"op": "get_key_param", "key": key, "param": rng.choice(PROBED_PARAMS)}
@@ -294,25 +292,12 @@ def _switching_often() -> Iterator[None]:
         sys.setswitchinterval(before)
 
 
-class ThreadsHung(RoundHung):
-    """A round's threads did not all finish in time: each stuck one named with the call it is in."""
+class RoundStuck(TargetHung):
+    """A round's threads, setup or probes did not finish within its timeout. The threads are left behind (they
+    cannot be stopped), and the target is not closed under them."""
 
-    def __init__(self, stuck: dict[int, str], timeout: float) -> None:
-        inside = "; ".join(f"thread {thread} in {call}" for thread, call in sorted(stuck.items()))
-        TargetHung.__init__(
-            self,
-            f"a round of threads on shared keys ({inside})",
-            f"still running after {timeout:g} s: a deadlock, or a call that never returns",
-        )
-        self.stuck = sorted(stuck)
-
-
-class PhaseHung(RoundHung):
-    """A round's setup or probes (run on one thread, after or before its threads) gave no answer in time."""
-
-    def __init__(self, phase: str, timeout: float) -> None:
-        TargetHung.__init__(self, f"the round's {phase}", f"still running after {timeout:g} s")
-        self.stuck = []
+    def __init__(self, what: str, timeout: float) -> None:
+        super().__init__(what, f"still running after {timeout:g} s: a deadlock, or a call that never returns")
 
 
 def _call_name(plan: Plan, thread: int, index: int | None) -> str:
@@ -324,7 +309,7 @@ def _call_name(plan: Plan, thread: int, index: int | None) -> str:
 
 def _bounded(work: Callable[[], T], deadline: float, phase: str, timeout: float) -> T:
     """``work()`` on a thread of its own, given until ``deadline``: an in-process target's call could otherwise
-    hang the run (PhaseHung; the thread is left behind, as a round's are)."""
+    hang the run (RoundStuck; the thread is left behind, as a round's are)."""
     result: list[T] = []
     raised: list[BaseException] = []
 
@@ -338,7 +323,7 @@ def _bounded(work: Callable[[], T], deadline: float, phase: str, timeout: float)
     worker.start()
     worker.join(max(0.0, deadline - time.monotonic()))
     if worker.is_alive():
-        raise PhaseHung(phase, timeout)
+        raise RoundStuck(f"the round's {phase}", timeout)
     if raised:
         raise raised[0]
     return result[0]
@@ -377,7 +362,7 @@ def run_shared_round(
     factory: Callable[[], Target], plan: Plan, timeout: float, *, order: Sequence[tuple[int, int]] | None = None
 ) -> tuple[History, RoundSide, World]:
     """Run ``plan`` on one new installation: the setup, then every thread's calls at once (or, given ``order``,
-    one call at a time in that order), then the probes, all within ``timeout`` seconds (else RoundHung). The
+    one call at a time in that order), then the probes, all within ``timeout`` seconds (else RoundStuck). The
     history, and the model's side and world after the setup."""
     deadline = time.monotonic() + timeout
     target = factory()
@@ -414,7 +399,7 @@ def run_shared_round(
             return History(calls, final)
 
         return _bounded(probes, deadline, "probes", timeout), model, world
-    except RoundHung:
+    except RoundStuck:
         abandoned = True
         raise
     finally:
@@ -445,6 +430,7 @@ def _at_once(
             worker.join(max(0.0, deadline - time.monotonic()))
     stuck = [k for k, worker in enumerate(workers) if worker.is_alive()]
     if stuck:  # the threads cannot be stopped, nor the target closed under them
-        raise ThreadsHung({k: _call_name(plan, k, in_flight.get(k)) for k in stuck}, timeout)
+        inside = "; ".join(f"thread {k} in {_call_name(plan, k, in_flight.get(k))}" for k in stuck)
+        raise RoundStuck(f"a round of threads on shared keys ({inside})", timeout)
     if crashed:
         raise crashed[0]

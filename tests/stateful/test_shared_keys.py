@@ -17,7 +17,6 @@ import pytest
 from keyhandoff import linearize as linearize_module
 from keyhandoff.check import run_check
 from keyhandoff.cli import main
-from keyhandoff.concurrent import RoundHung
 from keyhandoff.impl.csp import Csp
 from keyhandoff.impl.live_key import LiveKey
 from keyhandoff.linearize import linearize
@@ -26,7 +25,7 @@ from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 from keyhandoff.mutants import MutantTarget
 from keyhandoff.shared_keys import plan_of_trace, run_shared, shared_verdict_text
-from keyhandoff.shared_round import Done, History, Plan, plan_round, run_shared_round
+from keyhandoff.shared_round import Done, History, Plan, RoundStuck, plan_round, run_shared_round
 from keyhandoff.target import Capabilities, Deviation, TargetUnavailable
 from keyhandoff.targets.builtin_target import BuiltinTarget
 from keyhandoff.targets.fresh import fresh_factory
@@ -377,7 +376,7 @@ class ImportHangs(BuiltinTarget):
 
 def test_probes_that_hang_are_a_hang_within_the_timeout() -> None:
     began = time.monotonic()
-    with pytest.raises(RoundHung, match="the round's probes: the target gave no answer"):
+    with pytest.raises(RoundStuck, match="the round's probes: the target gave no answer"):
         run_shared_round(ImportHangs, _round_of((_EXPORT,), (_ENCRYPT,)), 2)
     assert time.monotonic() - began < 10
 
