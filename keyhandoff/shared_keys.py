@@ -199,9 +199,8 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
         return SharedFailure(plan, Failure(0, "round", str(ended), "hung"), "hung", program=plan.sequential())
     if not _failed(ended):
         return None
-    if isinstance(ended, tuple) and not ended[1].complete:
-        failure = Failure(len(ended[1].order), "round", "the search gave up", "undecided")
-        return SharedFailure(plan, failure, "undecided", explain(*ended), program=plan.sequential())
+    if _undecided(ended):
+        return _no_verdict(plan, ended)
     alone = _alone(spec, factory, plan, ended, timeout)
     if alone is not None:
         return alone
@@ -210,6 +209,8 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
     alone = _alone(spec, factory, plan, last, timeout)
     if alone is not None:
         return alone
+    if _undecided(last):  # a re-run whose search gave up: no verdict on that run either
+        return _no_verdict(plan, last)
     if isinstance(last, tuple):
         history, found = last
         after = found.misfits[0].split(":")[0] if found.misfits else "the end"
@@ -218,6 +219,16 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
     else:  # a crash or a hang of a call, only in company
         failure, explanation = Failure(0, "round", str(last), "crashed in company"), ""
     return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate, program=plan.sequential())
+
+
+def _undecided(ended: _Ended) -> bool:
+    return isinstance(ended, tuple) and not ended[1].complete
+
+
+def _no_verdict(plan: Plan, ended: _Ended) -> SharedFailure:
+    assert isinstance(ended, tuple)
+    failure = Failure(len(ended[1].order), "round", "the search gave up", "undecided")
+    return SharedFailure(plan, failure, "undecided", explain(*ended), program=plan.sequential())
 
 
 def _orders(plan: Plan, ended: _Ended) -> list[list[tuple[int, int]]]:
@@ -262,7 +273,7 @@ def _alone(spec: str, factory: Callable[[], Target], plan: Plan, ended: _Ended, 
             return SharedFailure(
                 plan, Failure(0, "round", str(one_at_a_time), "hung"), "hung", program=plan.sequential(order)
             )
-        if _failed(one_at_a_time):
+        if _failed(one_at_a_time) and not _undecided(one_at_a_time):
             if isinstance(one_at_a_time, tuple):
                 message, explanation = "made one call at a time, the round fits no order", explain(*one_at_a_time)
             else:
