@@ -46,6 +46,7 @@ from keyhandoff.traces import (
 __all__ = [
     "ConcurrentFailure",
     "ConcurrentResult",
+    "RoundProgress",
     "generate_programs",
     "reruns",
     "run_concurrent",
@@ -294,13 +295,10 @@ def _run(
     programs = generate_programs(caps, threads * rounds, steps, seed)
     if len(programs) < threads:
         raise TargetUnavailable(f"{spec}: the machine made {len(programs)} programs, fewer than {threads} threads")
-    on_terminal = progress is not None and progress.isatty()
+    said = RoundProgress(progress, rounds)
     for number in range(rounds):
         batch = [programs[(number * threads + k) % len(programs)] for k in range(threads)]
-        if progress is not None and (on_terminal or 10 * (number + 1) // rounds != 10 * number // rounds):
-            # One line rewritten on a terminal; elsewhere (a CI log) a line per 10% of the rounds, not one run-on line.
-            progress.write(f"\rround {number + 1}/{rounds}" if on_terminal else f"round {number + 1}/{rounds}\n")
-            progress.flush()
+        said.starting(number)
         try:
             failures, ran = run_round(factory, batch, timeout)
         except RoundHung as hung:  # not re-run: each run could wait as long again, and leave more threads stuck
@@ -313,10 +311,29 @@ def _run(
         if failures:
             result.failure = _analyse(spec, factory, batch, failures[0], timeout)
             break
-    if progress is not None and on_terminal:
-        progress.write("\n")
+    said.ended()
     result.seconds = time.perf_counter() - began
     return result
+
+
+class RoundProgress:
+    """ "round N/M" on ``out`` (if any): one line rewritten on a terminal; elsewhere (a CI log) a line per 10% of
+    the rounds, not one run-on line of carriage returns."""
+
+    def __init__(self, out: TextIO | None, rounds: int) -> None:
+        self.out, self.rounds = out, rounds
+        self.on_terminal = out is not None and out.isatty()
+
+    def starting(self, number: int) -> None:
+        """Round ``number`` (from 0) begins."""
+        out, rounds = self.out, self.rounds
+        if out is not None and (self.on_terminal or 10 * (number + 1) // rounds != 10 * number // rounds):
+            out.write(f"\rround {number + 1}/{rounds}" if self.on_terminal else f"round {number + 1}/{rounds}\n")
+            out.flush()
+
+    def ended(self) -> None:
+        if self.out is not None and self.on_terminal:
+            self.out.write("\n")
 
 
 def _analyse(

@@ -20,7 +20,7 @@ from typing import TextIO
 
 import attrs
 
-from keyhandoff.concurrent import RERUNS
+from keyhandoff.concurrent import RERUNS, RoundProgress
 from keyhandoff.linearize import Linearization, explain, linearize
 from keyhandoff.lockstep import Divergence, TargetHung
 from keyhandoff.machine import probed_capabilities
@@ -159,19 +159,16 @@ def _run(
     rng = random.Random(seed)
     result = SharedResult(spec, seed, threads, rounds, calls)
     began = time.perf_counter()
-    on_terminal = progress is not None and progress.isatty()
+    said = RoundProgress(progress, rounds)
     for number in range(rounds):
         plan = plan_round(caps, rng, threads, calls)
-        if progress is not None and (on_terminal or 10 * (number + 1) // rounds != 10 * number // rounds):
-            progress.write(f"\rround {number + 1}/{rounds}" if on_terminal else f"round {number + 1}/{rounds}\n")
-            progress.flush()
+        said.starting(number)
         result.failure = _round(spec, factory, plan, timeout)
         if result.failure is not None:
             result.failed_round = number + 1
             break
         result.ran += threads * calls
-    if progress is not None and on_terminal:
-        progress.write("\n")
+    said.ended()
     result.seconds = time.perf_counter() - began
     return result
 

@@ -440,3 +440,11 @@ def test_a_hand_edited_trace_is_refused_by_field(edit: Any, message: str) -> Non
     edit(trace)
     with pytest.raises(ValueError, match=re.escape(message)):
         plan_of_trace(trace)
+
+
+def test_progress_off_a_terminal_is_a_line_per_tenth_of_the_rounds() -> None:
+    import io
+
+    out = io.StringIO()
+    assert run_shared("builtin", fresh_factory("builtin"), threads=2, rounds=20, calls=2, seed=1, progress=out).ok
+    assert out.getvalue().splitlines() == [f"round {n}/20" for n in range(2, 21, 2)]
