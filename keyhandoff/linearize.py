@@ -82,7 +82,16 @@ def _said(answers: Sequence[Observed]) -> str:
     """A probe's answers, each named (an import that failed is said alone)."""
     if len(answers) == 1:
         return f"its import {answers[0].describe()}"
-    return ", ".join(f"{name} {a.describe()}" for name, a in zip(_PROBE_NAMES, answers, strict=False)) or "nothing"
+    return ", ".join(f"{name} {_probed(name, a)}" for name, a in zip(_PROBE_NAMES, answers, strict=False)) or "nothing"
+
+
+def _probed(name: str, answer: Observed) -> str:
+    """One probe answer: a mode by its name, a set that succeeded as "ok", anything else as reports say it."""
+    if answer.ok and answer.value is None:
+        return "ok"
+    if answer.ok and name == "KP_MODE" and type(answer.value) is int and answer.value in w.MODE_NAMES:
+        return w.MODE_NAMES[answer.value]
+    return answer.describe()
 
 
 def _outcome(done: Done, answer: Observed) -> str:
@@ -192,13 +201,13 @@ def explain(history: History, found: Linearization) -> str:
     """A failing round for a report: each call with its timing and answer, each key's final probe, and the
     search's verdict (the longest order that fits, and what each call that could come next would have had to
     answer). Values as reports show them: lengths and digests, never bytes."""
-    lines = ["What each call answered (thread.call, began .. ended in microseconds from the first call):"]
+    lines = ["What each call answered (call thread.call, then began .. ended in us from the first call):"]
     zero = min((d.began for calls in history.calls for d in calls), default=0)
     for number, calls in enumerate(history.calls):
         lines.append(f"  thread {number}:")
         for d in calls:
             lines.append(
-                f"    {_label(d):>5} {(d.began - zero) / 1000:9.1f} .. {(d.ended - zero) / 1000:9.1f}  "
+                f"    call {_label(d):<5} {(d.began - zero) / 1000:9.1f} .. {(d.ended - zero) / 1000:9.1f}  "
                 f"{describe_call(d)}: {_answered(d)}"
             )
     for number, said in enumerate(history.final):

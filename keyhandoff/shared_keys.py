@@ -30,6 +30,7 @@ from keyhandoff.target import InstallationMaker, RunStopped, Target, TargetUnava
 from keyhandoff.traces import Failure, Step, minimize, replay, reproducer, save_trace
 
 __all__ = [
+    "MAX_CALLS",
     "SharedFailure",
     "SharedResult",
     "plan_of_trace",

@@ -118,7 +118,8 @@ def _usable_algorithms(caps: Capabilities) -> list[int]:
 
 
 def plan_round(caps: Capabilities, rng: random.Random, threads: int, calls: int) -> Plan:
-    """A round for a target of ``caps``: one or two keys (imported test keys: both sides know their material;
+    """A round for a target of ``caps`` (:func:`keyhandoff.machine.probed_capabilities` asks an installation for
+    them and closes it): one or two keys (imported test keys: both sides know their material;
     some on the secure side, some on the app side, some pinned in hardware), and ``calls`` calls per thread on
     them, drawn from ``rng``. At most one call of the round destroys a key."""
     algorithms = _usable_algorithms(caps)

@@ -166,7 +166,7 @@ def test_the_final_state_must_fit_too() -> None:
     found = linearize(attrs.evolve(history, final=(moved,)), model, world)  # type: ignore[arg-type]
     assert not found.ok
     assert len(found.order) == 2
-    assert found.misfits[0].startswith("k0 at the end: model KP_MODE 1, KP_IV")
+    assert found.misfits[0].startswith("k0 at the end: model KP_MODE CBC, KP_IV")
 
 
 def test_a_search_past_its_limit_is_no_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -326,7 +326,7 @@ def test_the_probe_reads_the_register_of_a_key_in_ecb() -> None:
     edited = (*final[:4], attrs.evolve(final[4], value=bytes(16)))
     found = linearize(attrs.evolve(history, final=(edited,)), model, world)
     assert not found.ok
-    assert "set to CBC None, then encrypts <16 bytes" in found.misfits[0]
+    assert "set to CBC ok, then encrypts <16 bytes" in found.misfits[0]
 
 
 class IvReadReversed(BuiltinTarget):
@@ -356,7 +356,7 @@ def test_a_sequential_defect_only_the_probes_see_is_said_alone() -> None:
     assert found is not None
     assert (found.kind, found.script) == ("alone", "")  # no lockstep reproducer: the lockstep program passes
     assert found.failure.message == "made one call at a time, the round fits no order"
-    assert "k0 at the end: model KP_MODE 1, KP_IV <16 bytes" in found.explanation
+    assert "k0 at the end: model KP_MODE CBC, KP_IV <16 bytes" in found.explanation
     result = run_shared("python:iv-reversed", IvReadReversed, threads=3, rounds=25, calls=4, seed=1)
     assert result.verdict == "alone", shared_verdict_text(result)
 
