@@ -57,8 +57,8 @@ class SharedFailure:
     explanation: str = ""  # the history and the search's verdict, in lines
     failed_reruns: int = 0
     script: str = ""  # the sequential reproducer, when the round fails alone in lockstep
-    # The round as one program (its setup, then its calls one at a time): in the order that failed, when it
-    # fails alone; else thread after thread. A trace's steps: ``keyhandoff replay --alone`` runs it.
+    # The round as one program (its setup, then its calls one at a time) in the order that failed, when it failed
+    # one call at a time; empty: thread after thread. A trace's steps: ``keyhandoff replay --alone`` runs it.
     program: list[Step] = attrs.field(factory=list)
 
 
@@ -194,7 +194,7 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
     """One round's verdict: None when its answers are linearizable."""
     ended = _attempt(factory, plan, timeout)
     if isinstance(ended, TargetHung):  # not re-run: each run could hang as long again, and leave threads stuck
-        return SharedFailure(plan, Failure(0, "round", str(ended), "hung"), "hung", program=plan.sequential())
+        return SharedFailure(plan, Failure(0, "round", str(ended), "hung"), "hung")
     if not _failed(ended):
         return None
     if _undecided(ended):
@@ -216,7 +216,7 @@ def _round(spec: str, factory: Callable[[], Target], plan: Plan, timeout: float)
         failure, explanation = Failure(len(found.order), "round", message, ""), explain(history, found)
     else:  # a crash or a hang of a call, only in company
         failure, explanation = Failure(0, "round", str(last), "crashed in company"), ""
-    return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate, program=plan.sequential())
+    return SharedFailure(plan, failure, "concurrency", explanation, failed_reruns=rate)
 
 
 def _undecided(ended: _Ended) -> bool:
@@ -226,7 +226,7 @@ def _undecided(ended: _Ended) -> bool:
 def _no_verdict(plan: Plan, ended: _Ended) -> SharedFailure:
     assert isinstance(ended, tuple)
     failure = Failure(len(ended[1].order), "round", "the search gave up", "undecided")
-    return SharedFailure(plan, failure, "undecided", explain(*ended), program=plan.sequential())
+    return SharedFailure(plan, failure, "undecided", explain(*ended))
 
 
 def _orders(plan: Plan, ended: _Ended) -> list[list[tuple[int, int]]]:
