@@ -495,21 +495,35 @@ def _build(
 
         @rule(
             target=keys,
-            alg=st.sampled_from(algs + [a for a in algs if a in (w.CALG_RC2, w.CALG_RC4)]),  # RC2/RC4 carry most
-            seed=st.integers(0, 1 << 16),
-            forty=st.booleans(),
-            tweak=st.sets(st.sampled_from(["salt", "effective", "mode", "mode_bits", "iv"])),
-            blocks=st.integers(1, 4),
-            blob_type=st.sampled_from(sorted(caps.blob_types & {w.OPAQUEKEYBLOB, w.PLAINTEXTKEYBLOB})),
-            hardware=st.booleans() if hw_algs else st.just(False),
+            # One to three keys a firing, each drawn whole: a run replays and varies a few drawn programs, and with
+            # one key a firing whole quick runs went without a salted RC2 or RC4 key handed off opaquely.
+            scenarios=st.lists(
+                st.tuples(
+                    st.sampled_from(algs + [a for a in algs if a in (w.CALG_RC2, w.CALG_RC4)]),  # RC2/RC4 carry most
+                    st.integers(0, 1 << 16),  # the key's seed
+                    st.booleans(),  # 40 bits (RC2 and RC4)
+                    st.sets(st.sampled_from(["salt", "effective", "mode", "mode_bits", "iv"])),
+                    st.integers(1, 4),  # blocks before and after the handoff
+                    st.sampled_from(sorted(caps.blob_types & {w.OPAQUEKEYBLOB, w.PLAINTEXTKEYBLOB})),
+                    st.booleans() if hw_algs else st.just(False),  # in hardware
+                ),
+                min_size=1,
+                max_size=3,
+            ),
         )
-        def handoff_mid_stream(
+        def handoff_mid_stream(self, scenarios: list[tuple[int, int, bool, set[str], int, int, bool]]) -> Any:
+            """The seed's scenario with a live state worth carrying, for each key drawn (:meth:`_mid_stream`)."""
+            moved = [self._mid_stream(*scenario) for scenario in scenarios]
+            return multiple(*(key for key in moved if key is not None))
+
+        def _mid_stream(
             self, alg: int, seed: int, forty: bool, tweak: set[str], blocks: int, blob_type: int, hardware: bool
-        ) -> Any:
-            """The seed's scenario with a live state worth carrying: a key (salted 40-bit RC2/RC4 too) whose salt,
-            effective length, mode or IV may be set, advanced mid-stream, exported (opaque: exactly this state, and
-            never in plaintext, lacking CRYPT_EXPORT; plaintext: a fresh key), destroyed, imported on the app side
-            and continued, then handed a block that does not decrypt (a Final bad pad resets the key)."""
+        ) -> int | None:
+            """A key (salted 40-bit RC2/RC4 too) whose salt, effective length, mode or IV may be set, advanced
+            mid-stream, exported (opaque: exactly this state, and never in plaintext, lacking CRYPT_EXPORT;
+            plaintext: a fresh key), destroyed, imported on the app side and continued twice (two imports), then
+            handed a record whose pad is wrong though its last byte is a length (a Final bad pad is NTE_BAD_DATA
+            and resets the key; RC4 has no pad). Its first import, if any."""
             size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else DEFAULT_KEY_BYTES[alg]
             hardware = hardware and alg in hw_algs
             # Exportable only where the blob type needs it: an opaque source without CRYPT_EXPORT lets a later
@@ -517,7 +531,7 @@ def _build(
             exportable = w.CRYPT_EXPORTABLE if blob_type == w.PLAINTEXTKEYBLOB else 0
             made = self.ls.import_plaintext(0, alg, seed, size, exportable, hardware)
             if not isinstance(made, int):
-                return multiple()
+                return None
             block = 16 if alg in (w.CALG_AES_128, w.CALG_AES_192, w.CALG_AES_256) else 8
             if "salt" in tweak:
                 self.ls.set_key_param(made, w.KP_SALT, bytes(range(1, 12)))
@@ -537,7 +551,7 @@ def _build(
             blob = self.ls.export_key(made, blob_type)
             self.ls.destroy_key(made)
             if not isinstance(blob, int):
-                return multiple()
+                return None
             for edit in (("flip", -1), ("append", "00")):  # a changed or extended copy must be refused
                 self.ls.import_blob(1, blob, edit=edit)
             moved = self.ls.import_blob(1, blob, w.CRYPT_EXPORTABLE if blob_type == w.PLAINTEXTKEYBLOB else 0)
@@ -546,9 +560,13 @@ def _build(
             for key in (moved, again):
                 if isinstance(key, int):
                     self.ls.encrypt(key, bytes(block) * blocks, False)
-            if isinstance(moved, int):  # a record that does not decrypt (a bad pad, nearly always): the key resets
+            if isinstance(moved, int) and isinstance(again, int) and alg != w.CALG_RC4:
+                # A record whose pad is wrong though its last byte is a length (encrypted without Final on the
+                # second import, in step with the first by construction): NTE_BAD_DATA, and the key resets.
+                self.ls.round_trip(again, moved, _WRONG_PAD, True, encrypt_final=False)
+            elif isinstance(moved, int):  # a record that does not decrypt (a bad pad, nearly always): the key resets
                 self.ls.decrypt(moved, bytes(block), True)
-            return moved if isinstance(moved, int) else multiple()
+            return moved if isinstance(moved, int) else None
 
         @precondition(lambda self: opaque)
         @rule(
@@ -751,6 +769,7 @@ def _build(
             self.ls.export_key(key, w.OPAQUEKEYBLOB if opaque else w.PLAINTEXTKEYBLOB, 0x100)
             if before.ok and isinstance(before.value, int) and before.value:
                 self.ls.set_key_param(key, w.KP_MODE, mode)
+                self.ls.get_key_param(key, w.KP_MODE)  # the new mode, not the answer read before the change
                 self.ls.encrypt(key, bytes(16), False)
                 self.ls.set_key_param(key, w.KP_MODE, before.value)
 

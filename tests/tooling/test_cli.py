@@ -469,8 +469,9 @@ def test_a_target_that_hangs_mid_run_is_reported_at_once(tmp_path: Path) -> None
     assert result.failure.op == "get_key_param"
     assert "no reply within 1 s" in result.failure.message
     lines = result.script.splitlines()
-    assert lines[-3].startswith("# the target gives no answer to the next call: ")
-    assert lines[-2] == f"csp.get_key_param({lines[-2].split('(')[1].split(',')[0]}, {w.KP_MODE_BITS})"
+    at = next(i for i, line in enumerate(lines) if line.startswith("# the target gives no answer to the next call: "))
+    assert lines[at + 1] == f"csp.get_key_param({lines[at + 1].split('(')[1].split(',')[0]}, {w.KP_MODE_BITS})"
+    assert all(line.endswith(".close()") for line in lines[at + 2 :]), lines[at:]  # only the closing follows
     again, _ = replay(result.steps, factory)
     assert again is not None
     assert again.detail == "hung"
