@@ -521,9 +521,10 @@ def _build(
         ) -> int | None:
             """A key (salted 40-bit RC2/RC4 too) whose salt, effective length, mode or IV may be set, advanced
             mid-stream, exported (opaque: exactly this state, and never in plaintext, lacking CRYPT_EXPORT;
-            plaintext: a fresh key), destroyed, imported on the app side and continued twice (two imports), then
-            handed a record whose pad is wrong though its last byte is a length (a Final bad pad is NTE_BAD_DATA
-            and resets the key; RC4 has no pad). Its first import, if any."""
+            plaintext: a fresh key), destroyed, imported twice on the app side and continued (a record encrypted
+            with one import is decrypted with the other), then handed a record whose pad is wrong though its last
+            byte is a length (a Final bad pad is NTE_BAD_DATA and resets the key; RC4 has no pad). Its first
+            import, if any."""
             size = 5 if forty and alg in (w.CALG_RC2, w.CALG_RC4) else DEFAULT_KEY_BYTES[alg]
             hardware = hardware and alg in hw_algs
             # Exportable only where the blob type needs it: an opaque source without CRYPT_EXPORT lets a later
@@ -557,9 +558,12 @@ def _build(
             moved = self.ls.import_blob(1, blob, w.CRYPT_EXPORTABLE if blob_type == w.PLAINTEXTKEYBLOB else 0)
             again = self.ls.import_blob(1, blob, w.CRYPT_EXPORTABLE)  # a second, independent import
             self._read_back(moved)
-            for key in (moved, again):
-                if isinstance(key, int):
-                    self.ls.encrypt(key, bytes(block) * blocks, False)
+            if isinstance(moved, int) and isinstance(again, int):
+                # Continued in step: a record encrypted with one import is decrypted with the other (a decrypt in
+                # the key's mode, CFB-8 too, moves the register as the encrypt does).
+                self.ls.round_trip(moved, again, bytes(block) * blocks, False)
+            elif isinstance(moved, int):
+                self.ls.encrypt(moved, bytes(block) * blocks, False)
             if isinstance(moved, int) and isinstance(again, int) and alg != w.CALG_RC4:
                 # A record whose pad is wrong though its last byte is a length (encrypted without Final on the
                 # second import, in step with the first by construction): NTE_BAD_DATA, and the key resets.

@@ -458,6 +458,20 @@ class _PadLastByteOnly(Csp):
         return out[:-pad]
 
 
+class _CfbRegisterFromPlaintext(Csp):
+    """A non-Final CFB-8 decrypt leaves the last block of *plaintext* in the register, not of ciphertext (the
+    encrypt side is right; a CBC or ECB key, RC4 and Final calls are as ever)."""
+
+    def _crypt(self, key: int, data: bytes, final: bool, *, decrypt: bool) -> bytes:
+        out = super()._crypt(key, data, final, decrypt=decrypt)
+        entry = _entry(self, key)
+        if decrypt and not final and entry is not None and entry.engine is not None and entry.mode == w.CRYPT_MODE_CFB:
+            block = ALGORITHMS[entry.alg].block
+            if block and len(out) >= block:
+                entry.engine.reset(out[-block:])  # the register := this plaintext's last block
+        return out
+
+
 class _ParamsAnsweredOnce(Csp):
     """get_key_param answers, for a key and parameter, what it answered the first time: a cache that
     set_key_param never updates. Refusals are as ever (a dead key is NTE_BAD_KEY)."""
@@ -566,6 +580,12 @@ MUTANTS: tuple[Mutant, ...] = (
         'Encrypt and decrypt: "A bad pad: NTE_BAD_DATA *and* the key resets" (a pad whose last byte is a length '
         "but whose other bytes are wrong is taken)",
         _PadLastByteOnly,
+    ),
+    _m(
+        "cfb-register-from-plaintext",
+        'The key state: "a CBC continuation is CBC under IV = register, CFB-8 likewise" (a CFB-8 decrypt keeps the '
+        "last block of plaintext as its register, not of ciphertext)",
+        _CfbRegisterFromPlaintext,
     ),
     _m(
         "key-param-answered-once",

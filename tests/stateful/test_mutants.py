@@ -65,11 +65,14 @@ def test_mutant_is_caught(mutant: Mutant, make: Callable[[str | None], Target]) 
     assert clean.error is None, f"the built-in CSP fails line {clean.lineno} ({clean.line}):\n{script}"
 
 
-# (mutant, seed) pairs the quick profile missed before three changes to the machine: the mid-stream handoff draws
-# one to three keys a firing and ends on a forged pad, and misuse_parameters reads back the mode it set. Over seeds
-# 1 to 10 quick caught 251 of 260 before them, 260 of 260 after (session of 2026-11-30).
+# (mutant, seed) pairs the quick profile missed before four changes to the machine: the mid-stream handoff draws
+# one to three keys a firing, continues its two imports with a round trip and ends on a forged pad, and
+# misuse_parameters reads back the mode it set. Over seeds 1 to 10 quick caught 251 of the 26 x 10 before them
+# and every one after; cfb-register-from-plaintext, added with the round trip, was caught at 2 of seeds 0 to 7.
 QUICK_MISSES_BEFORE = [
     ("opaque-drops-mode-bits", 1),
+    ("cfb-register-from-plaintext", 1),
+    ("cfb-register-from-plaintext", 2),
     ("key-param-answered-once", 2),
     ("pad-last-byte-only", 2),
     ("opaque-drops-salt", 4),
@@ -276,6 +279,24 @@ def test_pad_last_byte_only_takes_a_wrong_pad_and_nothing_else(make: Callable[[s
             assert _inspect(target, key).register == bytes(16), name  # reset, refused or not
         twin = target.duplicate_key(key)
         assert target.decrypt(key, target.encrypt(twin, right, False), True) == bytes(14)
+
+
+def test_cfb_register_from_plaintext_only_on_a_cfb_decrypt(make: Callable[[str | None], Target]) -> None:
+    """cfb-register-from-plaintext: after a non-Final CFB-8 decrypt the register is the plaintext's last block
+    (the built-in CSP's: the ciphertext's); a CFB encrypt and a CBC decrypt leave the register as ever."""
+    ciphertext = bytes(range(32))
+    for name in (None, "cfb-register-from-plaintext"):
+        target = make(name)
+        _, key = _key(target)
+        target.set_key_param(key, w.KP_MODE, w.CRYPT_MODE_CFB)
+        sent = target.encrypt(key, bytes(16), False)
+        assert _inspect(target, key).register == sent, name  # the encrypt side is right in both
+        plain = target.decrypt(key, ciphertext, False)
+        wrong = name is not None
+        assert _inspect(target, key).register == (plain[-16:] if wrong else ciphertext[-16:]), name
+        target.set_key_param(key, w.KP_MODE, w.CRYPT_MODE_CBC)
+        target.decrypt(key, ciphertext, False)
+        assert _inspect(target, key).register == ciphertext[-16:], name
 
 
 def test_key_param_answered_once_keeps_its_first_answer(make: Callable[[str | None], Target]) -> None:
