@@ -472,6 +472,34 @@ class _CfbRegisterFromPlaintext(Csp):
         return out
 
 
+class _ModeResetsRegister(Csp):
+    """KP_MODE, stored as ever, also puts the register back to the IV (a cipher context rebuilt from the IV)."""
+
+    def _set_dword(self, entry: LiveKey, param: int, value: int, operation: str) -> None:
+        super()._set_dword(entry, param, value, operation)
+        if param == w.KP_MODE and entry.engine is not None:
+            entry.engine.reset(entry.iv)
+
+
+class _EffectiveKeylenKeepsRegister(Csp):
+    """KP_EFFECTIVE_KEYLEN makes the new key schedule but continues from the register, not from the IV."""
+
+    def _set_dword(self, entry: LiveKey, param: int, value: int, operation: str) -> None:
+        register = entry.engine.register if entry.engine is not None else b""
+        super()._set_dword(entry, param, value, operation)
+        if param == w.KP_EFFECTIVE_KEYLEN and entry.engine is not None and register:
+            entry.engine.reset(register)
+
+
+class _PermissionsClearExport(Csp):
+    """KP_PERMISSIONS without CRYPT_EXPORT clears it (adding it is refused as ever)."""
+
+    def _set_dword(self, entry: LiveKey, param: int, value: int, operation: str) -> None:
+        super()._set_dword(entry, param, value, operation)
+        if param == w.KP_PERMISSIONS:
+            entry.permissions = value
+
+
 class _ParamsAnsweredOnce(Csp):
     """get_key_param answers, for a key and parameter, what it answered the first time: a cache that
     set_key_param never updates. Refusals are as ever (a dead key is NTE_BAD_KEY)."""
@@ -586,6 +614,24 @@ MUTANTS: tuple[Mutant, ...] = (
         'The key state: "a CBC continuation is CBC under IV = register, CFB-8 likewise" (a CFB-8 decrypt keeps the '
         "last block of plaintext as its register, not of ciphertext)",
         _CfbRegisterFromPlaintext,
+    ),
+    _m(
+        "mode-resets-register",
+        'set_key_param: "KP_MODE, KP_MODE_BITS and KP_PERMISSIONS never reset the live state" (KP_MODE puts the '
+        "register back to the IV)",
+        _ModeResetsRegister,
+    ),
+    _m(
+        "effective-keylen-keeps-register",
+        'set_key_param: "KP_EFFECTIVE_KEYLEN: RC2 only, else NTE_BAD_TYPE (Wine); 1..1024, else NTE_BAD_DATA '
+        '(native). Resets." (the new key schedule continues from the register)',
+        _EffectiveKeylenKeepsRegister,
+    ),
+    _m(
+        "permissions-clear-export",
+        'set_key_param: "KP_PERMISSIONS: adding CRYPT_EXPORT is NTE_BAD_DATA (reference); clearing it succeeds and '
+        'changes nothing" (clearing it removes it)',
+        _PermissionsClearExport,
     ),
     _m(
         "key-param-answered-once",
