@@ -81,7 +81,10 @@ def test_a_race_is_found_only_in_company() -> None:
     assert found.concurrency
     assert found.alone is None
     assert found.failure.op in _ENCRYPTING  # the racy call
-    assert found.failure.detail == "different bytes"
+    # It ran under another thread's key: bytes under that key, or that key's refusal where the model gave bytes
+    # (another program's key may be in a mode it cannot run, or destroyed: 4 runs in 30 measured).
+    refused = re.search(r"model <\d+ bytes, sha256 [0-9a-f]+>, target NTE_BAD_(ALGID|KEY) ", found.failure.message)
+    assert found.failure.detail == "different bytes" or refused, found.failure.message
     assert 2 <= len(found.programs) <= 4
     assert found.failed_reruns >= 1
     assert len(found.programs[found.thread]) == found.failure.index + 1  # cut after its failing step

@@ -68,8 +68,8 @@ def test_mutant_is_caught(mutant: Mutant, make: Callable[[str | None], Target]) 
 # (mutant, seed) pairs the quick profile missed with the machine of 2026-11-30 morning (commit 8bca35a: each of
 # these tests failed on it), caught since the mid-stream handoff draws one to three keys a firing, sets every
 # parameter a key takes on a key under way, continues its two imports with a round trip and ends on a forged pad,
-# and misuse_parameters reads back the mode it set (the four mutants before key-param-answered-once came with those
-# changes). docs/benchmarks.md has the figures over seeds 0 to 10.
+# and misuse_parameters reads back the mode it set (cfb-register-from-plaintext and the three after it came with
+# those changes). docs/benchmarks.md has the figures over seeds 0 to 10.
 QUICK_MISSES_BEFORE = [
     ("opaque-drops-mode-bits", 1),
     ("cfb-register-from-plaintext", 2),
