@@ -3,7 +3,8 @@
 Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1] [--sections 12345]   (recorded in docs/benchmarks.md)
 
 1. AES-128-CBC encrypt through the CSP vs a persistent raw `cryptography` context (goals: <= 1.10x at 64 KiB,
-   <= 3x at 16 bytes); RC4 the same way (no goal). At 16 bytes, three floor lines: the raw call under a lock,
+   <= 3x at 16 bytes), on its C data path (impl/_evp.c, when built) and, side by side, on the Python one (as
+   without the extension); RC4 the same way (no goal). At 16 bytes, three floor lines: the raw call under a lock,
    a minimal Python wrapper (handle lookup, the key's lock, the call, the register kept) and the same wrapper in
    C (bench/native_hot.c, if a C compiler and Python's headers are at hand): what any CSP keeping a lock per
    key pays at least, in Python and in native code.
@@ -31,6 +32,7 @@ median of the per-run ratios. Sections 2, 4 and 5 are measured once, best of 5.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib.util
 import os
@@ -42,7 +44,8 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Mapping, Sequence
+import unittest.mock
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import ModuleType
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
@@ -50,8 +53,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from timing import interleaved_best, machine_line, per_call, row
 
+from keyhandoff.impl import csp as csp_module
+from keyhandoff.impl import engines as engines_module
 from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.impl.evp import native_evp
 from keyhandoff.impl.processes import ProcessCsp
 from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.impl.xaes import NONCE_SIZE, Xaes256Gcm
@@ -108,15 +114,33 @@ def median_row(label: str, measured: tuple[float, float]) -> str:
 _GOALS = ((65536, 1.10), (16, 3.0))  # AES-128-CBC: bytes per call, the issue's ratio goal
 
 
-def bench_encrypt(csp: BuiltinCsp, runs: int) -> None:
+def bench_encrypt(csp: BuiltinCsp, runs: int, home: str) -> None:
     key_bytes = test_key(1, 16)
     prov = csp.acquire("secure")
     key = csp.import_key(prov, plaintext_blob(w.CALG_AES_128, key_bytes))
     live = Cipher(algorithms.AES(key_bytes), modes.CBC(bytes(16))).encryptor()
     titles = [(size, f"AES-128-CBC encrypt, {size} bytes per call (goal <= {goal:.2f}x)") for size, goal in _GOALS]
-    labels = ("raw cryptography, persistent context (baseline)", "BuiltinCsp.encrypt (live engine)")
-    encrypt_rows(csp, key, live, runs, titles, labels, {16: floor_calls(key_bytes)})
+    path = "C data path" if native_evp() is not None else "Python data path: the C extension is not built"
+    labels = ("raw cryptography, persistent context (baseline)", f"BuiltinCsp.encrypt ({path})")
+    with python_data_path():  # the same CSP without the C extension, side by side
+        python_csp = BuiltinCsp(os.path.join(home, "python-data-path"), durable=False)
+        python_key = python_csp.import_key(python_csp.acquire("secure"), plaintext_blob(w.CALG_AES_128, key_bytes))
+    others = [("BuiltinCsp.encrypt (Python data path)", python_csp, python_key)] if native_evp() is not None else []
+    try:
+        encrypt_rows(csp, key, live, runs, titles, labels, {16: floor_calls(key_bytes)}, others)
+    finally:
+        python_csp.close()
     bench_rc4_encrypt(csp, prov, runs)
+
+
+@contextlib.contextmanager
+def python_data_path() -> Iterator[None]:
+    """CSPs and keys made inside run on the pure-Python engines and fast path, as without the C extension."""
+    with (
+        unittest.mock.patch.object(engines_module, "native_evp", return_value=None),
+        unittest.mock.patch.object(csp_module, "native_evp", return_value=None),
+    ):
+        yield
 
 
 class _Record:
@@ -215,9 +239,11 @@ def encrypt_rows(
     titles: Sequence[tuple[int, str]],
     labels: tuple[str, str],
     floors: Mapping[int, Sequence[tuple[str, Callable[[bytes], object]]]] | None = None,
+    others: Sequence[tuple[str, BuiltinCsp, int]] = (),
 ) -> None:
-    """Per size: the raw context (baseline), the CSP's encrypt and that size's ``floors`` (label, call), measured
-    in turns over 100 x ``runs`` rounds (``timing.interleaved_best``)."""
+    """Per size: the raw context (baseline), the CSP's encrypt, ``others`` (label, CSP, key: called as the CSP
+    is) and that size's ``floors`` (label, call), measured in turns over 100 x ``runs`` rounds
+    (``timing.interleaved_best``)."""
     for size, title in titles:
         data = os.urandom(size)
         extra = (floors or {}).get(size, ())
@@ -225,14 +251,20 @@ def encrypt_rows(
         def call_with(call: Callable[[bytes], object], d: bytes = data) -> Callable[[], object]:
             return lambda: call(d)
 
-        def csp_call(d: bytes = data) -> Callable[[], object]:
+        def csp_call(csp: BuiltinCsp, key: int, d: bytes = data) -> Callable[[], object]:
             encrypt = csp.encrypt
             return lambda: encrypt(key, d, False)  # as a caller writes it
 
-        lines = [call_with(live.update), csp_call(), *(call_with(call) for _, call in extra)]
+        lines = [
+            call_with(live.update),
+            csp_call(csp, key),
+            *(csp_call(other, other_key) for _, other, other_key in others),
+            *(call_with(call) for _, call in extra),
+        ]
         measured = interleaved_best(lines, rounds=100 * runs)
         print(f"\n{title}")
-        for label, seconds in zip([*labels, *(label for label, _ in extra)], measured, strict=True):
+        names = [*labels, *(label for label, _, _ in others), *(label for label, _ in extra)]
+        for label, seconds in zip(names, measured, strict=True):
             print(row(label, seconds, measured[0]))
 
 
@@ -517,7 +549,7 @@ def main() -> None:
         csp = BuiltinCsp(home)
         try:
             if "1" in args.sections:
-                bench_encrypt(csp, args.runs)
+                bench_encrypt(csp, args.runs, home)
             if "2" in args.sections:
                 bench_opaque(csp)
             if "3" in args.sections:

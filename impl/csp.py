@@ -20,7 +20,7 @@ import hmac as hmac_lib
 import os
 import threading
 from contextlib import AbstractContextManager
-from types import TracebackType
+from types import MethodType, TracebackType
 from typing import Final, Protocol
 
 import attrs
@@ -42,6 +42,7 @@ from keyhandoff.impl.blobs import (
     plaintext_key,
 )
 from keyhandoff.impl.engines import Engine, TokenBlockEngine, software_engine
+from keyhandoff.impl.evp import native_evp
 from keyhandoff.impl.handles import HandleTable
 from keyhandoff.impl.live_key import LiveKey
 from keyhandoff.impl.token import Token
@@ -52,6 +53,7 @@ from keyhandoff.model.state import KeyState, Lifecycle, Location, Side
 __all__ = ["Csp", "InstallationLike"]
 
 _DWORD_MAX: Final = 0xFFFFFFFF
+_LOCK_TYPE: Final = type(threading.Lock())  # the type of LiveKey.lock, which the C fast path takes
 # Our decision (docs/model.md "Flags"): any other bit is NTE_BAD_FLAGS.
 _GEN_FLAGS: Final = w.CRYPT_EXPORTABLE | w.CRYPT_CREATE_SALT | w.CRYPT_NO_SALT
 _IMPORT_FLAGS: Final = w.CRYPT_EXPORTABLE | w.CRYPT_IPSEC_HMAC_KEY | w.CRYPT_NO_SALT
@@ -166,6 +168,20 @@ class Csp:
         # a subclass that overrides either (a planted defect, a wrapper) gets the full path on every call.
         cls = type(self)
         self._fast = cls._crypt is Csp._crypt and cls._live is Csp._live
+        # With the C extension, encrypt and decrypt are its FastCrypt's methods on this instance: the whole fast
+        # path in one C call on a key with a C engine, and otherwise (having touched nothing) the methods below,
+        # which run the Python fast path or the full rules. A subclass overriding encrypt or decrypt keeps its own.
+        evp = native_evp()
+        if evp is not None and self._fast and cls.encrypt is Csp.encrypt and cls.decrypt is Csp.decrypt:
+            fast = evp.FastCrypt(
+                self._handles.live_entries,
+                LiveKey,
+                _LOCK_TYPE,
+                MethodType(Csp.encrypt, self),
+                MethodType(Csp.decrypt, self),
+            )
+            self.encrypt = fast.encrypt  # type: ignore[method-assign]  # an instance attribute shadows the method
+            self.decrypt = fast.decrypt  # type: ignore[method-assign]
 
     def __repr__(self) -> str:
         return f"Csp(handles={len(self._handles)})"
@@ -619,6 +635,8 @@ class Csp:
     # never reaches the token: it goes to _crypt, which asks). The handle lookup is lock-free
     # (HandleTable.lookup); the key's own lock is held for the run, as _live holds it. The tests in
     # tests/impl/test_fast_path.py (fast and full path agree) and the lockstep machine hold it to that.
+    # With the C extension, the same fast path for a key with a C engine runs in C first (impl/_evp.c, installed
+    # in __init__): the same checks, the lock taken without blocking; these methods are its fallback.
 
     def _crypt(self, key: int, data: bytes, final: bool, *, decrypt: bool) -> bytes:
         """The shared rules, in this order: dead key NTE_BAD_KEY; an HMAC-only key NTE_BAD_KEY; a deleted token

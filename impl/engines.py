@@ -12,8 +12,11 @@ produced or consumed; CFB-8: the last block-length ciphertext bytes; ECB leaves 
 Engines are cheap to create: whatever costs (a ``cryptography`` context, the RC2 key expansion, the RC4 key
 schedule or state) is built on first use, so importing or duplicating a key that is handed on unused costs O(1).
 
-* :class:`CryptographyBlockEngine` (AES, the DES family) keeps one ``cryptography`` context for the current
-  (mode, direction); a change of mode or direction, or a reset, rebuilds the context from the register.
+* ``BlockCipher`` (AES, the DES family; the C extension of :mod:`keyhandoff.impl.evp`, when it was built)
+  keeps one libcrypto EVP context for the current (mode, direction), re-keyed from the register when either
+  changes or on a reset; the CSP's per-call fast path reaches it from C.
+* :class:`CryptographyBlockEngine` (the same ciphers without the extension, or with ``KEYHANDOFF_NATIVE_EVP=0``)
+  keeps one ``cryptography`` context the same way.
 * :class:`RC2Engine` runs RFC 2268 (``keyhandoff.model.rc2``) with CryptoAPI's effective key length, in mode loops
   of its own: ``cryptography``'s RC2 has neither ECB nor an effective-bits parameter.
 * :class:`TokenBlockEngine` asks the hardware token to run whole blocks (ECB, or CBC with the register as IV);
@@ -42,6 +45,7 @@ from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4, TripleDES
 from cryptography.hazmat.decrepit.ciphers.modes import CFB8
 from cryptography.hazmat.primitives.ciphers import BlockCipherAlgorithm, Cipher, CipherContext, algorithms, modes
 
+from keyhandoff.impl.evp import native_evp
 from keyhandoff.impl.rc4_state import STATE_BYTES, NativeRC4, native_rc4, rc4_schedule
 from keyhandoff.impl.token import Token
 from keyhandoff.model import rc2
@@ -534,6 +538,16 @@ _BLOCK_ALGORITHMS: Final[dict[int, tuple[Callable[[bytes], BlockCipherAlgorithm]
     w.CALG_3DES: (TripleDES, 8),
 }
 
+# The same ciphers on the C engine (keyhandoff.impl.evp): its cipher name and the key it takes.
+_EVP_KEYS: Final[dict[int, tuple[str, Callable[[bytes], bytes]]]] = {
+    w.CALG_AES_128: ("AES", bytes),
+    w.CALG_AES_192: ("AES", bytes),
+    w.CALG_AES_256: ("AES", bytes),
+    w.CALG_DES: ("DES-EDE3", lambda key: key * 3),
+    w.CALG_3DES_112: ("DES-EDE3", lambda key: key + key[:8]),
+    w.CALG_3DES: ("DES-EDE3", bytes),
+}
+
 
 def software_engine(
     alg: int,
@@ -556,6 +570,11 @@ def software_engine(
     spec = _BLOCK_ALGORITHMS.get(alg)
     if spec is None:
         raise ValueError(f"no engine for ALG_ID 0x{alg:04X}")
+    evp = native_evp()
+    if evp is not None:
+        name, evp_key = _EVP_KEYS[alg]
+        engine: Engine = evp.BlockCipher(name, evp_key(key), register)
+        return engine
     factory, block = spec
     material = bytes(key)
     return CryptographyBlockEngine(lambda: factory(material), register, block)

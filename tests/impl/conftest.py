@@ -9,8 +9,10 @@ from typing import Any
 
 import pytest
 
+from keyhandoff.impl import csp as csp_module
 from keyhandoff.impl import engines
 from keyhandoff.impl.builtin import BuiltinCsp
+from keyhandoff.impl.evp import native_evp
 from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
@@ -41,6 +43,24 @@ def rc4_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch)
             pytest.skip("libcrypto's RC4 is not usable here (keyhandoff.impl.rc4_state)")
     else:
         monkeypatch.setattr(engines, "native_rc4", lambda: None)
+    return str(request.param)
+
+
+def use_data_path(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CSPs and engines made from here on run on the C extension's engines and fast path ("c"; a skip where it
+    was not built, a failure under CI=true) or on the pure-Python ones ("python", as without the extension)."""
+    if kind == "c":
+        if native_evp() is None:
+            pytest.skip("the C extension keyhandoff.impl._evp was not built (a C compiler and OpenSSL's headers)")
+    else:
+        monkeypatch.setattr(engines, "native_evp", lambda: None)
+        monkeypatch.setattr(csp_module, "native_evp", lambda: None)
+
+
+@pytest.fixture(params=["c", "python"])
+def data_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test using it runs on both data paths (see ``use_data_path``)."""
+    use_data_path(str(request.param), monkeypatch)
     return str(request.param)
 
 

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.decrepit.ciphers.modes import CFB8
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyhandoff.impl.engines import CryptographyBlockEngine, RC2Engine, RC4Engine, software_engine
@@ -27,14 +27,16 @@ def one_shot(alg: int, key: bytes, mode: int, iv: bytes, data: bytes, decrypt: b
     return ctx.update(data) + ctx.finalize()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.sampled_from([(w.CALG_AES_128, 16, 16), (w.CALG_3DES, 24, 8)]),
     st.sampled_from(MODES),
     st.lists(st.integers(0, 4), min_size=1, max_size=6),
     st.booleans(),
 )
-def test_chunks_equal_one_shot(spec: tuple[int, int, int], mode: int, blocks: list[int], decrypt: bool) -> None:
+def test_chunks_equal_one_shot(
+    data_path: str, spec: tuple[int, int, int], mode: int, blocks: list[int], decrypt: bool
+) -> None:
     """Any chunking through one engine equals one ``cryptography`` pass; the register is the last ciphertext
     block (ECB: the IV)."""
     alg, key_len, block = spec
@@ -51,12 +53,12 @@ def test_chunks_equal_one_shot(spec: tuple[int, int, int], mode: int, blocks: li
     assert engine.register == expected
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     st.sampled_from([(w.CALG_AES_128, 16, 16), (w.CALG_3DES, 24, 8), (w.CALG_RC2, 16, 8), (w.CALG_RC4, 16, 1)]),
     st.lists(st.tuples(st.sampled_from(MODES), st.booleans(), st.integers(1, 3)), min_size=1, max_size=8),
 )
-def test_hot_is_run(spec: tuple[int, int, int], calls: list[tuple[int, bool, int]]) -> None:
+def test_hot_is_run(data_path: str, spec: tuple[int, int, int], calls: list[tuple[int, bool, int]]) -> None:
     """The fast path's positional ``hot`` gives what ``run`` gives, call for call, mode and direction changing
     under it, and leaves the same state behind."""
     alg, key_len, block = spec
@@ -132,7 +134,7 @@ def test_rc4_fast_forward_and_reset(rc4_backend: str) -> None:
     assert restored.run(0, bytes(16), decrypt=False) == rc4_keystream(key, 16)
 
 
-def test_engines_refuse_what_the_csp_must_check_first() -> None:
+def test_engines_refuse_what_the_csp_must_check_first(data_path: str) -> None:
     """Ragged input, unknown modes, bad registers and unknown algorithms are programming errors (ValueError)."""
     engine = software_engine(w.CALG_AES_128, bytes(16), b"", 128, bytes(16))
     with pytest.raises(ValueError, match="whole blocks"):

@@ -16,7 +16,7 @@ from keyhandoff.impl.installation import Installation
 from keyhandoff.impl.live_key import LiveKey
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
-from tests.impl.conftest import plaintext_blob
+from tests.impl.conftest import plaintext_blob, use_data_path
 
 
 class FullPathCsp(Csp):
@@ -53,16 +53,20 @@ def ops(draw: st.DrawFn) -> Op:
     return (name, draw(st.integers(0, len(KEYS) + 3)), data, draw(st.sampled_from([False, False, False, True, 0])))
 
 
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Csp, Csp]]:
-    made = []
-    for cls in (Csp, FullPathCsp):
-        installation = Installation(tmp_path_factory.mktemp("home"))
-        made.append((cls(installation), installation))
-    yield made[0][0], made[1][0]
-    for csp, installation in made:
-        csp.close()
-        installation.close()
+@pytest.fixture(scope="module", params=["c", "python"])
+def pair(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Csp, Csp]]:
+    """The fast CSP and the full-rules one, both on the C data path or both on the Python one (the fast path
+    in C, or in Python, against the full rules)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        use_data_path(str(request.param), monkeypatch)
+        made = []
+        for cls in (Csp, FullPathCsp):
+            installation = Installation(tmp_path_factory.mktemp("home"))
+            made.append((cls(installation), installation))
+        yield made[0][0], made[1][0]
+        for csp, installation in made:
+            csp.close()
+            installation.close()
 
 
 def outcome(call: Callable[[], object]) -> object:
