@@ -7,7 +7,8 @@ Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1] [--sections 12345]   (r
    without the extension); RC4 the same way (no goal). At 16 bytes, three floor lines: the raw call under a lock,
    a minimal Python wrapper (handle lookup, the key's lock, the call, the register kept) and the same wrapper in
    C (bench/native_hot.c, if a C compiler and Python's headers are at hand): what any CSP keeping a lock per
-   key pays at least, in Python and in native code.
+   key and calling `cryptography`'s update pays at least, in Python and in native code (the C data path calls
+   libcrypto itself, below them).
 2. OPAQUEKEYBLOB export + import in one process vs a raw AES-GCM seal + open of the same payload size.
 3. Cross-process handoff of one blob vs a raw pipe round trip of the same bytes to a child process (goal <= 2x):
    the handoff is the import round trip (blob in, handle out); the destroy round trip is reported on its own
