@@ -102,11 +102,17 @@ def states(csp: Csp, keys: list[Any]) -> list[object]:
     return [outcome(lambda key=key: csp.inspect(key)) for key in keys[: len(KEYS)]]
 
 
-def test_the_reference_csp_takes_the_fast_path_and_overrides_do_not(pair: tuple[Csp, Csp]) -> None:
+def test_the_reference_csp_takes_the_fast_path_and_overrides_do_not(
+    pair: tuple[Csp, Csp], request: pytest.FixtureRequest
+) -> None:
     """A subclass overriding ``_crypt`` or ``_live`` (the mutants do) always gets the full rules."""
     fast, full = pair
     assert fast._fast
     assert not full._fast
+    # On the C data path encrypt is the C fast path's (falling back to Csp.encrypt); on the Python one, Csp's own.
+    c_path = type(getattr(fast.encrypt, "__self__", None)).__name__ == "FastCrypt"
+    assert c_path == (request.node.callspec.params["pair"] == "c")
+    assert type(getattr(full.encrypt, "__self__", None)) is FullPathCsp
 
 
 @settings(max_examples=200, deadline=None)
