@@ -16,6 +16,7 @@ from keyhandoff.impl import rc4_state
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.csp import _Provider
 from keyhandoff.impl.engines import RC4Engine
+from keyhandoff.impl.evp import native_evp
 from keyhandoff.impl.handles import (
     DEAD_KEPT,
     HANDLE_BITS,
@@ -36,11 +37,20 @@ KEY = bytes(range(1, 17))
 
 @pytest.mark.parametrize("how", ["destroy", "export-destroykey", "release"])
 def test_destroyed_material_is_zeroed_in_place(csp: BuiltinCsp, how: str) -> None:
-    """The buffer that held the key bytes is all zeros after destroy, CRYPT_DESTROYKEY or release."""
+    """The buffer that held the key bytes is all zeros after destroy, CRYPT_DESTROYKEY or release, and so is the
+    C engine's copy of them (white box), even while something still holds that engine."""
     prov = csp.acquire("secure")
     key = csp.import_key(prov, plaintext_blob(w.CALG_AES_128, KEY))
     view = csp.csp._material_view(key)
     assert bytes(view) == KEY
+    csp.encrypt(key, bytes(16), False)
+    entry = csp.csp._handles.get(key)
+    assert isinstance(entry, LiveKey)
+    engine = entry.engine
+    evp = native_evp()
+    if evp is not None:
+        assert type(engine) is evp.BlockCipher
+        assert not engine.key_zeroed
     if how == "destroy":
         csp.destroy_key(key)
     elif how == "export-destroykey":
@@ -49,6 +59,9 @@ def test_destroyed_material_is_zeroed_in_place(csp: BuiltinCsp, how: str) -> Non
         csp.release(prov)
     assert view == bytearray(len(KEY))
     assert csp.csp._material_view(key) is view
+    if evp is not None:
+        assert engine.key_zeroed
+        assert repr(engine).endswith("wiped>")
     state = csp.inspect(key)
     assert (state.key, state.salt, state.lifecycle) == (b"", b"", Lifecycle.DESTROYED)
 
