@@ -529,23 +529,19 @@ def _replay(keystream: _Keystream, count: int) -> None:
 
 # --- construction ------------------------------------------------------------------------------------------
 
-_BLOCK_ALGORITHMS: Final[dict[int, tuple[Callable[[bytes], BlockCipherAlgorithm], int]]] = {
-    w.CALG_AES_128: (algorithms.AES, 16),
-    w.CALG_AES_192: (algorithms.AES, 16),
-    w.CALG_AES_256: (algorithms.AES, 16),
-    w.CALG_DES: (lambda key: TripleDES(key * 3), 8),  # EDE with K1 = K2 = K3 is single DES
-    w.CALG_3DES_112: (lambda key: TripleDES(key + key[:8]), 8),  # two-key EDE: K3 = K1
-    w.CALG_3DES: (TripleDES, 8),
-}
-
-# The same ciphers on the C engine (keyhandoff.impl.evp): its cipher name and the key it takes.
-_EVP_KEYS: Final[dict[int, tuple[str, Callable[[bytes], bytes]]]] = {
+# The block ciphers: the cipher that runs each (DES-EDE3 for the whole DES family) and the key it takes.
+_BLOCK_ALGORITHMS: Final[dict[int, tuple[str, Callable[[bytes], bytes]]]] = {
     w.CALG_AES_128: ("AES", bytes),
     w.CALG_AES_192: ("AES", bytes),
     w.CALG_AES_256: ("AES", bytes),
-    w.CALG_DES: ("DES-EDE3", lambda key: key * 3),
-    w.CALG_3DES_112: ("DES-EDE3", lambda key: key + key[:8]),
+    w.CALG_DES: ("DES-EDE3", lambda key: key * 3),  # EDE with K1 = K2 = K3 is single DES
+    w.CALG_3DES_112: ("DES-EDE3", lambda key: key + key[:8]),  # two-key EDE: K3 = K1
     w.CALG_3DES: ("DES-EDE3", bytes),
+}
+# Each cipher in cryptography (the Python data path) and its block length in bytes.
+_CRYPTOGRAPHY: Final[dict[str, tuple[Callable[[bytes], BlockCipherAlgorithm], int]]] = {
+    "AES": (algorithms.AES, 16),
+    "DES-EDE3": (TripleDES, 8),
 }
 
 
@@ -570,11 +566,11 @@ def software_engine(
     spec = _BLOCK_ALGORITHMS.get(alg)
     if spec is None:
         raise ValueError(f"no engine for ALG_ID 0x{alg:04X}")
+    name, expand = spec
+    cipher_key = expand(key)
     evp = native_evp()
     if evp is not None:
-        name, evp_key = _EVP_KEYS[alg]
-        engine: Engine = evp.BlockCipher(name, evp_key(key), register)
+        engine: Engine = evp.BlockCipher(name, cipher_key, register)
         return engine
-    factory, block = spec
-    material = bytes(key)
-    return CryptographyBlockEngine(lambda: factory(material), register, block)
+    factory, block = _CRYPTOGRAPHY[name]
+    return CryptographyBlockEngine(lambda: factory(cipher_key), register, block)
