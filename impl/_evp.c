@@ -174,6 +174,16 @@ block_cipher_ready(BlockCipher *self, int index, int decrypt)
     return 0;
 }
 
+/* 0 for a live engine; -1 with ValueError for a wiped one (its key died): it runs, resets and clones nothing. */
+static int
+refuse_if_wiped(BlockCipher *self)
+{
+    if (!self->wiped)
+        return 0;
+    PyErr_SetString(PyExc_ValueError, "the engine was wiped (its key is dead)");
+    return -1;
+}
+
 /* Whole blocks of `in` (len > 0, checked by the caller) through the live context; the register moves on. */
 static PyObject *
 block_cipher_crypt(BlockCipher *self, int index, const unsigned char *in, Py_ssize_t len, int decrypt)
@@ -207,10 +217,8 @@ block_cipher_crypt(BlockCipher *self, int index, const unsigned char *in, Py_ssi
 static PyObject *
 block_cipher_run_checked(BlockCipher *self, PyObject *mode_obj, PyObject *data, PyObject *decrypt_obj)
 {
-    if (self->wiped) {
-        PyErr_SetString(PyExc_ValueError, "the engine was wiped (its key is dead)");
+    if (refuse_if_wiped(self) < 0)
         return NULL;
-    }
     long mode = PyLong_AsLong(mode_obj);
     if (mode == -1 && PyErr_Occurred())
         return NULL;
@@ -257,10 +265,8 @@ block_cipher_hot(BlockCipher *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 block_cipher_reset(BlockCipher *self, PyObject *iv)
 {
-    if (self->wiped) {
-        PyErr_SetString(PyExc_ValueError, "the engine was wiped (its key is dead)");
+    if (refuse_if_wiped(self) < 0)
         return NULL;
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(iv, &view, PyBUF_SIMPLE) < 0)
         return NULL;
@@ -286,10 +292,8 @@ block_cipher_wipe(BlockCipher *self, PyObject *Py_UNUSED(ignored))
 static PyObject *
 block_cipher_clone(BlockCipher *self, PyObject *Py_UNUSED(ignored))
 {
-    if (self->wiped) {
-        PyErr_SetString(PyExc_ValueError, "the engine was wiped (its key is dead)");
+    if (refuse_if_wiped(self) < 0)
         return NULL;
-    }
     return (PyObject *)block_cipher_new(self->family, self->key, self->reg);
 }
 
