@@ -7,5 +7,6 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension("keyhandoff.impl._evp", sources=["impl/_evp.c"], libraries=["crypto"], optional=True),
+        Extension("keyhandoff.impl._frames", sources=["impl/_frames.c"], optional=True),
     ]
 )

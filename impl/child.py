@@ -21,7 +21,7 @@ from keyhandoff.impl.boundary import MAX_FRAME, FrameReader, FrameTooLarge, enco
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "native_loop", "serve"]
 
 _UNSERIALISABLE = encode_frame(("crash", "UnserialisableReply"))
 _TOO_LARGE = encode_frame(("err", w.NTE_NO_MEMORY, "the app process's reply: more than one frame carries"))
@@ -65,32 +65,53 @@ class _Dispatcher:
             return ("crash", type(exc).__name__)
 
 
+def native_loop() -> Callable[..., None] | None:
+    """The same loop in C (``impl/_frames.c``), or None when it was not built or ``KEYHANDOFF_NATIVE_SERVE=0``.
+    It answers every request exactly as :func:`serve`'s Python loop does, without running Python bytecode of its
+    own: a handoff is one round trip, and a process just woken runs Python slowly (docs/benchmarks.md)."""
+    if os.environ.get("KEYHANDOFF_NATIVE_SERVE") == "0":
+        return None
+    try:
+        from keyhandoff.impl import _frames
+    except ImportError:  # not built (optional at install)
+        return None
+    return _frames.serve
+
+
 def serve(target: object, in_fd: int, out_fd: int) -> None:
     """Answer requests from ``in_fd`` on ``out_fd`` until end of input (or a frame header announcing an absurd
     length), then close the served object if it can be closed."""
     dispatcher = _Dispatcher(target)
-    reader = FrameReader(in_fd)
     try:
-        while True:
-            try:
-                payload = reader.next_payload()
-            except FrameTooLarge:
-                break
-            if payload is None:
-                if not reader.fill():
-                    break
-                continue
-            try:
-                frame = encode_frame(dispatcher.reply(payload))
-            except ValueError:  # marshal refused the value (not a plain value)
-                frame = _UNSERIALISABLE
-            if len(frame) > MAX_FRAME:  # the parent would take it for a corrupt stream (a read: nothing changed)
-                frame = _TOO_LARGE
-            write_all(out_fd, frame)
+        loop = native_loop()
+        if loop is not None:
+            loop(in_fd, out_fd, dispatcher.method, CryptError, _UNSERIALISABLE, _TOO_LARGE, MAX_FRAME)
+        else:
+            _python_loop(dispatcher, in_fd, out_fd)
     finally:
         close = getattr(target, "close", None)
         if callable(close):
             close()
+
+
+def _python_loop(dispatcher: _Dispatcher, in_fd: int, out_fd: int) -> None:
+    reader = FrameReader(in_fd)
+    while True:
+        try:
+            payload = reader.next_payload()
+        except FrameTooLarge:
+            break
+        if payload is None:
+            if not reader.fill():
+                break
+            continue
+        try:
+            frame = encode_frame(dispatcher.reply(payload))
+        except ValueError:  # marshal refused the value (not a plain value)
+            frame = _UNSERIALISABLE
+        if len(frame) > MAX_FRAME:  # the parent would take it for a corrupt stream (a read: nothing changed)
+            frame = _TOO_LARGE
+        write_all(out_fd, frame)
 
 
 def main(argv: list[str] | None = None) -> int:

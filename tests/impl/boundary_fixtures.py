@@ -46,6 +46,12 @@ class Echo:
     def bad_key(self) -> None:
         raise CryptError(w.NTE_BAD_KEY, "encrypt")
 
+    def serving_loop(self) -> str:
+        """Which loop serves this process: "c" (impl/_frames.c) or "python"."""
+        from keyhandoff.impl.child import native_loop
+
+        return "c" if native_loop() is not None else "python"
+
     def at_exit(self, path: str) -> None:
         """Leave ``path`` behind when the process ends (an exit handler, as served code may register)."""
         atexit.register(Path(path).write_text, "exit handlers ran")

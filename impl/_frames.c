@@ -1,0 +1,319 @@
+/* keyhandoff.impl._frames: the app process's serving loop in C (keyhandoff.impl.child.serve, when built).
+ *
+ * Why it exists: a handoff is one round trip into the app process, and on this kind of machine a process just
+ * woken runs Python code up to 1.6 times slower than warm (docs/benchmarks.md, section 3). The loop's own work
+ * per request (reading the frame, decoding it, the reply tuple, encoding, writing) is Python bytecode in the
+ * loop of child.py; here it is C, so a request whose method is itself C (the CSP's native import and data
+ * path) runs no Python bytecode in the app process at all.
+ *
+ * It is the same protocol as child.py's loop, request for request: the same frames, the same marshal values,
+ * the same replies ("ok", value) / ("err", code, operation) / ("crash", type name), the same methods (looked
+ * up through the Python dispatcher's `method`, which decides what may be called), the same end (end of input,
+ * or a frame header announcing more than MAX_FRAME). tests/impl/test_frames.py runs both loops on the same
+ * requests. The GIL is released only around read(2) and write(2). */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <marshal.h>
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#define HEADER 4
+#define READ_SIZE (1 << 16)
+
+typedef struct {
+    PyObject *method;      /* the dispatcher's method(name) -> callable or None */
+    PyObject *crypt_error; /* keyhandoff.model.errors.CryptError */
+    PyObject *unserialisable, *too_large; /* the prebuilt frames child.py sends for either case */
+    Py_ssize_t max_frame;
+    PyObject *cache; /* name -> callable, for names method() answered */
+} Loop;
+
+/* read(2) with the GIL released; EINTR retried unless a signal handler raised. -1 with an error set. */
+static Py_ssize_t
+read_some(int fd, char *buf, size_t size)
+{
+    for (;;) {
+        Py_ssize_t got;
+        Py_BEGIN_ALLOW_THREADS
+        got = read(fd, buf, size);
+        Py_END_ALLOW_THREADS
+        if (got >= 0)
+            return got;
+        if (errno != EINTR) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        if (PyErr_CheckSignals() < 0)
+            return -1;
+    }
+}
+
+/* All of `data` to fd, in as many write(2) calls as the pipe needs. 0, or -1 with an error set. */
+static int
+write_all(int fd, const char *data, Py_ssize_t len)
+{
+    while (len > 0) {
+        Py_ssize_t put;
+        Py_BEGIN_ALLOW_THREADS
+        put = write(fd, data, (size_t)len);
+        Py_END_ALLOW_THREADS
+        if (put < 0) {
+            if (errno != EINTR) {
+                PyErr_SetFromErrno(PyExc_OSError);
+                return -1;
+            }
+            if (PyErr_CheckSignals() < 0)
+                return -1;
+            continue;
+        }
+        data += put;
+        len -= put;
+    }
+    return 0;
+}
+
+static PyObject *
+crash(const char *why)
+{
+    return Py_BuildValue("(ss)", "crash", why);
+}
+
+/* The callable for `name`, or None: child.py's _Dispatcher.method, asked once per name. New reference. */
+static PyObject *
+method_for(Loop *loop, PyObject *name)
+{
+    if (PyUnicode_CheckExact(name)) {
+        PyObject *found = PyDict_GetItemWithError(loop->cache, name);
+        if (found != NULL)
+            return Py_NewRef(found);
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    PyObject *func = PyObject_CallOneArg(loop->method, name);
+    if (func != NULL && func != Py_None && PyUnicode_CheckExact(name) && PyDict_SetItem(loop->cache, name, func) < 0)
+        Py_CLEAR(func);
+    return func;
+}
+
+/* child.py's _Dispatcher.reply: the reply tuple for one request payload (new reference), or NULL for an
+ * exception that is not the call's to report (it ends the loop, as it would end child.py's). */
+static PyObject *
+reply_to(Loop *loop, const char *payload, Py_ssize_t size)
+{
+    PyObject *request = PyMarshal_ReadObjectFromString(payload, size);
+    if (request == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_ValueError)
+            || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            return crash("MalformedRequest");
+        }
+        return NULL;
+    }
+    PyObject *reply = NULL;
+    if (!PyTuple_CheckExact(request) || PyTuple_GET_SIZE(request) != 3
+        || !PyTuple_CheckExact(PyTuple_GET_ITEM(request, 1)) || !PyDict_CheckExact(PyTuple_GET_ITEM(request, 2))) {
+        reply = crash("MalformedRequest");
+        goto done;
+    }
+    PyObject *func = method_for(loop, PyTuple_GET_ITEM(request, 0));
+    if (func == NULL)
+        goto done;
+    if (func == Py_None) {
+        Py_DECREF(func);
+        reply = crash("NoSuchMethod");
+        goto done;
+    }
+    PyObject *kwargs = PyTuple_GET_ITEM(request, 2);
+    PyObject *result = PyObject_Call(func, PyTuple_GET_ITEM(request, 1), PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    Py_DECREF(func);
+    if (result != NULL) {
+        reply = Py_BuildValue("(sN)", "ok", result);
+        goto done;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        goto done; /* KeyboardInterrupt, SystemExit: not the call's answer */
+    PyObject *type, *exc, *traceback;
+    PyErr_Fetch(&type, &exc, &traceback);
+    PyErr_NormalizeException(&type, &exc, &traceback);
+    Py_XDECREF(traceback);
+    if (exc == NULL) { /* normalization failed: report the type alone */
+        reply = Py_BuildValue("(sN)", "crash", PyType_GetName((PyTypeObject *)type));
+        Py_DECREF(type);
+        goto done;
+    }
+    Py_DECREF(type);
+    if (PyErr_GivenExceptionMatches(exc, loop->crypt_error)) {
+        PyObject *code = PyObject_GetAttrString(exc, "code");
+        PyObject *operation = code == NULL ? NULL : PyObject_GetAttrString(exc, "operation");
+        if (operation != NULL)
+            reply = Py_BuildValue("(sOO)", "err", code, operation);
+        Py_XDECREF(code);
+        Py_XDECREF(operation);
+    }
+    else {
+        /* Its type's name only, never its message (which could carry data). */
+        reply = Py_BuildValue("(sN)", "crash", PyType_GetName(Py_TYPE(exc)));
+    }
+    Py_DECREF(exc);
+done:
+    Py_DECREF(request);
+    return reply;
+}
+
+/* The frame of a reply: its 4-byte big-endian length and marshal bytes; child.py's two prebuilt frames for a
+ * value marshal refuses (ValueError) and for a reply over MAX_FRAME. New reference, or NULL. */
+static PyObject *
+frame_of(Loop *loop, PyObject *reply)
+{
+    PyObject *payload = PyMarshal_WriteObjectToString(reply, Py_MARSHAL_VERSION);
+    if (payload == NULL) {
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return NULL;
+        PyErr_Clear();
+        return Py_NewRef(loop->unserialisable);
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(payload);
+    if (HEADER + size > loop->max_frame) {
+        Py_DECREF(payload);
+        return Py_NewRef(loop->too_large);
+    }
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, HEADER + size);
+    if (frame != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+        out[0] = (unsigned char)(size >> 24);
+        out[1] = (unsigned char)(size >> 16);
+        out[2] = (unsigned char)(size >> 8);
+        out[3] = (unsigned char)size;
+        memcpy(out + HEADER, PyBytes_AS_STRING(payload), (size_t)size);
+    }
+    Py_DECREF(payload);
+    return frame;
+}
+
+/* Buffered input: [start, end) of buf holds bytes read and not yet consumed. */
+typedef struct {
+    char *buf;
+    Py_ssize_t cap, start, end;
+} Input;
+
+/* Make room for `need` unconsumed bytes plus a read. 0, or -1 with MemoryError. */
+static int
+input_reserve(Input *in, Py_ssize_t need)
+{
+    if (in->start == in->end) {
+        in->start = in->end = 0;
+        if (in->cap > 4 * READ_SIZE) { /* a large frame has gone: give its memory back */
+            PyMem_Free(in->buf);
+            in->buf = NULL;
+            in->cap = 0;
+        }
+    }
+    if (in->end + READ_SIZE <= in->cap && in->start + need <= in->cap)
+        return 0;
+    Py_ssize_t held = in->end - in->start;
+    if (in->start > 0) {
+        memmove(in->buf, in->buf + in->start, (size_t)held);
+        in->start = 0;
+        in->end = held;
+    }
+    Py_ssize_t want = (need > held ? need : held) + READ_SIZE;
+    if (want <= in->cap)
+        return 0;
+    char *grown = PyMem_Realloc(in->buf, (size_t)want);
+    if (grown == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    in->buf = grown;
+    in->cap = want;
+    return 0;
+}
+
+static PyObject *
+frames_serve(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"in_fd", "out_fd", "method", "crypt_error", "unserialisable", "too_large", "max_frame",
+                             NULL};
+    int in_fd, out_fd;
+    Loop loop;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "iiOOSSn:serve", kwlist, &in_fd, &out_fd, &loop.method,
+                                     &loop.crypt_error, &loop.unserialisable, &loop.too_large, &loop.max_frame))
+        return NULL;
+    if (!PyCallable_Check(loop.method) || !PyType_Check(loop.crypt_error) || loop.max_frame < HEADER) {
+        PyErr_SetString(PyExc_TypeError, "serve: method must be callable, crypt_error a type, max_frame >= 4");
+        return NULL;
+    }
+    if ((loop.cache = PyDict_New()) == NULL)
+        return NULL;
+    Input in = {NULL, 0, 0, 0};
+    int failed = 0;
+    for (;;) {
+        Py_ssize_t held = in.end - in.start;
+        Py_ssize_t size = -1;
+        if (held >= HEADER) {
+            const unsigned char *h = (const unsigned char *)in.buf + in.start;
+            size_t announced = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+            if (announced > (size_t)loop.max_frame)
+                break; /* FrameTooLarge: the stream is corrupt, serving ends */
+            size = (Py_ssize_t)announced;
+            if (held < HEADER + size)
+                size = -size - 1; /* incomplete: need HEADER + announced bytes */
+        }
+        if (size < 0) {
+            Py_ssize_t need = size == -1 ? HEADER : HEADER - size - 1;
+            if (input_reserve(&in, need) < 0) {
+                failed = 1;
+                break;
+            }
+            Py_ssize_t got = read_some(in_fd, in.buf + in.end, (size_t)(in.cap - in.end));
+            if (got < 0) {
+                failed = 1;
+                break;
+            }
+            if (got == 0)
+                break; /* end of input */
+            in.end += got;
+            continue;
+        }
+        const char *payload = in.buf + in.start + HEADER;
+        in.start += HEADER + size;
+        PyObject *reply = reply_to(&loop, payload, size);
+        PyObject *frame = reply == NULL ? NULL : frame_of(&loop, reply);
+        Py_XDECREF(reply);
+        if (frame == NULL || write_all(out_fd, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) < 0) {
+            Py_XDECREF(frame);
+            failed = 1;
+            break;
+        }
+        Py_DECREF(frame);
+    }
+    PyMem_Free(in.buf);
+    Py_DECREF(loop.cache);
+    if (failed)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef frames_methods[] = {
+    {"serve", (PyCFunction)(void (*)(void))frames_serve, METH_VARARGS | METH_KEYWORDS,
+     "serve(in_fd, out_fd, method, crypt_error, unserialisable, too_large, max_frame): answer framed requests\n"
+     "until end of input or an absurd frame length (keyhandoff.impl.child's loop, in C)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef frames_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "keyhandoff.impl._frames",
+    .m_doc = "The app process's serving loop in C (keyhandoff.impl.child).",
+    .m_size = -1,
+    .m_methods = frames_methods,
+};
+
+PyMODINIT_FUNC
+PyInit__frames(void)
+{
+    return PyModule_Create(&frames_module);
+}

@@ -1,0 +1,12 @@
+# The C extension impl/_frames.c (see keyhandoff.impl.child.native_loop).
+from collections.abc import Callable
+
+def serve(
+    in_fd: int,
+    out_fd: int,
+    method: Callable[[object], Callable[..., object] | None],
+    crypt_error: type[BaseException],
+    unserialisable: bytes,
+    too_large: bytes,
+    max_frame: int,
+) -> None: ...
