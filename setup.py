@@ -6,7 +6,13 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("keyhandoff.impl._evp", sources=["impl/_evp.c"], libraries=["crypto"], optional=True),
+        Extension(
+            "keyhandoff.impl._evp",
+            sources=["impl/_evp.c", "impl/_import.c"],
+            depends=["impl/_evp.h"],
+            libraries=["crypto"],
+            optional=True,
+        ),
         Extension("keyhandoff.impl._frames", sources=["impl/_frames.c"], optional=True),
     ]
 )

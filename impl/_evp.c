@@ -25,12 +25,13 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "_evp.h"
+
 /* wincrypt's CRYPT_MODE_* values. */
 #define MODE_CBC 1
 #define MODE_ECB 2
 #define MODE_CFB 4
 
-enum { AES128, AES192, AES256, DES_EDE3, FAMILIES };
 enum { IDX_ECB, IDX_CBC, IDX_CFB8, MODES };
 
 static const char *const CIPHER_NAMES[FAMILIES][MODES] = {
@@ -62,19 +63,7 @@ mode_index(long mode)
 
 /* --- BlockCipher ------------------------------------------------------------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    int family;
-    int block;
-    int wiped;
-    int ctx_mode;    /* the mode index the context runs; -1: none (re-key before use) */
-    int ctx_decrypt;
-    EVP_CIPHER_CTX *ctx;
-    unsigned char key[32];
-    unsigned char reg[16];
-} BlockCipher;
-
-static PyTypeObject BlockCipherType;
+PyTypeObject BlockCipherType;
 
 static void
 block_cipher_clear_secret(BlockCipher *self)
@@ -88,7 +77,7 @@ block_cipher_clear_secret(BlockCipher *self)
     self->ctx_mode = -1;
 }
 
-static BlockCipher *
+BlockCipher *
 block_cipher_new(int family, const unsigned char *key, const unsigned char *reg)
 {
     BlockCipher *self = PyObject_New(BlockCipher, &BlockCipherType);
@@ -117,23 +106,16 @@ block_cipher_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "sy*y*:BlockCipher", kwlist, &name, &key, &reg))
         return NULL;
     PyObject *result = NULL;
-    int family = -1;
-    if (strcmp(name, "AES") == 0) {
-        family = key.len == 16 ? AES128 : key.len == 24 ? AES192 : key.len == 32 ? AES256 : -1;
-        if (family < 0)
+    int family = block_cipher_family(name, key.len);
+    if (family < 0) {
+        if (strcmp(name, "AES") == 0)
             PyErr_Format(PyExc_ValueError, "an AES key is 16, 24 or 32 bytes, got %zd", key.len);
-    }
-    else if (strcmp(name, "DES-EDE3") == 0) {
-        family = DES_EDE3;
-        if (key.len != 24) {
-            family = -1;
+        else if (strcmp(name, "DES-EDE3") == 0)
             PyErr_Format(PyExc_ValueError, "a DES-EDE3 key is 24 bytes, got %zd", key.len);
-        }
+        else
+            PyErr_Format(PyExc_ValueError, "no EVP engine for %s (AES, DES-EDE3)", name);
     }
     else {
-        PyErr_Format(PyExc_ValueError, "no EVP engine for %s (AES, DES-EDE3)", name);
-    }
-    if (family >= 0) {
         if (reg.len != BLOCK_BYTES[family])
             PyErr_Format(PyExc_ValueError, "the register must be one block (%d bytes), got %zd",
                          BLOCK_BYTES[family], reg.len);
@@ -150,6 +132,16 @@ block_cipher_dealloc(BlockCipher *self)
 {
     block_cipher_clear_secret(self);
     PyObject_Free(self);
+}
+
+int
+block_cipher_family(const char *name, Py_ssize_t key_len)
+{
+    if (strcmp(name, "AES") == 0)
+        return key_len == 16 ? AES128 : key_len == 24 ? AES192 : key_len == 32 ? AES256 : -1;
+    if (strcmp(name, "DES-EDE3") == 0)
+        return key_len == 24 ? DES_EDE3 : -1;
+    return -1;
 }
 
 /* The context for (mode, direction), re-keyed from the register when either changed. 0, or -1 with an error. */
@@ -352,7 +344,7 @@ static PyGetSetDef block_cipher_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 
-static PyTypeObject BlockCipherType = {
+PyTypeObject BlockCipherType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "keyhandoff.impl._evp.BlockCipher",
     .tp_basicsize = sizeof(BlockCipher),
@@ -381,12 +373,17 @@ typedef struct {
 static PyTypeObject FastCryptType;
 
 /* The offset of a slot of `type` holding an object (an attrs slots class's field). */
-static Py_ssize_t
+Py_ssize_t
 slot_offset(PyTypeObject *type, const char *name)
 {
     PyObject *descr = PyObject_GetAttrString((PyObject *)type, name);
-    if (descr == NULL)
+    if (descr == NULL) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "%s has no slot %s", type->tp_name, name);
+        }
         return -1;
+    }
     Py_ssize_t offset = -1;
     if (Py_IS_TYPE(descr, &PyMemberDescr_Type)) {
         PyMemberDef *member = ((PyMemberDescrObject *)descr)->d_member;
@@ -479,8 +476,6 @@ fast_crypt_dealloc(FastCrypt *self)
     fast_crypt_clear(self);
     PyObject_GC_Del(self);
 }
-
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
 /* The fast path: 1 when it ran (*out: the result, or NULL with an error raised), 0 when it did not apply and
  * touched nothing (the fallback runs). */
@@ -623,13 +618,14 @@ PyInit__evp(void)
             }
         }
     }
-    if (PyType_Ready(&BlockCipherType) < 0 || PyType_Ready(&FastCryptType) < 0)
+    if (PyType_Ready(&BlockCipherType) < 0 || PyType_Ready(&FastCryptType) < 0 || fast_import_ready() < 0)
         return NULL;
     PyObject *module = PyModule_Create(&evp_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "BlockCipher", (PyObject *)&BlockCipherType) < 0
         || PyModule_AddObjectRef(module, "FastCrypt", (PyObject *)&FastCryptType) < 0
+        || PyModule_AddObjectRef(module, "FastImport", (PyObject *)&FastImportType) < 0
         || PyModule_AddStringConstant(module, "OPENSSL_VERSION", OpenSSL_version(OPENSSL_VERSION)) < 0) {
         Py_DECREF(module);
         return NULL;

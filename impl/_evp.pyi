@@ -1,5 +1,5 @@
 # The C extension impl/_evp.c (see keyhandoff.impl.evp).
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 OPENSSL_VERSION: Final[str]
@@ -35,3 +35,24 @@ class FastCrypt:
     ) -> FastCrypt: ...
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes: ...
     def decrypt(self, key: int, data: bytes, final: bool) -> bytes: ...
+
+class FastImport:
+    """The CSP's import of its own OPAQUEKEYBLOB of a software AES or DES-family key; anything else goes to the
+    fallback."""
+
+    def __new__(
+        cls,
+        table: dict[int, Any],
+        provider_type: type,
+        key_type: type,
+        new_lock: Callable[[], Any],
+        seal_key: bytes,
+        ciphers: dict[int, tuple[str, int, Iterable[int], Callable[[bytes], bytes] | None]],
+        software: object,
+        imported: object,
+        register: Callable[[Any], int],
+        fallback: Callable[..., int],
+    ) -> FastImport: ...
+    def import_key(
+        self, prov: int, blob: bytes, *, pub_key: int = 0, flags: int = 0, hardware: bool = False
+    ) -> int: ...

@@ -16,6 +16,7 @@ finds the context dead.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hmac as hmac_lib
 import os
 import threading
@@ -41,7 +42,7 @@ from keyhandoff.impl.blobs import (
     plaintext_blob,
     plaintext_key,
 )
-from keyhandoff.impl.engines import Engine, TokenBlockEngine, software_engine
+from keyhandoff.impl.engines import Engine, TokenBlockEngine, block_cipher_specs, software_engine
 from keyhandoff.impl.evp import native_evp
 from keyhandoff.impl.handles import HandleTable
 from keyhandoff.impl.live_key import LiveKey
@@ -182,6 +183,26 @@ class Csp:
             )
             self.encrypt = fast.encrypt  # type: ignore[method-assign]  # an instance attribute shadows the method
             self.decrypt = fast.decrypt  # type: ignore[method-assign]
+        # And import_key is its FastImport's: this installation's OPAQUEKEYBLOB of a software AES or DES-family
+        # key (a handoff's) imported in one C call, and anything else given, untouched, to the method below.
+        # Only for this class itself: a subclass may change any step of an import (the fault catalog replaces
+        # the sealer, or adds a permission), and the C path would step around it.
+        if evp is not None and cls is Csp:
+            self.import_key = evp.FastImport(  # type: ignore[method-assign]
+                self._handles.live_entries,
+                _Provider,
+                LiveKey,
+                threading.Lock,
+                installation.key(OPAQUE_PURPOSE),
+                {
+                    alg: (name, ALGORITHMS[alg].block, ALGORITHMS[alg].import_bytes, expand)
+                    for alg, (name, expand) in block_cipher_specs().items()
+                },
+                Location.SOFTWARE,
+                Lifecycle.IMPORTED,
+                functools.partial(self._register, operation="import_key", provider_gone=w.NTE_BAD_UID),
+                MethodType(Csp.import_key, self),
+            ).import_key
 
     def __repr__(self) -> str:
         return f"Csp(handles={len(self._handles)})"

@@ -57,6 +57,7 @@ __all__ = [
     "RC2Engine",
     "RC4Engine",
     "TokenBlockEngine",
+    "block_cipher_specs",
     "software_engine",
 ]
 
@@ -543,6 +544,12 @@ _CRYPTOGRAPHY: Final[dict[str, tuple[Callable[[bytes], BlockCipherAlgorithm], in
     "AES": (algorithms.AES, 16),
     "DES-EDE3": (TripleDES, 8),
 }
+
+
+def block_cipher_specs() -> dict[int, tuple[str, Callable[[bytes], bytes] | None]]:
+    """ALG_ID -> (the cipher of its C engine, its key expansion, or None where the key is the engine's key): for
+    the CSP's native import (keyhandoff.impl._evp.FastImport), which builds these engines itself."""
+    return {alg: (name, None if expand is bytes else expand) for alg, (name, expand) in _BLOCK_ALGORITHMS.items()}
 
 
 def software_engine(
