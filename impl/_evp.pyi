@@ -42,7 +42,8 @@ class FastImport:
 
     def __new__(
         cls,
-        table: dict[int, Any],
+        handles: Any,
+        csp_lock: Any,
         provider_type: type,
         key_type: type,
         new_lock: Callable[[], Any],

@@ -67,12 +67,19 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *table;            /* the handle table's dict of live entries */
+    PyObject *handles;          /* the CSP's HandleTable (its issued count) */
+    PyObject *table;            /* its dict of live entries */
+    PyObject *dead;             /* its recent dead entries (an OrderedDict) */
+    PyObject *sequence;         /* its HandleSequence (ready: the next handles, last first) */
+    PyObject *table_lock, *csp_lock; /* HandleTable._lock, Csp._lock */
+    PyObject *acquire, *release; /* the lock type's unbound acquire and release */
+    unsigned long long space;   /* the table's space bits, above the permuted 60 */
+    Py_ssize_t keys_off;        /* the provider record's `keys` slot (the handles it owns) */
     PyTypeObject *provider_type;
     PyTypeObject *key_type;     /* LiveKey */
     PyObject *new_lock;         /* threading.Lock */
     PyObject *software, *imported; /* Location.SOFTWARE, Lifecycle.IMPORTED */
-    PyObject *register_key;     /* the CSP's registration: key -> handle (or CryptError, the key killed) */
+    PyObject *register_key;     /* the CSP's own registration, when this one steps aside: key -> handle */
     PyObject *fallback;         /* the Python Csp.import_key, bound */
     Py_ssize_t alive_off;
     Py_ssize_t field_off[FIELDS];
@@ -88,7 +95,14 @@ typedef struct {
 static int
 fast_import_traverse(FastImport *self, visitproc visit, void *arg)
 {
+    Py_VISIT(self->handles);
     Py_VISIT(self->table);
+    Py_VISIT(self->dead);
+    Py_VISIT(self->sequence);
+    Py_VISIT(self->table_lock);
+    Py_VISIT(self->csp_lock);
+    Py_VISIT(self->acquire);
+    Py_VISIT(self->release);
     Py_VISIT(self->provider_type);
     Py_VISIT(self->key_type);
     Py_VISIT(self->new_lock);
@@ -104,7 +118,14 @@ fast_import_traverse(FastImport *self, visitproc visit, void *arg)
 static int
 fast_import_clear(FastImport *self)
 {
+    Py_CLEAR(self->handles);
     Py_CLEAR(self->table);
+    Py_CLEAR(self->dead);
+    Py_CLEAR(self->sequence);
+    Py_CLEAR(self->table_lock);
+    Py_CLEAR(self->csp_lock);
+    Py_CLEAR(self->acquire);
+    Py_CLEAR(self->release);
     Py_CLEAR(self->provider_type);
     Py_CLEAR(self->key_type);
     Py_CLEAR(self->new_lock);
@@ -215,16 +236,33 @@ key_fields(PyTypeObject *key_type, Py_ssize_t *offsets)
 static PyObject *
 fast_import_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *kwlist[] = {"table", "provider_type", "key_type", "new_lock", "seal_key", "ciphers", "software",
-                             "imported", "register", "fallback", NULL};
-    PyObject *table, *provider_type, *key_type, *new_lock, *ciphers, *software, *imported, *reg, *fallback;
+    static char *kwlist[] = {"handles", "csp_lock", "provider_type", "key_type", "new_lock", "seal_key", "ciphers",
+                             "software", "imported", "register", "fallback", NULL};
+    PyObject *handles, *parts, *table, *dead, *sequence, *table_lock, *space_obj;
+    PyObject *csp_lock, *provider_type, *key_type, *new_lock, *ciphers, *software, *imported, *reg, *fallback;
     Py_buffer seal_key;
     (void)type;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!Oy*O!OOOO:FastImport", kwlist, &PyDict_Type, &table,
-                                     &PyType_Type, &provider_type, &PyType_Type, &key_type, &new_lock,
-                                     &seal_key, &PyDict_Type, &ciphers, &software, &imported, &reg, &fallback))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOO!O!Oy*O!OOOO:FastImport", kwlist, &handles, &csp_lock,
+                                     &PyType_Type, &provider_type, &PyType_Type, &key_type, &new_lock, &seal_key,
+                                     &PyDict_Type, &ciphers, &software, &imported, &reg, &fallback))
         return NULL;
     FastImport *self = NULL;
+    /* HandleTable.native_issue: what issuing a handle as HandleTable.issue does takes. */
+    parts = PyObject_CallMethod(handles, "native_issue", NULL);
+    if (parts == NULL)
+        goto fail;
+    int parsed = PyArg_ParseTuple(parts, "OO!O!OO!:native_issue", &table_lock, &PyDict_Type, &table, &PyDict_Type,
+                                  &dead, &sequence, &PyLong_Type, &space_obj);
+    Py_DECREF(parts); /* the table holds each part */
+    if (!parsed)
+        goto fail;
+    unsigned long long space = PyLong_AsUnsignedLongLong(space_obj);
+    if (space == (unsigned long long)-1 && PyErr_Occurred())
+        goto fail;
+    if (Py_TYPE(table_lock) != Py_TYPE(csp_lock)) {
+        PyErr_SetString(PyExc_TypeError, "FastImport: the table's lock and the CSP's are of one type");
+        goto fail;
+    }
     if (seal_key.len != 32 || !PyCallable_Check(new_lock) || !PyCallable_Check(reg) || !PyCallable_Check(fallback)
         || PyDict_GET_SIZE(ciphers) > MAX_CIPHERS) {
         PyErr_SetString(PyExc_ValueError,
@@ -234,7 +272,15 @@ fast_import_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self = PyObject_GC_New(FastImport, &FastImportType);
     if (self == NULL)
         goto fail;
+    self->handles = Py_NewRef(handles);
     self->table = Py_NewRef(table);
+    self->dead = Py_NewRef(dead);
+    self->sequence = Py_NewRef(sequence);
+    self->table_lock = Py_NewRef(table_lock);
+    self->csp_lock = Py_NewRef(csp_lock);
+    self->acquire = PyObject_GetAttrString((PyObject *)Py_TYPE(csp_lock), "acquire");
+    self->release = PyObject_GetAttrString((PyObject *)Py_TYPE(csp_lock), "release");
+    self->space = space;
     self->provider_type = (PyTypeObject *)Py_NewRef(provider_type);
     self->key_type = (PyTypeObject *)Py_NewRef(key_type);
     self->new_lock = Py_NewRef(new_lock);
@@ -248,12 +294,15 @@ fast_import_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->gcm_ready = 0;
     memset(self->k1, 0, sizeof self->k1);
     PyObject_GC_Track(self);
+    if (self->acquire == NULL || self->release == NULL)
+        goto fail;
     if (self->kdf == NULL || self->gcm == NULL) {
         PyErr_NoMemory();
         goto fail;
     }
     if (key_fields(self->key_type, self->field_off) < 0
-        || (self->alive_off = slot_offset(self->provider_type, "alive")) < 0)
+        || (self->alive_off = slot_offset(self->provider_type, "alive")) < 0
+        || (self->keys_off = slot_offset(self->provider_type, "keys")) < 0)
         goto fail;
     Py_ssize_t pos = 0;
     PyObject *alg, *spec;
@@ -449,6 +498,107 @@ done:
     return key;
 }
 
+/* lock.acquire(False): 1 taken, 0 busy, -1 error. */
+static int
+try_lock(FastImport *self, PyObject *lock)
+{
+    PyObject *args[2] = {lock, Py_False};
+    PyObject *taken = PyObject_Vectorcall(self->acquire, args, 2, NULL);
+    if (taken == NULL)
+        return -1;
+    int got = taken == Py_True;
+    Py_DECREF(taken);
+    return got;
+}
+
+static int
+unlock(FastImport *self, PyObject *lock)
+{
+    PyObject *done = PyObject_Vectorcall(self->release, &lock, 1, NULL);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+/* Csp._register and HandleTable.issue, for the usual case (see HandleTable.native_issue): under the CSP's lock
+ * and the table's, both taken without blocking, the context still alive, the sequence's next handle usable.
+ * 1 with *out the handle (or NULL with an error), 0 when any of that does not hold (nothing done: the CSP's
+ * own registration runs, and waits, refills, skips or kills the key as it must). */
+static int
+register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
+{
+    *out = NULL;
+    int got = try_lock(self, self->csp_lock);
+    if (got <= 0)
+        return got < 0;
+    int done = 0;
+    got = try_lock(self, self->table_lock);
+    if (got < 0) {
+        done = 1;
+        goto unlock_csp;
+    }
+    if (!got)
+        goto unlock_csp;
+    PyObject *provider = PyDict_GetItemWithError(self->table, prov);
+    PyObject *ready = PyObject_GetAttrString(self->sequence, "ready");
+    PyObject *handle = NULL;
+    Py_ssize_t n = ready != NULL && PyList_CheckExact(ready) ? PyList_GET_SIZE(ready) : 0;
+    if (PyErr_Occurred()) {
+        done = 1;
+        goto unlock_table;
+    }
+    if (provider == NULL || Py_TYPE(provider) != self->provider_type || SLOT(provider, self->alive_off) != Py_True
+        || n == 0)
+        goto unlock_table;
+    unsigned long long low = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ready, n - 1));
+    if (low == (unsigned long long)-1 && PyErr_Occurred()) {
+        done = 1;
+        goto unlock_table;
+    }
+    handle = PyLong_FromUnsignedLongLong(self->space | low);
+    if (handle == NULL) {
+        done = 1;
+        goto unlock_table;
+    }
+    int live = PyDict_Contains(self->table, handle), dead = live ? 0 : PyDict_Contains(self->dead, handle);
+    if (live < 0 || dead < 0) {
+        done = 1;
+        goto unlock_table;
+    }
+    if (live || dead || (self->space | low) == 0)
+        goto unlock_table;
+    PyObject *keys = SLOT(provider, self->keys_off);
+    PyObject *issued = PyObject_GetAttrString(self->handles, "issued");
+    long long count = issued == NULL ? -1 : PyLong_AsLongLong(issued);
+    PyObject *counted = count < 0 || PyErr_Occurred() ? NULL : PyLong_FromLongLong(count + 1);
+    Py_XDECREF(issued);
+    done = 1;
+    if (counted == NULL || keys == NULL || !PySet_CheckExact(keys)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "FastImport: a context's keys are a set");
+        Py_XDECREF(counted);
+        goto unlock_table;
+    }
+    /* The table's writes, in issue's order, then the context's (Csp._register). */
+    int stored = PySequence_DelItem(ready, n - 1) == 0 && PyDict_SetItem(self->table, handle, key) == 0
+                 && PyObject_SetAttrString(self->handles, "issued", counted) == 0 && PySet_Add(keys, handle) == 0;
+    Py_DECREF(counted);
+    if (stored)
+        *out = Py_NewRef(handle);
+unlock_table:
+    Py_XDECREF(handle);
+    Py_XDECREF(ready);
+    if (unlock(self, self->table_lock) < 0) {
+        Py_CLEAR(*out);
+        done = 1;
+    }
+unlock_csp:
+    if (unlock(self, self->csp_lock) < 0) {
+        Py_CLEAR(*out);
+        done = 1;
+    }
+    return done;
+}
+
 /* 1 when the fast path ran (*out: the handle, or NULL with an error), 0 when it did not apply (nothing done). */
 static int
 fast_import_try(FastImport *self, PyObject *prov, PyObject *blob, PyObject **out)
@@ -486,7 +636,8 @@ fast_import_try(FastImport *self, PyObject *prov, PyObject *blob, PyObject **out
     if (!fits)
         return 0;
     if (key != NULL) {
-        *out = PyObject_CallOneArg(self->register_key, key); /* the CSP's: a context gone kills the key */
+        if (!register_here(self, key, prov, out) && !PyErr_Occurred())
+            *out = PyObject_CallOneArg(self->register_key, key); /* the CSP's: a context gone kills the key */
         Py_DECREF(key);
     }
     return 1;
@@ -547,8 +698,8 @@ PyTypeObject FastImportType = {
     .tp_dealloc = (destructor)fast_import_dealloc,
     .tp_repr = (reprfunc)fast_import_repr,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
-    .tp_doc = "FastImport(table, provider_type, key_type, new_lock, seal_key, ciphers, software, imported,\n"
-              "register, fallback): the CSP's import of its own opaque blobs of software block-cipher keys.",
+    .tp_doc = "FastImport(handles, csp_lock, provider_type, key_type, new_lock, seal_key, ciphers, software,\n"
+              "imported, register, fallback): the CSP's import of its own opaque blobs of software block-cipher keys.",
     .tp_traverse = (traverseproc)fast_import_traverse,
     .tp_clear = (inquiry)fast_import_clear,
     .tp_methods = fast_import_methods,

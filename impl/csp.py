@@ -189,7 +189,8 @@ class Csp:
         # the sealer, or adds a permission), and the C path would step around it.
         if evp is not None and cls is Csp:
             self.import_key = evp.FastImport(  # type: ignore[method-assign]
-                self._handles.live_entries,
+                self._handles,
+                self._lock,
                 _Provider,
                 LiveKey,
                 threading.Lock,

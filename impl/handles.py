@@ -68,21 +68,22 @@ class HandleSequence:
             Cipher(algorithms.AES(keys[i : i + 16]), modes.ECB()).encryptor() for i in range(0, len(keys), 16)
         ]
         self._counter = 0
-        self._ready: list[int] = []
+        #: The next handles' permuted parts, the next one last (issue pops it); a refill replaces the list.
+        self.ready: list[int] = []
 
     def after_fork(self) -> None:
         """A forked child gets a sequence of its own (its parent must not be able to name its next handles)."""
         self._rekey()
 
     def next(self) -> int:
-        if not self._ready:
+        if not self.ready:
             start = self._counter + 1
             if start + _BATCH > 1 << PERMUTED_BITS:  # 2**60 handles: millennia at a million a second
                 raise OverflowError("this handle table has issued every handle")
             self._counter += _BATCH
-            self._ready = self.permute(range(start, start + _BATCH))
-            self._ready.reverse()
-        return self._ready.pop()
+            self.ready = self.permute(range(start, start + _BATCH))
+            self.ready.reverse()
+        return self.ready.pop()
 
     def permute(self, counters: range) -> list[int]:
         """``P`` of exactly :data:`_BATCH` counters, in order."""
@@ -128,7 +129,7 @@ class HandleTable(Generic[T]):
         self._lock = threading.Lock()
         self._space = space << PERMUTED_BITS
         self.sequence = HandleSequence()
-        self._issued = 0
+        self.issued = 0  #: how many handles this table has issued (``len``)
         self._live: dict[int, T] = {}
         self._dead: OrderedDict[int, T] = OrderedDict()  # the last DEAD_KEPT retired entries, oldest first
         _TABLES.add(self)
@@ -139,9 +140,17 @@ class HandleTable(Generic[T]):
 
     @property
     def live_entries(self) -> dict[int, T]:
-        """The live entries' dict itself, for a reader in C (the CSP's native fast path), which reads it as
-        ``lookup`` does. Never written through: writes go through this table, under its lock."""
+        """The live entries' dict itself, for a reader in C (the CSP's native fast paths), which reads it as
+        ``lookup`` does. Written only under the table's lock (by :meth:`issue`, or :meth:`native_issue`'s user)."""
         return self._live
+
+    def native_issue(self) -> tuple[threading.Lock, dict[int, T], OrderedDict[int, T], HandleSequence, int]:
+        """What a writer in C needs to issue a handle exactly as :meth:`issue` does (the CSP's native import):
+        the table's lock, the live and recent dead entries, the sequence and the space bits. With the lock held
+        (taken without blocking), it takes the last of ``sequence.ready`` if that handle is usable (not 0, not
+        live, not recently dead), stores the value under it, and counts it (``issued``); in every other case it
+        calls :meth:`issue`, which refills the sequence and skips what must be skipped."""
+        return self._lock, self._live, self._dead, self.sequence, self._space
 
     def issue(self, value: T) -> int:
         """Store ``value`` under the next handle of the sequence, and return it."""
@@ -152,7 +161,7 @@ class HandleTable(Generic[T]):
                 # inherited. Either is skipped.
                 if handle and handle not in self._live and handle not in self._dead:
                     self._live[handle] = value
-                    self._issued += 1
+                    self.issued += 1
                     return handle
 
     def retire(self, handle: int) -> None:
@@ -187,7 +196,7 @@ class HandleTable(Generic[T]):
 
     def __len__(self) -> int:
         """How many handles this table has issued."""
-        return self._issued
+        return self.issued
 
     def live_count(self) -> int:
         return len(self._live)

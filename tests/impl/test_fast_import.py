@@ -278,27 +278,70 @@ def test_a_native_import_is_registered_like_any_key(pair: Pair) -> None:
     assert engine.key_zeroed  # type: ignore[attr-defined]
 
 
-def test_a_context_released_while_importing_kills_the_key(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The registration is the CSP's own: a context that dies between the checks and the handle (another thread
-    releases it) gives NTE_BAD_UID and the key dies unborn (wiped)."""
+def test_the_native_registration_issues_as_the_table_does(pair: Pair) -> None:
+    """The next handle of the table's sequence, counted, owned by the context; and when the sequence must be
+    refilled, the CSP's own registration does it (the import still succeeds, and the next one is native again)."""
     csp = pair.fast
     prov = csp.acquire("app")
+    table = csp._handles
+    ready = table.sequence.ready
+    issued = len(table)
+    expected = table.native_issue()[4] | ready[-1]
+    key = csp.import_key(prov, pair.blobs[0])
+    assert key == expected
+    assert len(table) == issued + 1
+    assert key in csp._handles.get(prov).keys  # type: ignore[union-attr]
+    table.sequence.ready = []  # used up: the Python registration refills it
+    refilled = csp.import_key(prov, pair.blobs[0])
+    assert len(table.sequence.ready) == 511
+    assert refilled in csp._handles.get(prov).keys  # type: ignore[union-attr]
+    after = csp.import_key(prov, pair.blobs[0])
+    assert len(table.sequence.ready) == 510
+    assert len(table) == issued + 3
+    assert len({key, refilled, after}) == 3
+    csp.release(prov)
+
+
+def test_a_busy_csp_lock_waits_for_its_holder(pair: Pair) -> None:
+    """Another thread holding the CSP's lock: the native registration steps aside and the CSP's own waits."""
+    csp = pair.fast
+    prov = csp.acquire("app")
+    answers: list[int] = []
+    with csp._lock:
+        worker = threading.Thread(target=lambda: answers.append(csp.import_key(prov, pair.blobs[0])))
+        worker.start()
+        worker.join(0.2)
+        assert worker.is_alive()  # waiting for the lock
+    worker.join(10)
+    assert len(answers) == 1
+    assert answers[0] in csp._handles.get(prov).keys  # type: ignore[union-attr]
+    csp.release(prov)
+
+
+def test_a_context_released_while_importing_kills_the_key(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A context that dies between the import's checks and its handle (another thread releases it while Python
+    code runs mid-import: here a key expansion, as the DES family's are) gives NTE_BAD_UID, and the key dies
+    unborn (wiped): the native registration sees the dead context and leaves the key to the CSP's own."""
     born: list[LiveKey] = []
     register = Csp._register
 
-    def releasing(self: Csp, key: LiveKey, operation: str, *, provider_gone: int) -> int:
+    def recording(self: Csp, key: LiveKey, operation: str, *, provider_gone: int) -> int:
         born.append(key)
-        self.release(prov)
         return register(self, key, operation, provider_gone=provider_gone)
 
-    monkeypatch.setattr(Csp, "_register", releasing)
-    fresh = Csp(csp._installation)  # its registration callable is bound to the patched method
+    def releasing(key: bytes) -> bytes:
+        fresh.release(prov)
+        return key
+
+    monkeypatch.setattr(Csp, "_register", recording)
+    monkeypatch.setattr(csp_module, "block_cipher_specs", lambda: {w.CALG_AES_128: ("AES", releasing)})
+    fresh = Csp(pair.fast._installation)  # its ciphers and registration are the patched ones
     try:
         prov = fresh.acquire("app")
         with pytest.raises(CryptError) as refused:
             fresh.import_key(prov, pair.blobs[0])
         assert (refused.value.code, refused.value.operation) == (w.NTE_BAD_UID, "import_key")
-        assert born
+        assert len(born) == 1
         assert not born[0].alive
         assert bytes(born[0].material) == bytes(16)
     finally:
@@ -310,7 +353,8 @@ def test_fast_import_refuses_what_it_cannot_serve(pair: Pair) -> None:
     assert evp is not None
     csp = pair.fast
     good: dict[str, Any] = {
-        "table": csp._handles.live_entries,
+        "handles": csp._handles,
+        "csp_lock": csp._lock,
         "provider_type": csp_module._Provider,
         "key_type": LiveKey,
         "new_lock": threading.Lock,
@@ -334,6 +378,8 @@ def test_fast_import_refuses_what_it_cannot_serve(pair: Pair) -> None:
         ({"ciphers": {w.CALG_AES_128: ("AES", 16, {16})}}, TypeError),
         ({"key_type": Record}, TypeError),
         ({"provider_type": Record}, TypeError),
+        ({"handles": object()}, AttributeError),
+        ({"csp_lock": threading.RLock()}, TypeError),
     ]:
         with pytest.raises(error):
             evp.FastImport(**{**good, **change})
