@@ -1,4 +1,6 @@
-/* keyhandoff.impl._frames: the app process's serving loop in C (keyhandoff.impl.child.serve, when built).
+/* keyhandoff.impl._frames: both ends of the process boundary's round trip in C, when built: the app process's
+ * serving loop (keyhandoff.impl.child.serve) and the parent's exchange of one request for one reply
+ * (keyhandoff.impl.boundary.ChildProcess.call).
  *
  * Why it exists: a handoff is one round trip into the app process, and on this kind of machine a process just
  * woken runs Python code up to 1.6 times slower than warm (docs/benchmarks.md, section 3). The loop's own work
@@ -17,7 +19,9 @@
 #include <marshal.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define HEADER 4
@@ -297,7 +301,110 @@ frames_serve(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
     Py_RETURN_NONE;
 }
 
+static double
+monotonic_ms(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
+}
+
+/* The parent's half of a call (ChildProcess.call's write and _read): the request frame written, then bytes read
+ * (poll(2) bounded by the deadline, read(2)) until one whole reply frame is in. The caller's reader holds no
+ * bytes (it checks). Returns (status, payload, rest): 0 a reply (its payload; rest: bytes read past it),
+ * 1 no reply by the deadline, 2 end of input first (the child died), 3 a header announcing more than
+ * max_frame, 4 the request could not be written (the child is gone). Other OSErrors propagate, as os.read's. */
+static PyObject *
+frames_exchange(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int out_fd, in_fd;
+    Py_buffer frame;
+    double timeout;
+    Py_ssize_t max_frame;
+    if (!PyArg_ParseTuple(args, "iiy*dn:exchange", &out_fd, &in_fd, &frame, &timeout, &max_frame))
+        return NULL;
+    double deadline = monotonic_ms() + timeout * 1000.0;
+    int status = -1;
+    const char *data = frame.buf;
+    Py_ssize_t left = frame.len;
+    while (left > 0) {
+        Py_ssize_t put;
+        Py_BEGIN_ALLOW_THREADS
+        put = write(out_fd, data, (size_t)left);
+        Py_END_ALLOW_THREADS
+        if (put < 0) {
+            if (errno == EINTR) {
+                if (PyErr_CheckSignals() < 0) {
+                    PyBuffer_Release(&frame);
+                    return NULL;
+                }
+                continue;
+            }
+            status = 4;
+            break;
+        }
+        data += put;
+        left -= put;
+    }
+    PyBuffer_Release(&frame);
+    if (status == 4)
+        return Py_BuildValue("(iOy)", 4, Py_None, "");
+    Input in = {NULL, 0, 0, 0};
+    PyObject *result = NULL;
+    for (;;) {
+        Py_ssize_t held = in.end - in.start, need = HEADER;
+        if (held >= HEADER) {
+            const unsigned char *h = (const unsigned char *)in.buf + in.start;
+            size_t announced = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+            if (announced > (size_t)max_frame) {
+                result = Py_BuildValue("(iOy)", 3, Py_None, "");
+                break;
+            }
+            need = HEADER + (Py_ssize_t)announced;
+            if (held >= need) {
+                result = Py_BuildValue("(iy#y#)", 0, in.buf + in.start + HEADER, need - HEADER,
+                                       in.buf + in.start + need, held - need);
+                break;
+            }
+        }
+        double remaining = deadline - monotonic_ms();
+        if (remaining <= 0) {
+            result = Py_BuildValue("(iOy)", 1, Py_None, "");
+            break;
+        }
+        struct pollfd waiting = {.fd = in_fd, .events = POLLIN, .revents = 0};
+        int ready;
+        Py_BEGIN_ALLOW_THREADS
+        ready = poll(&waiting, 1, remaining > 2e9 ? 2000000000 : (int)remaining + 1);
+        Py_END_ALLOW_THREADS
+        if (ready < 0) {
+            if (errno == EINTR && PyErr_CheckSignals() == 0)
+                continue;
+            if (errno != EINTR)
+                PyErr_SetFromErrno(PyExc_OSError);
+            break;
+        }
+        if (ready == 0)
+            continue;
+        if (input_reserve(&in, need) < 0)
+            break;
+        Py_ssize_t got = read_some(in_fd, in.buf + in.end, (size_t)(in.cap - in.end));
+        if (got < 0)
+            break;
+        if (got == 0) {
+            result = Py_BuildValue("(iOy)", 2, Py_None, "");
+            break;
+        }
+        in.end += got;
+    }
+    PyMem_Free(in.buf);
+    return result;
+}
+
 static PyMethodDef frames_methods[] = {
+    {"exchange", (PyCFunction)frames_exchange, METH_VARARGS,
+     "exchange(out_fd, in_fd, frame, timeout, max_frame) -> (status, payload, rest): one request written, one\n"
+     "reply frame read (keyhandoff.impl.boundary.ChildProcess.call's round trip, in C)."},
     {"serve", (PyCFunction)(void (*)(void))frames_serve, METH_VARARGS | METH_KEYWORDS,
      "serve(in_fd, out_fd, method, crypt_error, unserialisable, too_large, max_frame): answer framed requests\n"
      "until end of input or an absurd frame length (keyhandoff.impl.child's loop, in C)."},

@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import IO
 
 from keyhandoff.model import wincrypt as w
@@ -38,6 +39,7 @@ __all__ = [
     "FrameReader",
     "FrameTooLarge",
     "encode_frame",
+    "native_frames",
     "write_all",
 ]
 
@@ -50,6 +52,18 @@ _LEN = struct.Struct(">I")
 
 class BoundaryTimeout(TimeoutError):
     """The child did not answer in time; it has been killed."""
+
+
+def native_frames() -> ModuleType | None:
+    """``keyhandoff.impl._frames`` (both ends of a round trip in C: the child's serving loop, the parent's
+    exchange), or None when it was not built (optional at install) or ``KEYHANDOFF_NATIVE_FRAMES=0``."""
+    if os.environ.get("KEYHANDOFF_NATIVE_FRAMES") == "0":
+        return None
+    try:
+        from keyhandoff.impl import _frames
+    except ImportError:
+        return None
+    return _frames
 
 
 def encode_frame(value: object) -> bytes:
@@ -94,6 +108,15 @@ class FrameReader:
         self._data = data[end:]
         return data[_LEN.size : end]
 
+    @property
+    def pending(self) -> bool:
+        """Whether bytes are held that no frame has taken yet."""
+        return bool(self._data)
+
+    def keep(self, data: bytes) -> None:
+        """Hold ``data``, read past a frame by someone else (the native exchange), for the next frame."""
+        self._data = data
+
     def fill(self) -> bool:
         """Read what the pipe holds (blocking if it is empty); False at end of input."""
         chunk = os.read(self.fd, 1 << 16)
@@ -106,6 +129,14 @@ class FrameReader:
                 self._data = bytearray(self._data)
             self._data += chunk
         return True
+
+
+def _decoded(payload: bytes | bytearray) -> object:
+    """A reply's value; None (answered as a malformed reply) for bytes marshal cannot read."""
+    try:
+        return marshal.loads(payload)
+    except (EOFError, ValueError, TypeError):
+        return None
 
 
 class ChildProcess:
@@ -136,6 +167,9 @@ class ChildProcess:
             bufsize=0,
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None  # noqa: PT018 - Popen with PIPE
+        frames = native_frames()
+        # The round trip in one C call (write, poll, read) where poll exists; otherwise the Python steps below.
+        self._exchange = frames.exchange if frames is not None and hasattr(select, "poll") else None
         self._stdin: IO[bytes] = self._proc.stdin
         self._stdout: IO[bytes] = self._proc.stdout
         self._stdin_fd = self._stdin.fileno()
@@ -165,15 +199,18 @@ class ChildProcess:
         frame = encode_frame((method, args, kwargs))
         if len(frame) > REQUEST_LIMIT:
             raise CryptError(w.NTE_NO_MEMORY, f"{method}: more than the app process takes in one call")
+        wait = self.timeout if timeout is None else timeout
         with self._lock:
             if self._proc.returncode is not None:  # reaped by an earlier call (no system call per call)
                 raise CryptError(w.NTE_FAIL, f"{method}: the app process has exited ({self._proc.returncode})")
-            try:
-                write_all(self._stdin_fd, frame)
-            except OSError:  # BrokenPipeError: the child is gone
-                status = self._proc.poll()
-                raise CryptError(w.NTE_FAIL, f"{method}: the app process is gone (exit status {status})") from None
-            reply = self._read(method, self.timeout if timeout is None else timeout)
+            if self._exchange is not None and not self._reader.pending:
+                reply = self._exchanged(self._exchange, method, frame, wait)
+            else:
+                try:
+                    write_all(self._stdin_fd, frame)
+                except OSError:  # BrokenPipeError: the child is gone
+                    raise self._gone(method) from None
+                reply = self._read(method, wait)
         if type(reply) is tuple and len(reply) == 2 and reply[0] == "ok":
             return reply[1]
         if not isinstance(reply, tuple) or not reply:
@@ -181,6 +218,36 @@ class ChildProcess:
         if reply[0] == "err" and len(reply) == 3:
             raise CryptError(int(reply[1]), str(reply[2]))
         raise CryptError(w.NTE_FAIL, f"{method}: the app process failed ({reply[1] if len(reply) > 1 else '?'})")
+
+    def _exchanged(
+        self, exchange: Callable[..., tuple[int, bytes, bytes]], method: str, frame: bytes, timeout: float
+    ) -> object:
+        """The round trip in C (``_frames.exchange``), its outcomes answered as :meth:`_read` answers them."""
+        status, payload, rest = exchange(self._stdin_fd, self._reader.fd, frame, timeout, MAX_FRAME)
+        if status == 0:
+            self._reader.keep(rest)
+            return _decoded(payload)
+        if status == 4:
+            raise self._gone(method)
+        if status == 1:
+            raise self._timed_out(method, timeout)
+        if status == 2:
+            raise self._died(method)
+        raise self._oversized(method)
+
+    def _gone(self, method: str) -> CryptError:
+        return CryptError(w.NTE_FAIL, f"{method}: the app process is gone (exit status {self._proc.poll()})")
+
+    def _timed_out(self, method: str, timeout: float) -> BoundaryTimeout:
+        self.kill()
+        return self._timeout_error(f"{method}: the app process did not answer within {timeout:.1f} s")
+
+    def _died(self, method: str) -> CryptError:
+        return CryptError(w.NTE_FAIL, f"{method}: the app process died (exit status {self._proc.wait()})")
+
+    def _oversized(self, method: str) -> CryptError:
+        self.kill()
+        return CryptError(w.NTE_FAIL, f"{method}: oversized frame from the app process")
 
     def _read(self, method: str, timeout: float) -> object:
         """One reply: wait for the pipe (``poll``, bounded by the deadline), read what is there, repeat until a
@@ -191,22 +258,16 @@ class ChildProcess:
             try:
                 payload = reader.next_payload()
             except FrameTooLarge:
-                self.kill()
-                raise CryptError(w.NTE_FAIL, f"{method}: oversized frame from the app process") from None
+                raise self._oversized(method) from None
             if payload is not None:
-                try:
-                    return marshal.loads(payload)
-                except (EOFError, ValueError, TypeError):
-                    return None  # answered as a malformed reply
+                return _decoded(payload)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                self.kill()
-                raise self._timeout_error(f"{method}: the app process did not answer within {timeout:.1f} s")
+                raise self._timed_out(method, timeout)
             if not self._wait_readable(math.ceil(remaining * 1000)):
                 continue
             if not reader.fill():
-                status = self._proc.wait()
-                raise CryptError(w.NTE_FAIL, f"{method}: the app process died (exit status {status})")
+                raise self._died(method)
 
     def _await_end_of_replies(self, deadline: float) -> None:
         """Wait until the child's end of the reply pipe closes, which it does as it exits, or until ``deadline``.

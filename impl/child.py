@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from keyhandoff.impl.boundary import MAX_FRAME, FrameReader, FrameTooLarge, encode_frame, write_all
+from keyhandoff.impl.boundary import MAX_FRAME, FrameReader, FrameTooLarge, encode_frame, native_frames, write_all
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
 
@@ -66,16 +66,11 @@ class _Dispatcher:
 
 
 def native_loop() -> Callable[..., None] | None:
-    """The same loop in C (``impl/_frames.c``), or None when it was not built or ``KEYHANDOFF_NATIVE_SERVE=0``.
+    """The same loop in C (``impl/_frames.c``), or None when it was not built or ``KEYHANDOFF_NATIVE_FRAMES=0``.
     It answers every request exactly as :func:`serve`'s Python loop does, without running Python bytecode of its
     own: a handoff is one round trip, and a process just woken runs Python slowly (docs/benchmarks.md)."""
-    if os.environ.get("KEYHANDOFF_NATIVE_SERVE") == "0":
-        return None
-    try:
-        from keyhandoff.impl import _frames
-    except ImportError:  # not built (optional at install)
-        return None
-    return _frames.serve
+    frames = native_frames()
+    return None if frames is None else frames.serve
 
 
 def serve(target: object, in_fd: int, out_fd: int) -> None:

@@ -7,10 +7,12 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from keyhandoff.impl import boundary
 from keyhandoff.impl.boundary import (
     MAX_FRAME,
     REQUEST_LIMIT,
@@ -19,6 +21,7 @@ from keyhandoff.impl.boundary import (
     FrameReader,
     FrameTooLarge,
     encode_frame,
+    native_frames,
     write_all,
 )
 from keyhandoff.impl.child import _Dispatcher
@@ -30,9 +33,22 @@ SPEC = "tests.impl.boundary_fixtures:make_echo"
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-@pytest.fixture
-def child():
-    proc = ChildProcess([SPEC], env={"PYTHONPATH": ROOT}, timeout=10)
+@pytest.fixture(params=["c", "python"])
+def child(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChildProcess]:
+    """An Echo child, with both ends of the round trip in C (the parent's exchange, the child's loop: a skip
+    where impl/_frames.c was not built, a failure under CI=true) or both in Python."""
+    env = {"PYTHONPATH": ROOT}
+    if request.param == "c":
+        if native_frames() is None:
+            if os.environ.get("CI") == "true":
+                pytest.fail("CI=true: the C extension keyhandoff.impl._frames must be built")
+            pytest.skip("keyhandoff.impl._frames was not built")
+    else:
+        monkeypatch.setattr(boundary, "native_frames", lambda: None)
+        env["KEYHANDOFF_NATIVE_FRAMES"] = "0"
+    proc = ChildProcess([SPEC], env=env, timeout=10)
+    assert (proc._exchange is not None) == (request.param == "c")
+    assert proc.call("serving_loop") == request.param
     yield proc
     proc.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import marshal
 import os
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -228,12 +229,12 @@ def test_the_loop_refuses_bad_arguments() -> None:
 
 
 def test_a_child_process_serves_with_the_c_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real app process runs the C loop unless KEYHANDOFF_NATIVE_SERVE=0, and answers the same either way."""
+    """A real app process runs the C loop unless KEYHANDOFF_NATIVE_FRAMES=0, and answers the same either way."""
     from tests.impl.test_boundary import ROOT, SPEC
 
     answers = []
     for setting in ("1", "0"):
-        proc = boundary.ChildProcess([SPEC], env={"PYTHONPATH": ROOT, "KEYHANDOFF_NATIVE_SERVE": setting}, timeout=10)
+        proc = boundary.ChildProcess([SPEC], env={"PYTHONPATH": ROOT, "KEYHANDOFF_NATIVE_FRAMES": setting}, timeout=10)
         try:
             answers.append([proc.call("serving_loop"), proc.call("echo", b"x"), proc.call("echo", 7)])
             with pytest.raises(CryptError) as refused:
@@ -242,3 +243,62 @@ def test_a_child_process_serves_with_the_c_loop(monkeypatch: pytest.MonkeyPatch)
         finally:
             proc.close()
     assert answers == [["c", b"x", 7], ["python", b"x", 7]]
+
+
+# A server of its own (``program``): for each request it writes what the parent's exchange must cope with, in
+# the pieces given (separate writes, a moment apart, so the parent reads them separately).
+_ODD_SERVER = (
+    "import os, sys, time\n"
+    "from keyhandoff.impl.boundary import FrameReader\n"
+    "reader, answers = FrameReader(0), [[bytes.fromhex(h) for h in a.split(',')] for a in sys.argv[1:]]\n"
+    "while answers and reader.fill():\n"
+    "    while answers and reader.next_payload() is not None:\n"
+    "        for piece in answers.pop(0):\n"
+    "            os.write(1, piece) if piece else None\n"
+    "            time.sleep(0.01)\n"
+    "sys.stdin.buffer.read()\n"
+)
+
+
+def odd_child(answers: list[list[bytes]], native: bool, monkeypatch: pytest.MonkeyPatch) -> boundary.ChildProcess:
+    if not native:
+        monkeypatch.setattr(boundary, "native_frames", lambda: None)
+    args = [",".join(piece.hex() for piece in pieces) for pieces in answers]
+    proc = boundary.ChildProcess(args, program=[sys.executable, "-c", _ODD_SERVER], timeout=5)
+    assert (proc._exchange is not None) == native
+    return proc
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+def test_bytes_read_past_a_reply_answer_the_next_call(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two replies in one write, then one split in three writes: each call gets its own, in order."""
+    second = encode_frame(("ok", "second"))
+    third = encode_frame(("ok", b"third" * 10))
+    answers = [[encode_frame(("ok", "first")) + second], [b""], [third[:3], third[3:9], third[9:]]]
+    proc = odd_child(answers, native, monkeypatch)
+    try:
+        assert proc.call("a") == "first"
+        assert proc.call("b") == "second"  # already read, with the first
+        assert proc.call("c") == b"third" * 10
+    finally:
+        proc.close()
+
+
+@pytest.mark.parametrize("native", [True, False], ids=["c", "python"])
+def test_an_oversized_or_malformed_reply_is_a_clear_error(native: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply that is not marshal is NTE_FAIL (malformed) and the child lives on; a header announcing more than
+    MAX_FRAME is NTE_FAIL (oversized) and the child is killed."""
+    garbage = b"\x00\x00\x00\x03\xff\xfe\xfd"
+    proc = odd_child([[garbage], [(child.MAX_FRAME + 1).to_bytes(4, "big")]], native, monkeypatch)
+    try:
+        with pytest.raises(CryptError) as malformed:
+            proc.call("a")
+        assert malformed.value.code == w.NTE_FAIL
+        assert "malformed" in str(malformed.value)
+        with pytest.raises(CryptError) as oversized:
+            proc.call("b")
+        assert oversized.value.code == w.NTE_FAIL
+        assert "oversized" in str(oversized.value)
+        assert not proc.alive()
+    finally:
+        proc.close()
