@@ -17,8 +17,9 @@ Run: python bench/bench_impl.py [--runs 5] [--rc4-gib 1] [--sections 12345]   (r
    minimal Python child doing the same import behind no boundary code (raw frames, no marshal). Measured
    with both processes on one core, on two cores, and as the scheduler places them (see ``placements``). If a C
    compiler and OpenSSL's headers are at hand, one more line times the same request from the boundary's real
-   parent to a native child (bench/native_import.c: framing and the AES-GCM open only), a lower bound for an
-   app side whose import is native code.
+   parent to a native child (bench/native_import.c: framing and the AES-GCM open only): what the boundary and a
+   seal open cost with nothing else. Where the extensions were built, the import itself (impl/_import.c) and
+   both ends of the boundary (impl/_frames.c) are C; bench/bench_cold.py shows what calls cost with cold caches.
 4. An RC4 key exported at a large stream position: its blob carries the RC4 state, so the import and the first
    call cost the same at any position (with ``KEYHANDOFF_NATIVE_RC4=0``, the fallback: no state, and the
    imported key's first call replays the keystream).
