@@ -55,9 +55,10 @@ read_some(int fd, char *buf, size_t size)
     }
 }
 
-/* All of `data` to fd, in as many write(2) calls as the pipe needs. 0, or -1 with an error set. */
+/* All of `data` to fd, in as many write(2) calls as the pipe needs. 0; -1 with the error a signal handler
+ * raised; -2 when write(2) failed (errno says why, no error set). */
 static int
-write_all(int fd, const char *data, Py_ssize_t len)
+write_frame(int fd, const char *data, Py_ssize_t len)
 {
     while (len > 0) {
         Py_ssize_t put;
@@ -65,10 +66,8 @@ write_all(int fd, const char *data, Py_ssize_t len)
         put = write(fd, data, (size_t)len);
         Py_END_ALLOW_THREADS
         if (put < 0) {
-            if (errno != EINTR) {
-                PyErr_SetFromErrno(PyExc_OSError);
-                return -1;
-            }
+            if (errno != EINTR)
+                return -2;
             if (PyErr_CheckSignals() < 0)
                 return -1;
             continue;
@@ -77,6 +76,16 @@ write_all(int fd, const char *data, Py_ssize_t len)
         len -= put;
     }
     return 0;
+}
+
+/* write_frame, its failure an OSError (as os.write's). 0, or -1 with an error set. */
+static int
+write_all(int fd, const char *data, Py_ssize_t len)
+{
+    int written = write_frame(fd, data, len);
+    if (written == -2)
+        PyErr_SetFromErrno(PyExc_OSError);
+    return written < 0 ? -1 : 0;
 }
 
 static PyObject *
@@ -324,30 +333,11 @@ frames_exchange(PyObject *Py_UNUSED(module), PyObject *args)
     if (!PyArg_ParseTuple(args, "iiy*dn:exchange", &out_fd, &in_fd, &frame, &timeout, &max_frame))
         return NULL;
     double deadline = monotonic_ms() + timeout * 1000.0;
-    int status = -1;
-    const char *data = frame.buf;
-    Py_ssize_t left = frame.len;
-    while (left > 0) {
-        Py_ssize_t put;
-        Py_BEGIN_ALLOW_THREADS
-        put = write(out_fd, data, (size_t)left);
-        Py_END_ALLOW_THREADS
-        if (put < 0) {
-            if (errno == EINTR) {
-                if (PyErr_CheckSignals() < 0) {
-                    PyBuffer_Release(&frame);
-                    return NULL;
-                }
-                continue;
-            }
-            status = 4;
-            break;
-        }
-        data += put;
-        left -= put;
-    }
+    int written = write_frame(out_fd, frame.buf, frame.len);
     PyBuffer_Release(&frame);
-    if (status == 4)
+    if (written == -1)
+        return NULL;
+    if (written == -2) /* EPIPE: the child is gone */
         return Py_BuildValue("(iOy)", 4, Py_None, "");
     Input in = {NULL, 0, 0, 0};
     PyObject *result = NULL;

@@ -74,21 +74,6 @@ def _crossing(value: object) -> object:
 class AppSide(BuiltinCsp):
     """What the child serves: the built-in CSP, with inspect() flattened to plain values."""
 
-    def __init__(
-        self,
-        home: str | os.PathLike[str] | None = None,
-        *,
-        token: str | None = None,
-        handle_space: int = 0,
-        durable: bool = True,
-    ) -> None:
-        super().__init__(home, token=token, handle_space=handle_space, durable=durable)
-        # The handoff's calls are served by the CSP's own methods, which BuiltinCsp's only pass on: with the C
-        # extension they are C (the import, the data path), so the C serving loop runs no Python for them.
-        if type(self) is AppSide:
-            for name in _SERVED_BY_THE_CSP:
-                setattr(self, name, getattr(self.csp, name))
-
     def inspect_plain(self, key: int) -> dict[str, object]:
         return _plain_state(self.inspect(key))
 
@@ -102,7 +87,12 @@ def serve_app_side(home: str, token: str | None = None, durability: str = "durab
     [TOKEN [durable|scratch]]``); a PKCS#11 token's configuration comes from the inherited environment."""
     if durability not in ("durable", "scratch"):
         raise ValueError("the installation's durability is 'durable' or 'scratch'")
-    return AppSide(home, token=token, handle_space=APP_HANDLE_SPACE, durable=durability == "durable")
+    side = AppSide(home, token=token, handle_space=APP_HANDLE_SPACE, durable=durability == "durable")
+    # The handoff's calls are served by the CSP's own methods, which BuiltinCsp's only pass on: with the C
+    # extension they are C (the import, the data path), so the C serving loop runs no Python for them.
+    for name in _SERVED_BY_THE_CSP:
+        setattr(side, name, getattr(side.csp, name))
+    return side
 
 
 class ProcessCsp:

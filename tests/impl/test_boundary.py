@@ -39,9 +39,7 @@ def child(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
     where impl/_frames.c was not built, a failure under CI=true) or both in Python."""
     env = {"PYTHONPATH": ROOT}
     if request.param == "c":
-        if native_frames() is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("CI=true: the C extension keyhandoff.impl._frames must be built")
+        if native_frames() is None:  # a skip, which fails the run under CI=true (tests/conftest.py)
             pytest.skip("keyhandoff.impl._frames was not built")
     else:
         monkeypatch.setattr(boundary, "native_frames", lambda: None)

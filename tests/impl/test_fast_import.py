@@ -34,9 +34,7 @@ class FullImportCsp(Csp):
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_the_extension() -> None:
-    if native_evp() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true: the C extension keyhandoff.impl._evp must be built")
+    if native_evp() is None:  # a skip, which fails the run under CI=true (tests/conftest.py)
         pytest.skip("the C extension keyhandoff.impl._evp was not built")
 
 

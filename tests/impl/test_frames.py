@@ -53,9 +53,7 @@ def _c(target: object, in_fd: int, out_fd: int) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_the_extension() -> None:
-    if native_loop() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true: the C serving loop keyhandoff.impl._frames must be built")
+    if native_loop() is None:  # a skip, which fails the run under CI=true (tests/conftest.py)
         pytest.skip("keyhandoff.impl._frames was not built (a C compiler and Python's headers)")
 
 
