@@ -373,6 +373,23 @@ typedef struct {
 static PyTypeObject FastCryptType;
 
 /* The offset of a slot of `type` holding an object (an attrs slots class's field). */
+int
+release_keeping_error(PyObject *release, PyObject *lock)
+{
+    PyObject *error_type, *error, *traceback;
+    PyErr_Fetch(&error_type, &error, &traceback); /* a C call must not begin with an error set */
+    PyObject *released = PyObject_Vectorcall(release, &lock, 1, NULL);
+    if (released == NULL) {
+        Py_XDECREF(error_type);
+        Py_XDECREF(error);
+        Py_XDECREF(traceback);
+        return -1;
+    }
+    Py_DECREF(released);
+    PyErr_Restore(error_type, error, traceback);
+    return 0;
+}
+
 Py_ssize_t
 slot_offset(PyTypeObject *type, const char *name)
 {
@@ -523,13 +540,9 @@ fast_crypt_try(FastCrypt *self, PyObject *key, PyObject *data, int decrypt, PyOb
                 ran = 1;
             }
         }
-        PyObject *released = PyObject_Vectorcall(self->release, &lock, 1, NULL);
-        if (released == NULL) {
+        if (release_keeping_error(self->release, lock) < 0) {
             Py_CLEAR(*out);
             ran = 1;
-        }
-        else {
-            Py_DECREF(released);
         }
     }
     Py_XDECREF(taken);

@@ -28,6 +28,9 @@ int block_cipher_family(const char *name, Py_ssize_t key_len);
 BlockCipher *block_cipher_new(int family, const unsigned char *key, const unsigned char *reg);
 /* The offset of a writable object slot `name` of `type` (an attrs slots class's field), or -1 with TypeError. */
 Py_ssize_t slot_offset(PyTypeObject *type, const char *name);
+/* release(lock) (the lock type's unbound release) with the caller's error, if one is set, kept aside and
+ * restored: 0; or -1 with release's own error (the caller's dropped). */
+int release_keeping_error(PyObject *release, PyObject *lock);
 /* PyType_Ready for FastImport, and its libcrypto ciphers fetched. 0, or -1 with an error. */
 int fast_import_ready(void);
 

@@ -1,5 +1,5 @@
 /* keyhandoff.impl._frames: both ends of the process boundary's round trip in C, when built: the app process's
- * serving loop (keyhandoff.impl.child.serve) and the parent's exchange of one request for one reply
+ * serving loop (keyhandoff.impl.child.serve) and the parent's call, one request for one reply
  * (keyhandoff.impl.boundary.ChildProcess.call).
  *
  * Why it exists: a handoff is one round trip into the app process, and on this kind of machine a process just
@@ -318,48 +318,50 @@ monotonic_ms(void)
     return (double)now.tv_sec * 1000.0 + (double)now.tv_nsec / 1e6;
 }
 
-/* The parent's half of a call (ChildProcess.call's write and _read): the request frame written, then bytes read
- * (poll(2) bounded by the deadline, read(2)) until one whole reply frame is in. The caller's reader holds no
- * bytes (it checks). Returns (status, payload, rest): 0 a reply (its payload; rest: bytes read past it),
- * 1 no reply by the deadline, 2 end of input first (the child died), 3 a header announcing more than
- * max_frame, 4 the request could not be written (the child is gone). Other OSErrors propagate, as os.read's. */
-static PyObject *
-frames_exchange(PyObject *Py_UNUSED(module), PyObject *args)
+/* The outcomes of a round trip, and the cases the parent's Python answers (ChildProcess._outcome). */
+enum {
+    OK, TIMED_OUT, DIED, OVERSIZED, GONE, /* the round trip's */
+    REQUEST_TOO_LARGE, EXITED, PENDING, REPLY /* the call's */
+};
+
+/* The request written, then bytes read (poll(2) bounded by the deadline, read(2)) until one whole reply frame
+ * is in: OK with *payload and *rest (bytes read past it) set, or another outcome; -1 with an error set (a
+ * signal handler raised, or read or poll failed as os.read or poll would). */
+static int
+round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double timeout, Py_ssize_t max_frame,
+           PyObject **payload, PyObject **rest)
 {
-    int out_fd, in_fd;
-    Py_buffer frame;
-    double timeout;
-    Py_ssize_t max_frame;
-    if (!PyArg_ParseTuple(args, "iiy*dn:exchange", &out_fd, &in_fd, &frame, &timeout, &max_frame))
-        return NULL;
     double deadline = monotonic_ms() + timeout * 1000.0;
-    int written = write_frame(out_fd, frame.buf, frame.len);
-    PyBuffer_Release(&frame);
+    int written = write_frame(out_fd, frame, len);
     if (written == -1)
-        return NULL;
+        return -1;
     if (written == -2) /* EPIPE: the child is gone */
-        return Py_BuildValue("(iOy)", 4, Py_None, "");
+        return GONE;
     Input in = {NULL, 0, 0, 0};
-    PyObject *result = NULL;
+    int outcome = -1;
     for (;;) {
         Py_ssize_t held = in.end - in.start, need = HEADER;
         if (held >= HEADER) {
             const unsigned char *h = (const unsigned char *)in.buf + in.start;
             size_t announced = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
             if (announced > (size_t)max_frame) {
-                result = Py_BuildValue("(iOy)", 3, Py_None, "");
+                outcome = OVERSIZED;
                 break;
             }
             need = HEADER + (Py_ssize_t)announced;
             if (held >= need) {
-                result = Py_BuildValue("(iy#y#)", 0, in.buf + in.start + HEADER, need - HEADER,
-                                       in.buf + in.start + need, held - need);
+                *payload = PyBytes_FromStringAndSize(in.buf + in.start + HEADER, need - HEADER);
+                *rest = *payload == NULL ? NULL : PyBytes_FromStringAndSize(in.buf + in.start + need, held - need);
+                if (*rest == NULL)
+                    Py_CLEAR(*payload);
+                else
+                    outcome = OK;
                 break;
             }
         }
         double remaining = deadline - monotonic_ms();
         if (remaining <= 0) {
-            result = Py_BuildValue("(iOy)", 1, Py_None, "");
+            outcome = TIMED_OUT;
             break;
         }
         struct pollfd waiting = {.fd = in_fd, .events = POLLIN, .revents = 0};
@@ -382,29 +384,170 @@ frames_exchange(PyObject *Py_UNUSED(module), PyObject *args)
         if (got < 0)
             break;
         if (got == 0) {
-            result = Py_BuildValue("(iOy)", 2, Py_None, "");
+            outcome = DIED;
             break;
         }
         in.end += got;
     }
     PyMem_Free(in.buf);
+    return outcome;
+}
+
+/* lock.acquire() (blocking: the lock releases the GIL while it waits) or lock.release(). 0, or -1. */
+static int
+lock_call(PyObject *lock, const char *name)
+{
+    PyObject *done = PyObject_CallMethod(lock, name, NULL);
+    Py_XDECREF(done);
+    return done == NULL ? -1 : 0;
+}
+
+/* outcome(kind, method, detail): the parent's Python answers every case but an "ok" reply. */
+static PyObject *
+answer(PyObject *outcome, int kind, PyObject *method, PyObject *detail)
+{
+    PyObject *kind_obj = PyLong_FromLong(kind);
+    if (kind_obj == NULL)
+        return NULL;
+    PyObject *call_args[3] = {kind_obj, method, detail};
+    PyObject *result = PyObject_Vectorcall(outcome, call_args, 3, NULL);
+    Py_DECREF(kind_obj);
+    return result;
+}
+
+/* ChildProcess.call in C. parts: (lock, popen, reader, request fd, reply fd, outcome, max_frame, request_limit);
+ * then method, args, kwargs, timeout. The request encoded (marshal: a ValueError for what it cannot carry),
+ * the lock taken, the round trip made, the reader left holding what was read past the reply, and an ("ok",
+ * value) reply answered with the value; every other case goes to outcome() (under the lock when the request was
+ * sent, as the Python steps raise under it), which answers it as ChildProcess does. */
+static PyObject *
+frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyTuple_CheckExact(args[0]) || PyTuple_GET_SIZE(args[0]) != 8) {
+        PyErr_SetString(PyExc_TypeError, "call(parts, method, args, kwargs, timeout)");
+        return NULL;
+    }
+    PyObject *const *part = &PyTuple_GET_ITEM(args[0], 0);
+    PyObject *lock = part[0], *popen = part[1], *reader = part[2], *outcome = part[5];
+    int out_fd = (int)PyLong_AsLong(part[3]), in_fd = (int)PyLong_AsLong(part[4]);
+    Py_ssize_t max_frame = PyLong_AsSsize_t(part[6]), request_limit = PyLong_AsSsize_t(part[7]);
+    double timeout = PyFloat_AsDouble(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *method = args[1];
+    PyObject *request = PyTuple_Pack(3, method, args[2], args[3]);
+    PyObject *encoded = request == NULL ? NULL : PyMarshal_WriteObjectToString(request, Py_MARSHAL_VERSION);
+    Py_XDECREF(request);
+    if (encoded == NULL)
+        return NULL;
+    Py_ssize_t size = PyBytes_GET_SIZE(encoded);
+    if (HEADER + size > request_limit) {
+        Py_DECREF(encoded);
+        return answer(outcome, REQUEST_TOO_LARGE, method, Py_None);
+    }
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, HEADER + size);
+    if (frame == NULL) {
+        Py_DECREF(encoded);
+        return NULL;
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+    out[0] = (unsigned char)(size >> 24);
+    out[1] = (unsigned char)(size >> 16);
+    out[2] = (unsigned char)(size >> 8);
+    out[3] = (unsigned char)size;
+    memcpy(out + HEADER, PyBytes_AS_STRING(encoded), (size_t)size);
+    Py_DECREF(encoded);
+    if (lock_call(lock, "acquire") < 0) {
+        Py_DECREF(frame);
+        return NULL;
+    }
+    PyObject *result = NULL, *payload = NULL, *rest = NULL, *reply = NULL;
+    int pending = 0;
+    PyObject *returncode = PyObject_GetAttrString(popen, "returncode");
+    PyObject *held = returncode == NULL ? NULL : PyObject_GetAttrString(reader, "_data");
+    if (held == NULL)
+        goto unlock;
+    if (returncode != Py_None) { /* reaped by an earlier call */
+        result = answer(outcome, EXITED, method, returncode);
+        goto unlock;
+    }
+    pending = PyObject_IsTrue(held); /* bytes already read: the Python steps take them first, unlocked */
+    if (pending != 0)
+        goto unlock;
+    int got = round_trip(out_fd, in_fd, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), timeout, max_frame,
+                         &payload, &rest);
+    if (got < 0)
+        goto unlock;
+    if (got != OK) {
+        PyObject *detail = PyFloat_FromDouble(timeout);
+        if (detail != NULL) {
+            result = answer(outcome, got, method, detail);
+            Py_DECREF(detail);
+        }
+        goto unlock;
+    }
+    if (PyObject_SetAttrString(reader, "_data", rest) < 0)
+        goto unlock;
+    reply = PyMarshal_ReadObjectFromString(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload));
+    if (reply == NULL) {
+        if (!(PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_ValueError)
+              || PyErr_ExceptionMatches(PyExc_TypeError)))
+            goto unlock;
+        PyErr_Clear(); /* answered as a malformed reply */
+        reply = Py_NewRef(Py_None);
+    }
+unlock:
+    Py_XDECREF(returncode);
+    Py_XDECREF(held);
+    Py_XDECREF(payload);
+    Py_XDECREF(rest);
+    Py_DECREF(frame);
+    /* Released with the call's own error (an outcome raised under the lock, as the Python steps do) set aside. */
+    PyObject *error_type, *error, *traceback;
+    PyErr_Fetch(&error_type, &error, &traceback);
+    if (lock_call(lock, "release") < 0) {
+        Py_XDECREF(error_type);
+        Py_XDECREF(error);
+        Py_XDECREF(traceback);
+        Py_XDECREF(result);
+        Py_XDECREF(reply);
+        return NULL;
+    }
+    PyErr_Restore(error_type, error, traceback);
+    if (pending < 0)
+        return NULL;
+    if (pending) {
+        PyObject *detail = PyTuple_Pack(3, args[2], args[3], args[4]);
+        result = detail == NULL ? NULL : answer(outcome, PENDING, method, detail);
+        Py_XDECREF(detail);
+        return result;
+    }
+    if (reply == NULL)
+        return result; /* an outcome's answer, or NULL with its error */
+    if (PyTuple_CheckExact(reply) && PyTuple_GET_SIZE(reply) == 2 && PyUnicode_CheckExact(PyTuple_GET_ITEM(reply, 0))
+        && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(reply, 0), "ok") == 0) {
+        result = Py_NewRef(PyTuple_GET_ITEM(reply, 1));
+        Py_DECREF(reply);
+        return result;
+    }
+    result = answer(outcome, REPLY, method, reply);
+    Py_DECREF(reply);
     return result;
 }
 
 static PyMethodDef frames_methods[] = {
-    {"exchange", (PyCFunction)frames_exchange, METH_VARARGS,
-     "exchange(out_fd, in_fd, frame, timeout, max_frame) -> (status, payload, rest): one request written, one\n"
-     "reply frame read (keyhandoff.impl.boundary.ChildProcess.call's round trip, in C)."},
     {"serve", (PyCFunction)(void (*)(void))frames_serve, METH_VARARGS | METH_KEYWORDS,
      "serve(in_fd, out_fd, method, crypt_error, unserialisable, too_large, max_frame): answer framed requests\n"
      "until end of input or an absurd frame length (keyhandoff.impl.child's loop, in C)."},
+    {"call", (PyCFunction)(void (*)(void))frames_call, METH_FASTCALL,
+     "call(parts, method, args, kwargs, timeout): keyhandoff.impl.boundary.ChildProcess.call's round trip in C."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef frames_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "keyhandoff.impl._frames",
-    .m_doc = "The app process's serving loop in C (keyhandoff.impl.child).",
+    .m_doc = "Both ends of the process boundary's round trip in C (keyhandoff.impl.child, .boundary).",
     .m_size = -1,
     .m_methods = frames_methods,
 };

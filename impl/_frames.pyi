@@ -10,6 +10,6 @@ def serve(
     too_large: bytes,
     max_frame: int,
 ) -> None: ...
-def exchange(
-    out_fd: int, in_fd: int, frame: bytes, timeout: float, max_frame: int, /
-) -> tuple[int, bytes | None, bytes]: ...
+def call(
+    parts: tuple[object, ...], method: str, args: tuple[object, ...], kwargs: dict[str, object], timeout: float, /
+) -> object: ...

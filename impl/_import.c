@@ -514,9 +514,7 @@ try_lock(FastImport *self, PyObject *lock)
 static int
 unlock(FastImport *self, PyObject *lock)
 {
-    PyObject *done = PyObject_Vectorcall(self->release, &lock, 1, NULL);
-    Py_XDECREF(done);
-    return done == NULL ? -1 : 0;
+    return release_keeping_error(self->release, lock);
 }
 
 /* Csp._register and HandleTable.issue, for the usual case (see HandleTable.native_issue): under the CSP's lock

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
-from typing import IO
+from typing import IO, Any
 
 from keyhandoff.model import wincrypt as w
 from keyhandoff.model.errors import CryptError
@@ -56,7 +56,7 @@ class BoundaryTimeout(TimeoutError):
 
 def native_frames() -> ModuleType | None:
     """``keyhandoff.impl._frames`` (both ends of a round trip in C: the child's serving loop, the parent's
-    exchange), or None when it was not built (optional at install) or ``KEYHANDOFF_NATIVE_FRAMES=0``."""
+    call), or None when it was not built (optional at install) or ``KEYHANDOFF_NATIVE_FRAMES=0``."""
     if os.environ.get("KEYHANDOFF_NATIVE_FRAMES") == "0":
         return None
     try:
@@ -91,6 +91,8 @@ class FrameReader:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        # Bytes read that no frame has taken yet. The native call (impl/_frames.c) reads it, and leaves there what
+        # it read past a reply.
         self._data: bytes | bytearray = b""
 
     def next_payload(self) -> bytes | bytearray | None:
@@ -108,15 +110,6 @@ class FrameReader:
         self._data = data[end:]
         return data[_LEN.size : end]
 
-    @property
-    def pending(self) -> bool:
-        """Whether bytes are held that no frame has taken yet."""
-        return bool(self._data)
-
-    def keep(self, data: bytes) -> None:
-        """Hold ``data``, read past a frame by someone else (the native exchange), for the next frame."""
-        self._data = data
-
     def fill(self) -> bool:
         """Read what the pipe holds (blocking if it is empty); False at end of input."""
         chunk = os.read(self.fd, 1 << 16)
@@ -129,6 +122,10 @@ class FrameReader:
                 self._data = bytearray(self._data)
             self._data += chunk
         return True
+
+
+# The native call's outcomes (impl/_frames.c), the cases ChildProcess._outcome answers.
+_TIMED_OUT, _DIED, _OVERSIZED, _GONE, _REQUEST_TOO_LARGE, _EXITED, _PENDING, _REPLY = range(1, 9)
 
 
 def _decoded(payload: bytes | bytearray) -> object:
@@ -168,8 +165,9 @@ class ChildProcess:
         )
         assert self._proc.stdin is not None and self._proc.stdout is not None  # noqa: PT018 - Popen with PIPE
         frames = native_frames()
-        # The round trip in one C call (write, poll, read) where poll exists; otherwise the Python steps below.
-        self._exchange = frames.exchange if frames is not None and hasattr(select, "poll") else None
+        # A call in one C function (encode, write, poll, read, decode) where poll exists, every case but an "ok"
+        # reply answered by _outcome below; otherwise the Python steps (_python_call).
+        self._native_call = frames.call if frames is not None and hasattr(select, "poll") else None
         self._stdin: IO[bytes] = self._proc.stdin
         self._stdout: IO[bytes] = self._proc.stdout
         self._stdin_fd = self._stdin.fileno()
@@ -185,6 +183,17 @@ class ChildProcess:
             selector.register(self._stdout, selectors.EVENT_READ)
             self._wait_readable = lambda ms: selector.select(ms / 1000)
             self._selector = selector
+        # What the native call takes each time (one tuple: no attribute lookups per call).
+        self._native_parts = (
+            self._lock,
+            self._proc,
+            self._reader,
+            self._stdin_fd,
+            self._reader.fd,
+            self._outcome,
+            MAX_FRAME,
+            REQUEST_LIMIT,
+        )
 
     @property
     def pid(self) -> int:
@@ -196,21 +205,27 @@ class ChildProcess:
     def call(self, method: str, *args: object, timeout: float | None = None, **kwargs: object) -> object:
         """Run ``method`` in the child; its refusals come back as CryptError. A request too large for one frame
         is NTE_NO_MEMORY, sent nowhere: the child would take it for a corrupt stream and end, and its keys with it."""
+        wait = self.timeout if timeout is None else timeout
+        if self._native_call is not None:
+            return self._native_call(self._native_parts, method, args, kwargs, wait)
+        return self._python_call(method, args, kwargs, wait)
+
+    def _python_call(self, method: str, args: tuple[object, ...], kwargs: dict[str, object], timeout: float) -> object:
         frame = encode_frame((method, args, kwargs))
         if len(frame) > REQUEST_LIMIT:
-            raise CryptError(w.NTE_NO_MEMORY, f"{method}: more than the app process takes in one call")
-        wait = self.timeout if timeout is None else timeout
+            raise self._request_too_large(method)
         with self._lock:
             if self._proc.returncode is not None:  # reaped by an earlier call (no system call per call)
-                raise CryptError(w.NTE_FAIL, f"{method}: the app process has exited ({self._proc.returncode})")
-            if self._exchange is not None and not self._reader.pending:
-                reply = self._exchanged(self._exchange, method, frame, wait)
-            else:
-                try:
-                    write_all(self._stdin_fd, frame)
-                except OSError:  # BrokenPipeError: the child is gone
-                    raise self._gone(method) from None
-                reply = self._read(method, wait)
+                raise self._exited(method, self._proc.returncode)
+            try:
+                write_all(self._stdin_fd, frame)
+            except OSError:  # BrokenPipeError: the child is gone
+                raise self._gone(method) from None
+            reply = self._read(method, timeout)
+        return self._answer(method, reply)
+
+    def _answer(self, method: str, reply: object) -> object:
+        """The value of an ("ok", value) reply; a refusal re-raised; anything else NTE_FAIL."""
         if type(reply) is tuple and len(reply) == 2 and reply[0] == "ok":
             return reply[1]
         if not isinstance(reply, tuple) or not reply:
@@ -219,21 +234,29 @@ class ChildProcess:
             raise CryptError(int(reply[1]), str(reply[2]))
         raise CryptError(w.NTE_FAIL, f"{method}: the app process failed ({reply[1] if len(reply) > 1 else '?'})")
 
-    def _exchanged(
-        self, exchange: Callable[..., tuple[int, bytes, bytes]], method: str, frame: bytes, timeout: float
-    ) -> object:
-        """The round trip in C (``_frames.exchange``), its outcomes answered as :meth:`_read` answers them."""
-        status, payload, rest = exchange(self._stdin_fd, self._reader.fd, frame, timeout, MAX_FRAME)
-        if status == 0:
-            self._reader.keep(rest)
-            return _decoded(payload)
-        if status == 4:
+    def _outcome(self, kind: int, method: str, detail: Any) -> object:
+        """What the native call (``_frames.call``) leaves to Python: each case answered as the Python steps do."""
+        if kind == _REPLY:
+            return self._answer(method, detail)
+        if kind == _PENDING:  # bytes were already read: the Python steps take them first
+            return self._python_call(method, *detail)
+        if kind == _REQUEST_TOO_LARGE:
+            raise self._request_too_large(method)
+        if kind == _EXITED:
+            raise self._exited(method, detail)
+        if kind == _GONE:
             raise self._gone(method)
-        if status == 1:
-            raise self._timed_out(method, timeout)
-        if status == 2:
+        if kind == _TIMED_OUT:
+            raise self._timed_out(method, detail)
+        if kind == _DIED:
             raise self._died(method)
         raise self._oversized(method)
+
+    def _request_too_large(self, method: str) -> CryptError:
+        return CryptError(w.NTE_NO_MEMORY, f"{method}: more than the app process takes in one call")
+
+    def _exited(self, method: str, status: object) -> CryptError:
+        return CryptError(w.NTE_FAIL, f"{method}: the app process has exited ({status})")
 
     def _gone(self, method: str) -> CryptError:
         return CryptError(w.NTE_FAIL, f"{method}: the app process is gone (exit status {self._proc.poll()})")

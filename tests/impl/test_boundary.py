@@ -35,7 +35,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 @pytest.fixture(params=["c", "python"])
 def child(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ChildProcess]:
-    """An Echo child, with both ends of the round trip in C (the parent's exchange, the child's loop: a skip
+    """An Echo child, with both ends of the round trip in C (the parent's call, the child's loop: a skip
     where impl/_frames.c was not built, a failure under CI=true) or both in Python."""
     env = {"PYTHONPATH": ROOT}
     if request.param == "c":
@@ -45,7 +45,7 @@ def child(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.setattr(boundary, "native_frames", lambda: None)
         env["KEYHANDOFF_NATIVE_FRAMES"] = "0"
     proc = ChildProcess([SPEC], env=env, timeout=10)
-    assert (proc._exchange is not None) == (request.param == "c")
+    assert (proc._native_call is not None) == (request.param == "c")
     assert proc.call("serving_loop") == request.param
     yield proc
     proc.close()

@@ -243,7 +243,7 @@ def test_a_child_process_serves_with_the_c_loop(monkeypatch: pytest.MonkeyPatch)
     assert answers == [["c", b"x", 7], ["python", b"x", 7]]
 
 
-# A server of its own (``program``): for each request it writes what the parent's exchange must cope with, in
+# A server of its own (``program``): for each request it writes what the parent's call must cope with, in
 # the pieces given (separate writes, a moment apart, so the parent reads them separately).
 _ODD_SERVER = (
     "import os, sys, time\n"
@@ -263,7 +263,7 @@ def odd_child(answers: list[list[bytes]], native: bool, monkeypatch: pytest.Monk
         monkeypatch.setattr(boundary, "native_frames", lambda: None)
     args = [",".join(piece.hex() for piece in pieces) for pieces in answers]
     proc = boundary.ChildProcess(args, program=[sys.executable, "-c", _ODD_SERVER], timeout=5)
-    assert (proc._exchange is not None) == native
+    assert (proc._native_call is not None) == native
     return proc
 
 
