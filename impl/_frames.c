@@ -176,6 +176,23 @@ done:
     return reply;
 }
 
+/* The frame of marshal bytes: their 4-byte big-endian length, then them. New reference, or NULL. */
+static PyObject *
+framed(PyObject *payload)
+{
+    Py_ssize_t size = PyBytes_GET_SIZE(payload);
+    PyObject *frame = PyBytes_FromStringAndSize(NULL, HEADER + size);
+    if (frame != NULL) {
+        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
+        out[0] = (unsigned char)(size >> 24);
+        out[1] = (unsigned char)(size >> 16);
+        out[2] = (unsigned char)(size >> 8);
+        out[3] = (unsigned char)size;
+        memcpy(out + HEADER, PyBytes_AS_STRING(payload), (size_t)size);
+    }
+    return frame;
+}
+
 /* The frame of a reply: its 4-byte big-endian length and marshal bytes; child.py's two prebuilt frames for a
  * value marshal refuses (ValueError) and for a reply over MAX_FRAME. New reference, or NULL. */
 static PyObject *
@@ -193,15 +210,7 @@ frame_of(Loop *loop, PyObject *reply)
         Py_DECREF(payload);
         return Py_NewRef(loop->too_large);
     }
-    PyObject *frame = PyBytes_FromStringAndSize(NULL, HEADER + size);
-    if (frame != NULL) {
-        unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
-        out[0] = (unsigned char)(size >> 24);
-        out[1] = (unsigned char)(size >> 16);
-        out[2] = (unsigned char)(size >> 8);
-        out[3] = (unsigned char)size;
-        memcpy(out + HEADER, PyBytes_AS_STRING(payload), (size_t)size);
-    }
+    PyObject *frame = framed(payload);
     Py_DECREF(payload);
     return frame;
 }
@@ -445,18 +454,10 @@ frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         Py_DECREF(encoded);
         return answer(outcome, REQUEST_TOO_LARGE, method, Py_None);
     }
-    PyObject *frame = PyBytes_FromStringAndSize(NULL, HEADER + size);
-    if (frame == NULL) {
-        Py_DECREF(encoded);
-        return NULL;
-    }
-    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
-    out[0] = (unsigned char)(size >> 24);
-    out[1] = (unsigned char)(size >> 16);
-    out[2] = (unsigned char)(size >> 8);
-    out[3] = (unsigned char)size;
-    memcpy(out + HEADER, PyBytes_AS_STRING(encoded), (size_t)size);
+    PyObject *frame = framed(encoded);
     Py_DECREF(encoded);
+    if (frame == NULL)
+        return NULL;
     if (lock_call(lock, "acquire") < 0) {
         Py_DECREF(frame);
         return NULL;
