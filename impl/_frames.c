@@ -402,11 +402,14 @@ round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double time
     return outcome;
 }
 
+/* The names the call looks up each time, interned once (a lookup by C string makes a string first). */
+static PyObject *s_acquire, *s_release, *s_returncode, *s_data;
+
 /* lock.acquire() (blocking: the lock releases the GIL while it waits) or lock.release(). 0, or -1. */
 static int
-lock_call(PyObject *lock, const char *name)
+lock_call(PyObject *lock, PyObject *name)
 {
-    PyObject *done = PyObject_CallMethod(lock, name, NULL);
+    PyObject *done = PyObject_CallMethodNoArgs(lock, name);
     Py_XDECREF(done);
     return done == NULL ? -1 : 0;
 }
@@ -458,14 +461,14 @@ frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     Py_DECREF(encoded);
     if (frame == NULL)
         return NULL;
-    if (lock_call(lock, "acquire") < 0) {
+    if (lock_call(lock, s_acquire) < 0) {
         Py_DECREF(frame);
         return NULL;
     }
     PyObject *result = NULL, *payload = NULL, *rest = NULL, *reply = NULL;
     int pending = 0;
-    PyObject *returncode = PyObject_GetAttrString(popen, "returncode");
-    PyObject *held = returncode == NULL ? NULL : PyObject_GetAttrString(reader, "_data");
+    PyObject *returncode = PyObject_GetAttr(popen, s_returncode);
+    PyObject *held = returncode == NULL ? NULL : PyObject_GetAttr(reader, s_data);
     if (held == NULL)
         goto unlock;
     if (returncode != Py_None) { /* reaped by an earlier call */
@@ -487,7 +490,7 @@ frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         }
         goto unlock;
     }
-    if (PyObject_SetAttrString(reader, "_data", rest) < 0)
+    if (PyObject_SetAttr(reader, s_data, rest) < 0)
         goto unlock;
     reply = PyMarshal_ReadObjectFromString(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload));
     if (reply == NULL) {
@@ -506,7 +509,7 @@ unlock:
     /* Released with the call's own error (an outcome raised under the lock, as the Python steps do) set aside. */
     PyObject *error_type, *error, *traceback;
     PyErr_Fetch(&error_type, &error, &traceback);
-    if (lock_call(lock, "release") < 0) {
+    if (lock_call(lock, s_release) < 0) {
         Py_XDECREF(error_type);
         Py_XDECREF(error);
         Py_XDECREF(traceback);
@@ -556,5 +559,10 @@ static struct PyModuleDef frames_module = {
 PyMODINIT_FUNC
 PyInit__frames(void)
 {
+    if ((s_acquire == NULL && (s_acquire = PyUnicode_InternFromString("acquire")) == NULL)
+        || (s_release == NULL && (s_release = PyUnicode_InternFromString("release")) == NULL)
+        || (s_returncode == NULL && (s_returncode = PyUnicode_InternFromString("returncode")) == NULL)
+        || (s_data == NULL && (s_data = PyUnicode_InternFromString("_data")) == NULL))
+        return NULL;
     return PyModule_Create(&frames_module);
 }

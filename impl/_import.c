@@ -44,6 +44,8 @@
 #define MAX_CIPHERS 8
 
 static EVP_CIPHER *aes256_ecb, *aes256_gcm;
+/* The names the registration looks up each time, interned once (a lookup by C string makes a string first). */
+static PyObject *s_ready, *s_issued;
 
 /* LiveKey's fields, every one of them set here (the constructor checks the class has exactly these). */
 enum {
@@ -537,7 +539,7 @@ register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
     if (!got)
         goto unlock_csp;
     PyObject *provider = PyDict_GetItemWithError(self->table, prov);
-    PyObject *ready = PyObject_GetAttrString(self->sequence, "ready");
+    PyObject *ready = PyObject_GetAttr(self->sequence, s_ready);
     PyObject *handle = NULL;
     Py_ssize_t n = ready != NULL && PyList_CheckExact(ready) ? PyList_GET_SIZE(ready) : 0;
     if (PyErr_Occurred()) {
@@ -565,7 +567,7 @@ register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
     if (live || dead || (self->space | low) == 0)
         goto unlock_table;
     PyObject *keys = SLOT(provider, self->keys_off);
-    PyObject *issued = PyObject_GetAttrString(self->handles, "issued");
+    PyObject *issued = PyObject_GetAttr(self->handles, s_issued);
     long long count = issued == NULL ? -1 : PyLong_AsLongLong(issued);
     PyObject *counted = count < 0 || PyErr_Occurred() ? NULL : PyLong_FromLongLong(count + 1);
     Py_XDECREF(issued);
@@ -578,7 +580,7 @@ register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
     }
     /* The table's writes, in issue's order, then the context's (Csp._register). */
     int stored = PySequence_DelItem(ready, n - 1) == 0 && PyDict_SetItem(self->table, handle, key) == 0
-                 && PyObject_SetAttrString(self->handles, "issued", counted) == 0 && PySet_Add(keys, handle) == 0;
+                 && PyObject_SetAttr(self->handles, s_issued, counted) == 0 && PySet_Add(keys, handle) == 0;
     Py_DECREF(counted);
     if (stored)
         *out = Py_NewRef(handle);
@@ -715,5 +717,8 @@ fast_import_ready(void)
         PyErr_SetString(PyExc_ImportError, "libcrypto has no AES-256-GCM");
         return -1;
     }
+    if ((s_ready == NULL && (s_ready = PyUnicode_InternFromString("ready")) == NULL)
+        || (s_issued == NULL && (s_issued = PyUnicode_InternFromString("issued")) == NULL))
+        return -1;
     return PyType_Ready(&FastImportType);
 }
