@@ -374,6 +374,18 @@ static PyTypeObject FastCryptType;
 
 /* The offset of a slot of `type` holding an object (an attrs slots class's field). */
 int
+acquire_nowait(PyObject *acquire, PyObject *lock)
+{
+    PyObject *args[2] = {lock, Py_False};
+    PyObject *taken = PyObject_Vectorcall(acquire, args, 2, NULL);
+    if (taken == NULL)
+        return -1;
+    int got = taken == Py_True;
+    Py_DECREF(taken);
+    return got;
+}
+
+int
 release_keeping_error(PyObject *release, PyObject *lock)
 {
     PyObject *error_type, *error, *traceback;
@@ -513,13 +525,9 @@ fast_crypt_try(FastCrypt *self, PyObject *key, PyObject *data, int decrypt, PyOb
     Py_INCREF(entry);
     Py_INCREF(lock);
     /* Not blocking: a key busy in another thread goes to the fallback, which waits for it. */
-    PyObject *args[2] = {lock, Py_False};
-    PyObject *taken = PyObject_Vectorcall(self->acquire, args, 2, NULL);
-    int ran = 0;
-    if (taken == NULL) {
-        ran = 1;
-    }
-    else if (taken == Py_True) {
+    int taken = acquire_nowait(self->acquire, lock);
+    int ran = taken < 0;
+    if (taken > 0) {
         /* Under the key's lock: the record cannot change until release. */
         PyObject *engine = SLOT(entry, self->engine_off);
         PyObject *mode_obj = SLOT(entry, self->mode_off);
@@ -545,7 +553,6 @@ fast_crypt_try(FastCrypt *self, PyObject *key, PyObject *data, int decrypt, PyOb
             ran = 1;
         }
     }
-    Py_XDECREF(taken);
     Py_DECREF(lock);
     Py_DECREF(entry);
     return ran;

@@ -28,6 +28,8 @@ int block_cipher_family(const char *name, Py_ssize_t key_len);
 BlockCipher *block_cipher_new(int family, const unsigned char *key, const unsigned char *reg);
 /* The offset of a writable object slot `name` of `type` (an attrs slots class's field), or -1 with TypeError. */
 Py_ssize_t slot_offset(PyTypeObject *type, const char *name);
+/* acquire(lock, False) (the lock type's unbound acquire): 1 taken, 0 held elsewhere, -1 with an error. */
+int acquire_nowait(PyObject *acquire, PyObject *lock);
 /* release(lock) (the lock type's unbound release) with the caller's error, if one is set, kept aside and
  * restored: 0; or -1 with release's own error (the caller's dropped). */
 int release_keeping_error(PyObject *release, PyObject *lock);

@@ -94,6 +94,22 @@ crash(const char *why)
     return Py_BuildValue("(ss)", "crash", why);
 }
 
+/* marshal.loads of a payload: the value (new reference); or NULL, with *refused set and no error when marshal
+ * refused the bytes (EOFError, ValueError, TypeError: what both ends answer as malformed), else with the error. */
+static PyObject *
+loads(const char *payload, Py_ssize_t size, int *refused)
+{
+    *refused = 0;
+    PyObject *value = PyMarshal_ReadObjectFromString(payload, size);
+    if (value == NULL
+        && (PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_ValueError)
+            || PyErr_ExceptionMatches(PyExc_TypeError))) {
+        PyErr_Clear();
+        *refused = 1;
+    }
+    return value;
+}
+
 /* The callable for `name`, or None: child.py's _Dispatcher.method, asked once per name. New reference. */
 static PyObject *
 method_for(Loop *loop, PyObject *name)
@@ -116,15 +132,10 @@ method_for(Loop *loop, PyObject *name)
 static PyObject *
 reply_to(Loop *loop, const char *payload, Py_ssize_t size)
 {
-    PyObject *request = PyMarshal_ReadObjectFromString(payload, size);
-    if (request == NULL) {
-        if (PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_ValueError)
-            || PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            return crash("MalformedRequest");
-        }
-        return NULL;
-    }
+    int refused;
+    PyObject *request = loads(payload, size, &refused);
+    if (request == NULL)
+        return refused ? crash("MalformedRequest") : NULL;
     PyObject *reply = NULL;
     if (!PyTuple_CheckExact(request) || PyTuple_GET_SIZE(request) != 3
         || !PyTuple_CheckExact(PyTuple_GET_ITEM(request, 1)) || !PyDict_CheckExact(PyTuple_GET_ITEM(request, 2))) {
@@ -254,6 +265,36 @@ input_reserve(Input *in, Py_ssize_t need)
     return 0;
 }
 
+/* Whether a whole frame is held: 1, with *need its length with the header; 0, with *need the bytes it takes to
+ * go on (the header, or the whole frame); -1 for a header announcing more than max_frame (a corrupt stream). */
+static int
+frame_held(const Input *in, Py_ssize_t max_frame, Py_ssize_t *need)
+{
+    Py_ssize_t held = in->end - in->start;
+    *need = HEADER;
+    if (held < HEADER)
+        return 0;
+    const unsigned char *h = (const unsigned char *)in->buf + in->start;
+    size_t announced = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
+    if (announced > (size_t)max_frame)
+        return -1;
+    *need = HEADER + (Py_ssize_t)announced;
+    return held >= *need;
+}
+
+/* One read(2) into `in`, with room for `need` held bytes: how many bytes came (0 at end of input), or -1 with
+ * an error set. */
+static Py_ssize_t
+input_fill(Input *in, int fd, Py_ssize_t need)
+{
+    if (input_reserve(in, need) < 0)
+        return -1;
+    Py_ssize_t got = read_some(fd, in->buf + in->end, (size_t)(in->cap - in->end));
+    if (got > 0)
+        in->end += got;
+    return got;
+}
+
 static PyObject *
 frames_serve(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
 {
@@ -273,36 +314,21 @@ frames_serve(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
     Input in = {NULL, 0, 0, 0};
     int failed = 0;
     for (;;) {
-        Py_ssize_t held = in.end - in.start;
-        Py_ssize_t size = -1;
-        if (held >= HEADER) {
-            const unsigned char *h = (const unsigned char *)in.buf + in.start;
-            size_t announced = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
-            if (announced > (size_t)loop.max_frame)
-                break; /* FrameTooLarge: the stream is corrupt, serving ends */
-            size = (Py_ssize_t)announced;
-            if (held < HEADER + size)
-                size = -size - 1; /* incomplete: need HEADER + announced bytes */
-        }
-        if (size < 0) {
-            Py_ssize_t need = size == -1 ? HEADER : HEADER - size - 1;
-            if (input_reserve(&in, need) < 0) {
+        Py_ssize_t need;
+        int whole = frame_held(&in, loop.max_frame, &need);
+        if (whole < 0)
+            break; /* FrameTooLarge: the stream is corrupt, serving ends */
+        if (!whole) {
+            Py_ssize_t got = input_fill(&in, in_fd, need);
+            if (got < 0)
                 failed = 1;
-                break;
-            }
-            Py_ssize_t got = read_some(in_fd, in.buf + in.end, (size_t)(in.cap - in.end));
-            if (got < 0) {
-                failed = 1;
-                break;
-            }
-            if (got == 0)
-                break; /* end of input */
-            in.end += got;
+            if (got <= 0)
+                break; /* an error, or end of input */
             continue;
         }
         const char *payload = in.buf + in.start + HEADER;
-        in.start += HEADER + size;
-        PyObject *reply = reply_to(&loop, payload, size);
+        in.start += need;
+        PyObject *reply = reply_to(&loop, payload, need - HEADER);
         PyObject *frame = reply == NULL ? NULL : frame_of(&loop, reply);
         Py_XDECREF(reply);
         if (frame == NULL || write_all(out_fd, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) < 0) {
@@ -349,24 +375,21 @@ round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double time
     Input in = {NULL, 0, 0, 0};
     int outcome = -1;
     for (;;) {
-        Py_ssize_t held = in.end - in.start, need = HEADER;
-        if (held >= HEADER) {
-            const unsigned char *h = (const unsigned char *)in.buf + in.start;
-            size_t announced = ((size_t)h[0] << 24) | ((size_t)h[1] << 16) | ((size_t)h[2] << 8) | h[3];
-            if (announced > (size_t)max_frame) {
-                outcome = OVERSIZED;
-                break;
-            }
-            need = HEADER + (Py_ssize_t)announced;
-            if (held >= need) {
-                *payload = PyBytes_FromStringAndSize(in.buf + in.start + HEADER, need - HEADER);
-                *rest = *payload == NULL ? NULL : PyBytes_FromStringAndSize(in.buf + in.start + need, held - need);
-                if (*rest == NULL)
-                    Py_CLEAR(*payload);
-                else
-                    outcome = OK;
-                break;
-            }
+        Py_ssize_t need;
+        int whole = frame_held(&in, max_frame, &need);
+        if (whole < 0) {
+            outcome = OVERSIZED;
+            break;
+        }
+        if (whole) {
+            const char *frame_start = in.buf + in.start;
+            *payload = PyBytes_FromStringAndSize(frame_start + HEADER, need - HEADER);
+            *rest = *payload == NULL ? NULL : PyBytes_FromStringAndSize(frame_start + need, in.end - in.start - need);
+            if (*rest == NULL)
+                Py_CLEAR(*payload);
+            else
+                outcome = OK;
+            break;
         }
         double remaining = deadline - monotonic_ms();
         if (remaining <= 0) {
@@ -387,16 +410,12 @@ round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double time
         }
         if (ready == 0)
             continue;
-        if (input_reserve(&in, need) < 0)
-            break;
-        Py_ssize_t got = read_some(in_fd, in.buf + in.end, (size_t)(in.cap - in.end));
-        if (got < 0)
-            break;
-        if (got == 0) {
-            outcome = DIED;
+        Py_ssize_t got = input_fill(&in, in_fd, need);
+        if (got <= 0) {
+            if (got == 0)
+                outcome = DIED;
             break;
         }
-        in.end += got;
     }
     PyMem_Free(in.buf);
     return outcome;
@@ -492,14 +511,10 @@ frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     }
     if (PyObject_SetAttr(reader, s_data, rest) < 0)
         goto unlock;
-    reply = PyMarshal_ReadObjectFromString(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload));
-    if (reply == NULL) {
-        if (!(PyErr_ExceptionMatches(PyExc_EOFError) || PyErr_ExceptionMatches(PyExc_ValueError)
-              || PyErr_ExceptionMatches(PyExc_TypeError)))
-            goto unlock;
-        PyErr_Clear(); /* answered as a malformed reply */
-        reply = Py_NewRef(Py_None);
-    }
+    int refused;
+    reply = loads(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), &refused);
+    if (reply == NULL && refused)
+        reply = Py_NewRef(Py_None); /* answered as a malformed reply */
 unlock:
     Py_XDECREF(returncode);
     Py_XDECREF(held);

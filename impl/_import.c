@@ -500,25 +500,6 @@ done:
     return key;
 }
 
-/* lock.acquire(False): 1 taken, 0 busy, -1 error. */
-static int
-try_lock(FastImport *self, PyObject *lock)
-{
-    PyObject *args[2] = {lock, Py_False};
-    PyObject *taken = PyObject_Vectorcall(self->acquire, args, 2, NULL);
-    if (taken == NULL)
-        return -1;
-    int got = taken == Py_True;
-    Py_DECREF(taken);
-    return got;
-}
-
-static int
-unlock(FastImport *self, PyObject *lock)
-{
-    return release_keeping_error(self->release, lock);
-}
-
 /* Csp._register and HandleTable.issue, for the usual case (see HandleTable.native_issue): under the CSP's lock
  * and the table's, both taken without blocking, the context still alive, the sequence's next handle usable.
  * 1 with *out the handle (or NULL with an error), 0 when any of that does not hold (nothing done: the CSP's
@@ -527,11 +508,11 @@ static int
 register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
 {
     *out = NULL;
-    int got = try_lock(self, self->csp_lock);
+    int got = acquire_nowait(self->acquire, self->csp_lock);
     if (got <= 0)
         return got < 0;
     int done = 0;
-    got = try_lock(self, self->table_lock);
+    got = acquire_nowait(self->acquire, self->table_lock);
     if (got < 0) {
         done = 1;
         goto unlock_csp;
@@ -587,12 +568,12 @@ register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
 unlock_table:
     Py_XDECREF(handle);
     Py_XDECREF(ready);
-    if (unlock(self, self->table_lock) < 0) {
+    if (release_keeping_error(self->release, self->table_lock) < 0) {
         Py_CLEAR(*out);
         done = 1;
     }
 unlock_csp:
-    if (unlock(self, self->csp_lock) < 0) {
+    if (release_keeping_error(self->release, self->csp_lock) < 0) {
         Py_CLEAR(*out);
         done = 1;
     }
