@@ -1,6 +1,7 @@
-"""The C extension only; everything else is in pyproject.toml, where setuptools still calls ext-modules
-experimental. Optional: without a C compiler or OpenSSL's headers the package installs without it and the CSP
-runs its Python data path (keyhandoff.impl.evp)."""
+"""The C extensions only; everything else is in pyproject.toml, where setuptools still calls ext-modules
+experimental. Both are optional: without a C compiler (or OpenSSL's headers, for _evp) the package installs
+without them, and the CSP runs its Python data path and import (keyhandoff.impl.evp) and the boundary its Python
+steps (keyhandoff.impl.boundary.native_frames)."""
 
 from setuptools import Extension, setup
 

@@ -34,7 +34,6 @@ median of the per-run ratios. Sections 2, 4 and 5 are measured once, best of 5.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import importlib.util
 import os
@@ -46,8 +45,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-import unittest.mock
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import ARC4
@@ -55,11 +53,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algori
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from timing import interleaved_best, machine_line, per_call, row
 
-from keyhandoff.impl import csp as csp_module
-from keyhandoff.impl import engines as engines_module
 from keyhandoff.impl.boundary import ChildProcess
 from keyhandoff.impl.builtin import BuiltinCsp
-from keyhandoff.impl.evp import native_evp
+from keyhandoff.impl.evp import native_evp, python_data_path
 from keyhandoff.impl.processes import ProcessCsp
 from keyhandoff.impl.rc4_state import native_rc4
 from keyhandoff.impl.xaes import NONCE_SIZE, Xaes256Gcm
@@ -133,16 +129,6 @@ def bench_encrypt(csp: BuiltinCsp, runs: int, home: str) -> None:
     finally:
         python_csp.close()
     bench_rc4_encrypt(csp, prov, runs)
-
-
-@contextlib.contextmanager
-def python_data_path() -> Iterator[None]:
-    """CSPs and keys made inside run on the pure-Python engines and fast path, as without the C extension."""
-    with (
-        unittest.mock.patch.object(engines_module, "native_evp", return_value=None),
-        unittest.mock.patch.object(csp_module, "native_evp", return_value=None),
-    ):
-        yield
 
 
 class _Record:

@@ -7,8 +7,8 @@ lockstep compares two derivations.
 * ``installation``: the installation directory, its secret and derived keys; ``sqlite_token``: the hardware
   token; ``token``: the Token protocol.
 * ``handles``: unguessable, never-reused handles; ``algorithms``: the algorithm table; ``engines``: live
-  ciphers; ``evp``: the C data path (``_evp.c``, optional at install); ``blobs``: PLAINTEXTKEYBLOB and the sealed
-  OPAQUEKEYBLOB; ``live_key``: one key's record.
+  ciphers; ``evp``: the C data path and import (``_evp.c``, ``_import.c``; optional at install); ``blobs``:
+  PLAINTEXTKEYBLOB and the sealed OPAQUEKEYBLOB; ``live_key``: one key's record.
 * ``csp``: :class:`Csp`, the CryptoAPI-shaped core; ``builtin``: :class:`BuiltinCsp`, the Target-shaped whole.
 """
 

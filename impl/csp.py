@@ -160,7 +160,8 @@ class Csp:
         self._installation = installation
         self._token = installation.token
         self._token_algorithms = frozenset(self._token.algorithms())
-        self._sealer = OpaqueSealer(installation.key(OPAQUE_PURPOSE))
+        sealing_key = installation.key(OPAQUE_PURPOSE)  # the Python sealer's, and the native import's below
+        self._sealer = OpaqueSealer(sealing_key)
         self._lock = threading.Lock()  # the table lock: provider liveness and membership
         self._closed = False  # set by close, under the table lock: no context is acquired afterwards
         self._handles: HandleTable[_Provider | LiveKey] = HandleTable(handle_space)
@@ -194,7 +195,7 @@ class Csp:
                 _Provider,
                 LiveKey,
                 threading.Lock,
-                installation.key(OPAQUE_PURPOSE),
+                sealing_key,
                 {
                     alg: (name, ALGORITHMS[alg].block, ALGORITHMS[alg].import_bytes, expand)
                     for alg, (name, expand) in block_cipher_specs().items()

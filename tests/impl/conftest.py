@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from keyhandoff.impl import csp as csp_module
-from keyhandoff.impl import engines
+from keyhandoff.impl import engines, evp
 from keyhandoff.impl.builtin import BuiltinCsp
 from keyhandoff.impl.evp import native_evp
 from keyhandoff.impl.rc4_state import native_rc4
@@ -53,8 +52,7 @@ def use_data_path(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
         if native_evp() is None:
             pytest.skip("the C extension keyhandoff.impl._evp was not built (a C compiler and OpenSSL's headers)")
     else:
-        monkeypatch.setattr(engines, "native_evp", lambda: None)
-        monkeypatch.setattr(csp_module, "native_evp", lambda: None)
+        monkeypatch.setattr(evp, "_turned_off", True)  # what evp.python_data_path sets, undone after the test
 
 
 @pytest.fixture(params=["c", "python"])
