@@ -4,7 +4,8 @@
  * update(), and docs/benchmarks.md measured that no Python (or C-calling-Python) fast path gets under three:
  * the interpreter's frames, attribute reads and the per-key lock cost more than the cipher. Here the whole
  * non-Final call on a live software AES or DES-family key is one C function: the handle-table lookup, the
- * key record's slots read directly, the key's lock taken without blocking, EVP_CipherUpdate, the register kept.
+ * key record's slots read directly, the key's lock found free (lock_free, _evp.h), EVP_CipherUpdate, the register
+ * kept, all without releasing the GIL.
  * Anything else (Final, a refusal, another engine, a contended lock, arguments of another type) goes to the
  * Python method given as the fallback, untouched, so every rule, code and order stays the Python CSP's.
  *
@@ -363,45 +364,27 @@ typedef struct {
     PyObject_HEAD
     PyObject *table;         /* the handle table's dict of live entries: handle -> LiveKey or provider */
     PyTypeObject *key_type;  /* LiveKey */
-    PyObject *lock_type;     /* type(threading.Lock()) */
-    PyObject *acquire;       /* its unbound acquire and release */
-    PyObject *release;
     PyObject *fallback[2];   /* the Python encrypt and decrypt (bound methods) */
     Py_ssize_t engine_off, mode_off, tombstone_off, lock_off;
 } FastCrypt;
 
 static PyTypeObject FastCryptType;
 
+PyObject *lock_type;
+static PyObject *lock_locked; /* _thread.LockType.locked, unbound */
+
+int
+lock_free(PyObject *lock)
+{
+    PyObject *held = PyObject_CallOneArg(lock_locked, lock);
+    if (held == NULL)
+        return -1;
+    int unheld = held == Py_False;
+    Py_DECREF(held);
+    return unheld;
+}
+
 /* The offset of a slot of `type` holding an object (an attrs slots class's field). */
-int
-acquire_nowait(PyObject *acquire, PyObject *lock)
-{
-    PyObject *args[2] = {lock, Py_False};
-    PyObject *taken = PyObject_Vectorcall(acquire, args, 2, NULL);
-    if (taken == NULL)
-        return -1;
-    int got = taken == Py_True;
-    Py_DECREF(taken);
-    return got;
-}
-
-int
-release_keeping_error(PyObject *release, PyObject *lock)
-{
-    PyObject *error_type, *error, *traceback;
-    PyErr_Fetch(&error_type, &error, &traceback); /* a C call must not begin with an error set */
-    PyObject *released = PyObject_Vectorcall(release, &lock, 1, NULL);
-    if (released == NULL) {
-        Py_XDECREF(error_type);
-        Py_XDECREF(error);
-        Py_XDECREF(traceback);
-        return -1;
-    }
-    Py_DECREF(released);
-    PyErr_Restore(error_type, error, traceback);
-    return 0;
-}
-
 Py_ssize_t
 slot_offset(PyTypeObject *type, const char *name)
 {
@@ -429,13 +412,17 @@ static PyObject *
 fast_crypt_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"table", "key_type", "lock_type", "encrypt", "decrypt", NULL};
-    PyObject *table, *key_type, *lock_type, *encrypt, *decrypt;
+    PyObject *table, *key_type, *key_lock_type, *encrypt, *decrypt;
     (void)type;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!O!O!OO:FastCrypt", kwlist, &PyDict_Type, &table, &PyType_Type,
-                                     &key_type, &PyType_Type, &lock_type, &encrypt, &decrypt))
+                                     &key_type, &PyType_Type, &key_lock_type, &encrypt, &decrypt))
         return NULL;
     if (!PyCallable_Check(encrypt) || !PyCallable_Check(decrypt)) {
         PyErr_SetString(PyExc_TypeError, "the fallbacks must be callable");
+        return NULL;
+    }
+    if (key_lock_type != lock_type) { /* lock_free knows what a _thread.lock's locked() means, nothing else's */
+        PyErr_SetString(PyExc_TypeError, "FastCrypt: the keys' locks are threading.Lock");
         return NULL;
     }
     PyTypeObject *kt = (PyTypeObject *)key_type;
@@ -445,23 +432,11 @@ fast_crypt_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     Py_ssize_t lock_off = tombstone_off < 0 ? -1 : slot_offset(kt, "lock");
     if (lock_off < 0)
         return NULL;
-    PyObject *acquire = PyObject_GetAttrString(lock_type, "acquire");
-    PyObject *release = acquire == NULL ? NULL : PyObject_GetAttrString(lock_type, "release");
-    if (release == NULL) {
-        Py_XDECREF(acquire);
-        return NULL;
-    }
     FastCrypt *self = PyObject_GC_New(FastCrypt, &FastCryptType);
-    if (self == NULL) {
-        Py_DECREF(acquire);
-        Py_DECREF(release);
+    if (self == NULL)
         return NULL;
-    }
     self->table = Py_NewRef(table);
     self->key_type = (PyTypeObject *)Py_NewRef(key_type);
-    self->lock_type = Py_NewRef(lock_type);
-    self->acquire = acquire;
-    self->release = release;
     self->fallback[0] = Py_NewRef(encrypt);
     self->fallback[1] = Py_NewRef(decrypt);
     self->engine_off = engine_off;
@@ -477,9 +452,6 @@ fast_crypt_traverse(FastCrypt *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->table);
     Py_VISIT(self->key_type);
-    Py_VISIT(self->lock_type);
-    Py_VISIT(self->acquire);
-    Py_VISIT(self->release);
     Py_VISIT(self->fallback[0]);
     Py_VISIT(self->fallback[1]);
     return 0;
@@ -490,9 +462,6 @@ fast_crypt_clear(FastCrypt *self)
 {
     Py_CLEAR(self->table);
     Py_CLEAR(self->key_type);
-    Py_CLEAR(self->lock_type);
-    Py_CLEAR(self->acquire);
-    Py_CLEAR(self->release);
     Py_CLEAR(self->fallback[0]);
     Py_CLEAR(self->fallback[1]);
     return 0;
@@ -520,15 +489,15 @@ fast_crypt_try(FastCrypt *self, PyObject *key, PyObject *data, int decrypt, PyOb
     if (Py_TYPE(entry) != self->key_type)
         return 0; /* a provider handle, or a record of another kind */
     PyObject *lock = SLOT(entry, self->lock_off);
-    if (lock == NULL || (PyObject *)Py_TYPE(lock) != self->lock_type)
+    if (lock == NULL || (PyObject *)Py_TYPE(lock) != lock_type)
         return 0;
     Py_INCREF(entry);
     Py_INCREF(lock);
-    /* Not blocking: a key busy in another thread goes to the fallback, which waits for it. */
-    int taken = acquire_nowait(self->acquire, lock);
-    int ran = taken < 0;
-    if (taken > 0) {
-        /* Under the key's lock: the record cannot change until release. */
+    /* A key busy in another thread goes to the fallback, which waits for it. From here to the end of the
+     * section: no GIL release, no Python code, no collection (see lock_free); the record cannot change. */
+    int unheld = lock_free(lock);
+    int ran = unheld < 0;
+    if (unheld > 0) {
         PyObject *engine = SLOT(entry, self->engine_off);
         PyObject *mode_obj = SLOT(entry, self->mode_off);
         PyObject *tombstone = SLOT(entry, self->tombstone_off);
@@ -539,18 +508,13 @@ fast_crypt_try(FastCrypt *self, PyObject *key, PyObject *data, int decrypt, PyOb
             int overflow = 0;
             long mode = PyLong_AsLongAndOverflow(mode_obj, &overflow);
             int index = overflow ? -1 : mode_index(mode);
-            /* The rules' non-refusing case: a live key, non-empty whole blocks, a usable mode. */
+            /* The rules' non-refusing case: a live key, non-empty whole blocks, a usable mode. The engine is
+             * the record's (held by entry): no reference of its own is needed. */
             if (index >= 0 && len > 0 && len % cipher->block == 0 && !cipher->wiped) {
-                Py_INCREF(engine);
                 *out = block_cipher_crypt(cipher, index, (const unsigned char *)PyBytes_AS_STRING(data), len,
                                           decrypt);
-                Py_DECREF(engine);
                 ran = 1;
             }
-        }
-        if (release_keeping_error(self->release, lock) < 0) {
-            Py_CLEAR(*out);
-            ran = 1;
         }
     }
     Py_DECREF(lock);
@@ -618,13 +582,100 @@ static PyTypeObject FastCryptType = {
     .tp_new = fast_crypt_tp_new,
 };
 
+/* --- feistel: HandleSequence.permute ------------------------------------------------------------------- */
+
+/* keyhandoff.impl.handles.HandleSequence.permute's Feistel network for `count` consecutive counters from
+ * `start`, each round's function the low `half` bits of the first four little-endian bytes of round(block),
+ * block = the right half as a 16-byte little-endian slot (`rounds`: the AES-ECB encryptors' update, called once
+ * per round for all the slots). The same arithmetic as the Python, which packs the slots in one integer: its
+ * conversions between integers and bytes cost about 500 ns a handle, one every 512 issued handles a refill of
+ * a quarter of a millisecond inside an import (docs/benchmarks.md, section 3). */
+static PyObject *
+evp_feistel(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    unsigned long long start;
+    Py_ssize_t count;
+    PyObject *rounds;
+    int half;
+    if (!PyArg_ParseTuple(args, "KnOi:feistel", &start, &count, &rounds, &half))
+        return NULL;
+    if (count < 1 || count > (1 << 16) || half < 1 || half > 31 || start > ~0ULL - (unsigned long long)count) {
+        PyErr_SetString(PyExc_ValueError, "feistel: 1..65536 counters, halves of 1..31 bits");
+        return NULL;
+    }
+    PyObject *fns = PySequence_Fast(rounds, "feistel: rounds must be a sequence");
+    if (fns == NULL)
+        return NULL;
+    const unsigned long mask = (1UL << half) - 1;
+    unsigned long *left = PyMem_Calloc((size_t)count * 2, sizeof *left);
+    PyObject *result = NULL;
+    if (left == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    unsigned long *right = left + count;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        unsigned long long counter = start + (unsigned long long)i;
+        left[i] = (unsigned long)(counter >> half) & mask;
+        right[i] = (unsigned long)counter & mask;
+    }
+    for (Py_ssize_t r = 0; r < PySequence_Fast_GET_SIZE(fns); r++) {
+        PyObject *in = PyBytes_FromStringAndSize(NULL, count * 16);
+        if (in == NULL)
+            goto done;
+        unsigned char *slot = (unsigned char *)PyBytes_AS_STRING(in);
+        memset(slot, 0, (size_t)count * 16);
+        for (Py_ssize_t i = 0; i < count; i++, slot += 16) {
+            for (int b = 0; b < 4; b++)
+                slot[b] = (unsigned char)(right[i] >> (8 * b));
+        }
+        PyObject *out = PyObject_CallOneArg(PySequence_Fast_GET_ITEM(fns, r), in);
+        Py_DECREF(in);
+        if (out == NULL)
+            goto done;
+        if (!PyBytes_Check(out) || PyBytes_GET_SIZE(out) != count * 16) {
+            Py_DECREF(out);
+            PyErr_SetString(PyExc_ValueError, "feistel: a round must give one 16-byte block per counter");
+            goto done;
+        }
+        const unsigned char *mixed = (const unsigned char *)PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < count; i++, mixed += 16) {
+            unsigned long f = ((unsigned long)mixed[0] | (unsigned long)mixed[1] << 8 | (unsigned long)mixed[2] << 16
+                               | (unsigned long)mixed[3] << 24) & mask;
+            unsigned long next = left[i] ^ f;
+            left[i] = right[i];
+            right[i] = next;
+        }
+        Py_DECREF(out);
+    }
+    result = PyList_New(count);
+    for (Py_ssize_t i = 0; result != NULL && i < count; i++) {
+        PyObject *handle = PyLong_FromUnsignedLongLong((unsigned long long)left[i] << half | right[i]);
+        if (handle == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, i, handle);
+    }
+done:
+    PyMem_Free(left);
+    Py_DECREF(fns);
+    return result;
+}
+
 /* --- the module ---------------------------------------------------------------------------------------- */
+
+static PyMethodDef evp_methods[] = {
+    {"feistel", evp_feistel, METH_VARARGS,
+     "feistel(start, count, rounds, half): HandleSequence.permute's network for count counters from start."},
+    {NULL, NULL, 0, NULL},
+};
 
 static struct PyModuleDef evp_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "keyhandoff.impl._evp",
-    .m_doc = "Block-cipher engines and the CSP's per-call fast path on libcrypto's EVP.",
+    .m_doc = "Block-cipher engines, the CSP's per-call fast path and import, the handle permutation, on EVP.",
     .m_size = -1,
+    .m_methods = evp_methods,
 };
 
 PyMODINIT_FUNC
@@ -640,6 +691,14 @@ PyInit__evp(void)
     }
     if (PyType_Ready(&BlockCipherType) < 0 || PyType_Ready(&FastCryptType) < 0 || fast_import_ready() < 0)
         return NULL;
+    if (lock_type == NULL) {
+        PyObject *thread = PyImport_ImportModule("_thread");
+        lock_type = thread == NULL ? NULL : PyObject_GetAttrString(thread, "LockType");
+        Py_XDECREF(thread);
+        lock_locked = lock_type == NULL ? NULL : PyObject_GetAttrString(lock_type, "locked");
+        if (lock_locked == NULL)
+            return NULL;
+    }
     PyObject *module = PyModule_Create(&evp_module);
     if (module == NULL)
         return NULL;

@@ -28,11 +28,18 @@ int block_cipher_family(const char *name, Py_ssize_t key_len);
 BlockCipher *block_cipher_new(int family, const unsigned char *key, const unsigned char *reg);
 /* The offset of a writable object slot `name` of `type` (an attrs slots class's field), or -1 with TypeError. */
 Py_ssize_t slot_offset(PyTypeObject *type, const char *name);
-/* acquire(lock, False) (the lock type's unbound acquire): 1 taken, 0 held elsewhere, -1 with an error. */
-int acquire_nowait(PyObject *acquire, PyObject *lock);
-/* release(lock) (the lock type's unbound release) with the caller's error, if one is set, kept aside and
- * restored: 0; or -1 with release's own error (the caller's dropped). */
-int release_keeping_error(PyObject *release, PyObject *lock);
+/* _thread.LockType (threading.Lock's type), set at module init: the only lock type lock_free reads. */
+extern PyObject *lock_type;
+/* Whether `lock` (a _thread.lock) is free: 1; 0 when a thread holds it; -1 with an error.
+ *
+ * The fast paths check their locks instead of taking them, under one rule: between the check and the end of
+ * its section, a fast path neither releases the GIL nor runs Python code nor triggers a collection (no
+ * GC-tracked allocation, no reference dropped that could be an object's last). Under the GIL the section is
+ * then atomic: a free lock means no Python thread is inside a section of its own, and none can enter before
+ * this one ends (a thread whose blocking acquire has just succeeded marks the lock held only once it has the
+ * GIL again). Taking and releasing a lock through its methods costs more than the section it guards (argument
+ * parsing, the clock, two method calls: docs/benchmarks.md, section 3). */
+int lock_free(PyObject *lock);
 /* PyType_Ready for FastImport, and its libcrypto ciphers fetched. 0, or -1 with an error. */
 int fast_import_ready(void);
 

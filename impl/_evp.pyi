@@ -1,8 +1,11 @@
 # The C extension impl/_evp.c (see keyhandoff.impl.evp).
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final
 
 OPENSSL_VERSION: Final[str]
+
+def feistel(start: int, count: int, rounds: Sequence[Callable[[bytes], bytes]], half: int, /) -> list[int]:
+    """``HandleSequence.permute``'s Feistel network for ``count`` counters from ``start``."""
 
 class BlockCipher:
     """A live AES or DES-EDE3 engine (``keyhandoff.impl.engines.Engine``) on libcrypto's EVP."""

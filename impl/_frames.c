@@ -12,7 +12,8 @@
  * the same replies ("ok", value) / ("err", code, operation) / ("crash", type name), the same methods (looked
  * up through the Python dispatcher's `method`, which decides what may be called), the same end (end of input,
  * or a frame header announcing more than MAX_FRAME). tests/impl/test_frames.py runs both loops on the same
- * requests. The GIL is released only around read(2) and write(2). */
+ * requests. The GIL is released only around read(2), write(2) and poll(2), and only when another thread could
+ * use it (see `alone`). */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -35,15 +36,40 @@ typedef struct {
     PyObject *cache; /* name -> callable, for names method() answered */
 } Loop;
 
-/* read(2) with the GIL released; EINTR retried unless a signal handler raised. -1 with an error set. */
+/* Whether the calling thread is the only thread of the only interpreter. Then a blocking system call may keep
+ * the GIL: no other thread could take it, and handing it over and back costs two mutexes and a condition
+ * variable each way, a tenth of a request's work and a good share of the code it touches after a wake
+ * (docs/benchmarks.md, section 3). A Python thread can only be started by code holding the GIL, so the check,
+ * made before each call, cannot miss one; a foreign thread that attaches meanwhile waits for the call. Signals
+ * still interrupt the call (EINTR), and their handlers run as before. */
+static int
+alone(void)
+{
+    PyThreadState *self = PyThreadState_Get();
+    PyInterpreterState *interp = PyThreadState_GetInterpreter(self);
+    return PyInterpreterState_Head() == interp && PyInterpreterState_Next(interp) == NULL
+           && PyInterpreterState_ThreadHead(interp) == self && PyThreadState_Next(self) == NULL;
+}
+
+/* `call` (a system call's statement), with the GIL released unless this thread is alone. */
+#define BLOCKING(call)                                                                                            \
+    do {                                                                                                          \
+        if (alone()) {                                                                                            \
+            call;                                                                                                 \
+        }                                                                                                         \
+        else {                                                                                                    \
+            Py_BEGIN_ALLOW_THREADS call;                                                                          \
+            Py_END_ALLOW_THREADS                                                                                  \
+        }                                                                                                         \
+    } while (0)
+
+/* read(2) (see BLOCKING); EINTR retried unless a signal handler raised. -1 with an error set. */
 static Py_ssize_t
 read_some(int fd, char *buf, size_t size)
 {
     for (;;) {
         Py_ssize_t got;
-        Py_BEGIN_ALLOW_THREADS
-        got = read(fd, buf, size);
-        Py_END_ALLOW_THREADS
+        BLOCKING(got = read(fd, buf, size));
         if (got >= 0)
             return got;
         if (errno != EINTR) {
@@ -62,9 +88,7 @@ write_frame(int fd, const char *data, Py_ssize_t len)
 {
     while (len > 0) {
         Py_ssize_t put;
-        Py_BEGIN_ALLOW_THREADS
-        put = write(fd, data, (size_t)len);
-        Py_END_ALLOW_THREADS
+        BLOCKING(put = write(fd, data, (size_t)len));
         if (put < 0) {
             if (errno != EINTR)
                 return -2;
@@ -154,7 +178,11 @@ reply_to(Loop *loop, const char *payload, Py_ssize_t size)
     PyObject *result = PyObject_Call(func, PyTuple_GET_ITEM(request, 1), PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
     Py_DECREF(func);
     if (result != NULL) {
-        reply = Py_BuildValue("(sN)", "ok", result);
+        /* A new "ok" each time, as Py_BuildValue made it, without parsing a format per request. */
+        PyObject *ok = PyUnicode_FromStringAndSize("ok", 2);
+        reply = ok == NULL ? NULL : PyTuple_Pack(2, ok, result);
+        Py_XDECREF(ok);
+        Py_DECREF(result);
         goto done;
     }
     if (!PyErr_ExceptionMatches(PyExc_Exception))
@@ -398,9 +426,7 @@ round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double time
         }
         struct pollfd waiting = {.fd = in_fd, .events = POLLIN, .revents = 0};
         int ready;
-        Py_BEGIN_ALLOW_THREADS
-        ready = poll(&waiting, 1, remaining > 2e9 ? 2000000000 : (int)remaining + 1);
-        Py_END_ALLOW_THREADS
+        BLOCKING(ready = poll(&waiting, 1, remaining > 2e9 ? 2000000000 : (int)remaining + 1));
         if (ready < 0) {
             if (errno == EINTR && PyErr_CheckSignals() == 0)
                 continue;

@@ -74,7 +74,6 @@ typedef struct {
     PyObject *dead;             /* its recent dead entries (an OrderedDict) */
     PyObject *sequence;         /* its HandleSequence (ready: the next handles, last first) */
     PyObject *table_lock, *csp_lock; /* HandleTable._lock, Csp._lock */
-    PyObject *acquire, *release; /* the lock type's unbound acquire and release */
     unsigned long long space;   /* the table's space bits, above the permuted 60 */
     Py_ssize_t keys_off;        /* the provider record's `keys` slot (the handles it owns) */
     PyTypeObject *provider_type;
@@ -103,8 +102,6 @@ fast_import_traverse(FastImport *self, visitproc visit, void *arg)
     Py_VISIT(self->sequence);
     Py_VISIT(self->table_lock);
     Py_VISIT(self->csp_lock);
-    Py_VISIT(self->acquire);
-    Py_VISIT(self->release);
     Py_VISIT(self->provider_type);
     Py_VISIT(self->key_type);
     Py_VISIT(self->new_lock);
@@ -126,8 +123,6 @@ fast_import_clear(FastImport *self)
     Py_CLEAR(self->sequence);
     Py_CLEAR(self->table_lock);
     Py_CLEAR(self->csp_lock);
-    Py_CLEAR(self->acquire);
-    Py_CLEAR(self->release);
     Py_CLEAR(self->provider_type);
     Py_CLEAR(self->key_type);
     Py_CLEAR(self->new_lock);
@@ -235,6 +230,32 @@ key_fields(PyTypeObject *key_type, Py_ssize_t *offsets)
     return 0;
 }
 
+/* Whether obj.name is a plain attribute: read and written by the generic functions, with no descriptor on the
+ * type but a slot's (so no Python code runs for it, as lock_free's rule asks). 0, or -1 with TypeError. */
+static int
+plain_attribute(PyObject *obj, PyObject *name)
+{
+    PyTypeObject *type = Py_TYPE(obj);
+    int plain = type->tp_getattro == PyObject_GenericGetAttr && type->tp_setattro == PyObject_GenericSetAttr;
+    if (plain) {
+        PyObject *on_type = PyObject_GetAttr((PyObject *)type, name);
+        if (on_type == NULL) {
+            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                return -1;
+            PyErr_Clear();
+        }
+        else {
+            plain = Py_IS_TYPE(on_type, &PyMemberDescr_Type);
+            Py_DECREF(on_type);
+        }
+    }
+    if (!plain) {
+        PyErr_Format(PyExc_TypeError, "FastImport: %s.%U is not a plain attribute", type->tp_name, name);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 fast_import_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
@@ -261,10 +282,12 @@ fast_import_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     unsigned long long space = PyLong_AsUnsignedLongLong(space_obj);
     if (space == (unsigned long long)-1 && PyErr_Occurred())
         goto fail;
-    if (Py_TYPE(table_lock) != Py_TYPE(csp_lock)) {
-        PyErr_SetString(PyExc_TypeError, "FastImport: the table's lock and the CSP's are of one type");
+    if ((PyObject *)Py_TYPE(table_lock) != lock_type || (PyObject *)Py_TYPE(csp_lock) != lock_type) {
+        PyErr_SetString(PyExc_TypeError, "FastImport: the table's lock and the CSP's are threading.Lock");
         goto fail;
     }
+    if (plain_attribute(handles, s_issued) < 0 || plain_attribute(sequence, s_ready) < 0)
+        goto fail;
     if (seal_key.len != 32 || !PyCallable_Check(new_lock) || !PyCallable_Check(reg) || !PyCallable_Check(fallback)
         || PyDict_GET_SIZE(ciphers) > MAX_CIPHERS) {
         PyErr_SetString(PyExc_ValueError,
@@ -280,8 +303,6 @@ fast_import_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->sequence = Py_NewRef(sequence);
     self->table_lock = Py_NewRef(table_lock);
     self->csp_lock = Py_NewRef(csp_lock);
-    self->acquire = PyObject_GetAttrString((PyObject *)Py_TYPE(csp_lock), "acquire");
-    self->release = PyObject_GetAttrString((PyObject *)Py_TYPE(csp_lock), "release");
     self->space = space;
     self->provider_type = (PyTypeObject *)Py_NewRef(provider_type);
     self->key_type = (PyTypeObject *)Py_NewRef(key_type);
@@ -296,8 +317,6 @@ fast_import_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->gcm_ready = 0;
     memset(self->k1, 0, sizeof self->k1);
     PyObject_GC_Track(self);
-    if (self->acquire == NULL || self->release == NULL)
-        goto fail;
     if (self->kdf == NULL || self->gcm == NULL) {
         PyErr_NoMemory();
         goto fail;
@@ -500,53 +519,50 @@ done:
     return key;
 }
 
-/* Csp._register and HandleTable.issue, for the usual case (see HandleTable.native_issue): under the CSP's lock
- * and the table's, both taken without blocking, the context still alive, the sequence's next handle usable.
+/* Csp._register and HandleTable.issue, for the usual case (see HandleTable.native_issue): the CSP's lock and the
+ * table's both free (lock_free), the context still alive, the sequence's next handle usable.
  * 1 with *out the handle (or NULL with an error), 0 when any of that does not hold (nothing done: the CSP's
  * own registration runs, and waits, refills, skips or kills the key as it must). */
 static int
 register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
 {
     *out = NULL;
-    int got = acquire_nowait(self->acquire, self->csp_lock);
-    if (got <= 0)
-        return got < 0;
-    int done = 0;
-    got = acquire_nowait(self->acquire, self->table_lock);
-    if (got < 0) {
-        done = 1;
-        goto unlock_csp;
-    }
-    if (!got)
-        goto unlock_csp;
+    int unheld = lock_free(self->csp_lock);
+    if (unheld > 0)
+        unheld = lock_free(self->table_lock);
+    if (unheld <= 0)
+        return unheld < 0;
+    /* From here to the end: no GIL release, no Python code, no collection (see lock_free). The attributes are
+     * plain (checked at construction), the keys exact ints, the values dropped ints. */
     PyObject *provider = PyDict_GetItemWithError(self->table, prov);
     PyObject *ready = PyObject_GetAttr(self->sequence, s_ready);
-    PyObject *handle = NULL;
     Py_ssize_t n = ready != NULL && PyList_CheckExact(ready) ? PyList_GET_SIZE(ready) : 0;
+    PyObject *handle = NULL;
+    int done = 0;
     if (PyErr_Occurred()) {
         done = 1;
-        goto unlock_table;
+        goto end;
     }
     if (provider == NULL || Py_TYPE(provider) != self->provider_type || SLOT(provider, self->alive_off) != Py_True
         || n == 0)
-        goto unlock_table;
+        goto end;
     unsigned long long low = PyLong_AsUnsignedLongLong(PyList_GET_ITEM(ready, n - 1));
     if (low == (unsigned long long)-1 && PyErr_Occurred()) {
         done = 1;
-        goto unlock_table;
+        goto end;
     }
     handle = PyLong_FromUnsignedLongLong(self->space | low);
     if (handle == NULL) {
         done = 1;
-        goto unlock_table;
+        goto end;
     }
     int live = PyDict_Contains(self->table, handle), dead = live ? 0 : PyDict_Contains(self->dead, handle);
     if (live < 0 || dead < 0) {
         done = 1;
-        goto unlock_table;
+        goto end;
     }
     if (live || dead || (self->space | low) == 0)
-        goto unlock_table;
+        goto end;
     PyObject *keys = SLOT(provider, self->keys_off);
     PyObject *issued = PyObject_GetAttr(self->handles, s_issued);
     long long count = issued == NULL ? -1 : PyLong_AsLongLong(issued);
@@ -557,7 +573,7 @@ register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
         if (!PyErr_Occurred())
             PyErr_SetString(PyExc_TypeError, "FastImport: a context's keys are a set");
         Py_XDECREF(counted);
-        goto unlock_table;
+        goto end;
     }
     /* The table's writes, in issue's order, then the context's (Csp._register). */
     int stored = PySequence_DelItem(ready, n - 1) == 0 && PyDict_SetItem(self->table, handle, key) == 0
@@ -565,18 +581,9 @@ register_here(FastImport *self, PyObject *key, PyObject *prov, PyObject **out)
     Py_DECREF(counted);
     if (stored)
         *out = Py_NewRef(handle);
-unlock_table:
+end:
     Py_XDECREF(handle);
     Py_XDECREF(ready);
-    if (release_keeping_error(self->release, self->table_lock) < 0) {
-        Py_CLEAR(*out);
-        done = 1;
-    }
-unlock_csp:
-    if (release_keeping_error(self->release, self->csp_lock) < 0) {
-        Py_CLEAR(*out);
-        done = 1;
-    }
     return done;
 }
 

@@ -659,7 +659,8 @@ class Csp:
     # (HandleTable.lookup); the key's own lock is held for the run, as _live holds it. The tests in
     # tests/impl/test_fast_path.py (fast and full path agree) and the lockstep machine hold it to that.
     # With the C extension, the same fast path for a key with a C engine runs in C first (impl/_evp.c, installed
-    # in __init__): the same checks, the lock taken without blocking; these methods are its fallback.
+    # in __init__): the same checks, the key's lock found free and the run atomic under the GIL (lock_free in
+    # impl/_evp.h); these methods are its fallback.
 
     def _crypt(self, key: int, data: bytes, final: bool, *, decrypt: bool) -> bytes:
         """The shared rules, in this order: dead key NTE_BAD_KEY; an HMAC-only key NTE_BAD_KEY; a deleted token

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +14,23 @@ from keyhandoff.model.errors import CryptError
 
 class Echo:
     """Answers, refuses, crashes, hangs or dies on request."""
+
+    def __init__(self) -> None:
+        self._stamps: list[float] = []
+
+    def start_ticker(self) -> None:
+        """A thread of this process noting the time every 10 ms, for as long as the process lives (each note
+        needs the GIL)."""
+
+        def tick() -> None:
+            while True:
+                time.sleep(0.01)
+                self._stamps.append(time.monotonic())
+
+        threading.Thread(target=tick, daemon=True).start()
+
+    def stamps(self) -> list[float]:
+        return list(self._stamps)
 
     def echo(self, value: object) -> object:
         return value

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import threading
 import weakref
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from types import ModuleType
 
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
-from cryptography.hazmat.primitives.ciphers import algorithms
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -267,6 +268,45 @@ def test_a_busy_key_is_waited_for(evp: ModuleType, tmp_path: Path) -> None:
         assert answers == [csp.encrypt(reference, bytes(16), False)]
 
 
+def test_threads_share_a_key_between_the_c_and_python_paths(evp: ModuleType, tmp_path: Path) -> None:
+    """6 threads advance one AES-CBC key at once, half through C (bytes) and half through the Python fast path
+    (a bytearray, which C hands on): C finds the key's lock free and runs its whole step under the GIL, Python
+    holds the lock for its step. Every ciphertext block is the next block of one chain, none twice, none lost:
+    exactly what a single thread encrypting the same zeros gets."""
+    key_bytes, per_thread, threads = bytes(range(16)), 300, 6
+    with BuiltinCsp(tmp_path / "home") as csp:
+        prov = csp.acquire("secure")
+        key = csp.import_key(prov, plaintext_blob(w.CALG_AES_128, key_bytes))
+        iv = csp.get_key_param(key, w.KP_IV)
+        assert isinstance(iv, bytes)
+        produced: list[list[bytes]] = [[] for _ in range(threads)]
+        start = threading.Barrier(threads)
+
+        def worker(index: int) -> None:
+            data: bytes | bytearray = bytes(16) if index % 2 else bytearray(16)
+            start.wait()
+            for _ in range(per_thread):
+                produced[index].append(csp.encrypt(key, data, False))  # type: ignore[arg-type]
+
+        workers = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as the interpreter can: mid-step in Python
+        try:
+            for thread in workers:
+                thread.start()
+            for thread in workers:
+                thread.join()
+        finally:
+            sys.setswitchinterval(interval)
+        encryptor = Cipher(algorithms.AES(key_bytes), modes.CBC(iv)).encryptor()
+        chain = encryptor.update(bytes(16 * per_thread * threads))
+        blocks = [chain[i : i + 16] for i in range(0, len(chain), 16)]
+        assert sorted(b for made in produced for b in made) == sorted(blocks)
+        for made in produced:  # each thread sees its own blocks in chain order
+            assert [blocks.index(b) for b in made] == sorted(blocks.index(b) for b in made)
+        assert csp.inspect(key).register == blocks[-1]
+
+
 def test_the_fast_path_goes_with_its_csp(evp: ModuleType, tmp_path: Path) -> None:
     """The CSP and its FastCrypt refer to each other: the cycle is collected."""
     with Installation(tmp_path / "home") as installation:
@@ -291,6 +331,8 @@ def test_fast_crypt_refuses_what_it_cannot_read(evp: ModuleType) -> None:
         evp.FastCrypt([], LiveKey, lock_type, print, print)
     with pytest.raises(TypeError, match="callable"):
         evp.FastCrypt({}, LiveKey, lock_type, None, print)
+    with pytest.raises(TypeError, match=r"threading\.Lock"):  # it reads what a _thread.lock's locked() means
+        evp.FastCrypt({}, LiveKey, type(threading.RLock()), print, print)
 
 
 def test_under_ci_the_c_data_path_is_built() -> None:

@@ -20,6 +20,7 @@ from keyhandoff.impl import csp as csp_module
 from keyhandoff.impl.blobs import OPAQUE_PURPOSE
 from keyhandoff.impl.csp import Csp
 from keyhandoff.impl.evp import native_evp
+from keyhandoff.impl.handles import HandleTable
 from keyhandoff.impl.installation import Installation
 from keyhandoff.impl.live_key import LiveKey
 from keyhandoff.impl.xaes import Xaes256Gcm
@@ -316,6 +317,23 @@ def test_a_busy_csp_lock_waits_for_its_holder(pair: Pair) -> None:
     csp.release(prov)
 
 
+def test_a_busy_handle_table_waits_for_its_holder(pair: Pair) -> None:
+    """Another thread holding the handle table's lock (issuing, or retiring a handle): the native registration
+    steps aside and the table's own issue waits."""
+    csp = pair.fast
+    prov = csp.acquire("app")
+    answers: list[int] = []
+    with csp._handles._lock:
+        worker = threading.Thread(target=lambda: answers.append(csp.import_key(prov, pair.blobs[0])))
+        worker.start()
+        worker.join(0.2)
+        assert worker.is_alive()  # waiting for the lock
+    worker.join(10)
+    assert len(answers) == 1
+    assert csp._handles.get(answers[0]) is not None
+    csp.release(prov)
+
+
 def test_a_context_released_while_importing_kills_the_key(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
     """A context that dies between the import's checks and its handle (another thread releases it while Python
     code runs mid-import: here a key expansion, as the DES family's are) gives NTE_BAD_UID, and the key dies
@@ -368,6 +386,10 @@ def test_fast_import_refuses_what_it_cannot_serve(pair: Pair) -> None:
     class Record:
         __slots__ = ("alg", "provider")
 
+    class Watched(HandleTable[Any]):
+        def __setattr__(self, name: str, value: object) -> None:
+            super().__setattr__(name, value)
+
     for change, error in [
         ({"seal_key": bytes(16)}, ValueError),
         ({"register": None}, ValueError),
@@ -378,6 +400,7 @@ def test_fast_import_refuses_what_it_cannot_serve(pair: Pair) -> None:
         ({"provider_type": Record}, TypeError),
         ({"handles": object()}, AttributeError),
         ({"csp_lock": threading.RLock()}, TypeError),
+        ({"handles": Watched(1)}, TypeError),  # Python code would run in the registration's atomic section
     ]:
         with pytest.raises(error):
             evp.FastImport(**{**good, **change})

@@ -8,6 +8,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
@@ -241,6 +242,44 @@ def test_a_child_process_serves_with_the_c_loop(monkeypatch: pytest.MonkeyPatch)
         finally:
             proc.close()
     assert answers == [["c", b"x", 7], ["python", b"x", 7]]
+
+
+@pytest.mark.parametrize("setting", ["1", "0"], ids=["c", "python"])
+def test_other_threads_run_while_a_loop_or_a_call_waits(setting: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ends keep the GIL through their system calls only while their thread is the process's only one:
+    a thread started in the app process runs while its loop waits for the next request, and a thread of this
+    process runs while a call waits for its reply."""
+    from tests.impl.test_boundary import ROOT, SPEC
+
+    if setting == "0":
+        monkeypatch.setattr(boundary, "native_frames", lambda: None)
+    proc = boundary.ChildProcess([SPEC], env={"PYTHONPATH": ROOT, "KEYHANDOFF_NATIVE_FRAMES": setting}, timeout=10)
+    stamps: list[float] = []
+    stop = threading.Event()
+
+    def tick() -> None:  # a note every 10 ms, each taken with the GIL
+        while not stop.wait(0.01):
+            stamps.append(time.monotonic())
+
+    try:
+        assert proc.call("serving_loop") == ("c" if setting == "1" else "python")
+        proc.call("start_ticker")
+        start = time.monotonic()
+        time.sleep(0.5)  # the app process's loop waits in read(2) meanwhile
+        noted = proc.call("stamps")
+        assert isinstance(noted, list)
+        assert len([t for t in noted if start < t < start + 0.5]) >= 10  # about 50
+        thread = threading.Thread(target=tick)
+        thread.start()
+        try:
+            start = time.monotonic()
+            proc.call("hang", 0.5)  # this process waits in poll(2) meanwhile
+            assert len([t for t in stamps if start < t < start + 0.5]) >= 10
+        finally:
+            stop.set()
+            thread.join()
+    finally:
+        proc.close()
 
 
 # A server of its own (``program``): for each request it writes what the parent's call must cope with, in
