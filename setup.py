@@ -14,6 +14,11 @@ setup(
             libraries=["crypto"],
             optional=True,
         ),
-        Extension("keyhandoff.impl._frames", sources=["impl/_frames.c"], optional=True),
+        Extension(
+            "keyhandoff.impl._frames",
+            sources=["impl/_frames.c", "impl/_codec.c"],
+            depends=["impl/_codec.h"],
+            optional=True,
+        ),
     ]
 )

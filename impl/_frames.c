@@ -19,6 +19,8 @@
 #include <Python.h>
 #include <marshal.h>
 
+#include "_codec.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
@@ -28,12 +30,23 @@
 #define HEADER 4
 #define READ_SIZE (1 << 16)
 
+/* The callables of the names a request read by impl/_codec.c named, found by the name's bytes. */
+#define NAMED 16
+#define NAME_BYTES 32
+#define MAX_ARGS 8 /* a request with more arguments goes through marshal */
+
 typedef struct {
     PyObject *method;      /* the dispatcher's method(name) -> callable or None */
     PyObject *crypt_error; /* keyhandoff.model.errors.CryptError */
     PyObject *unserialisable, *too_large; /* the prebuilt frames child.py sends for either case */
     Py_ssize_t max_frame;
     PyObject *cache; /* name -> callable, for names method() answered */
+    struct {
+        unsigned char len;
+        char name[NAME_BYTES];
+        PyObject *func;
+    } named[NAMED];
+    int n_named;
 } Loop;
 
 /* Whether the calling thread is the only thread of the only interpreter. Then a blocking system call may keep
@@ -151,50 +164,23 @@ method_for(Loop *loop, PyObject *name)
     return func;
 }
 
-/* child.py's _Dispatcher.reply: the reply tuple for one request payload (new reference), or NULL for an
- * exception that is not the call's to report (it ends the loop, as it would end child.py's). */
+/* The reply tuple for the exception the call raised: ("err", code, operation) for a CryptError, ("crash", its
+ * type's name) for another Exception (never its message, which could carry data). New reference; NULL for an
+ * exception that is not the call's to report (KeyboardInterrupt, SystemExit: it ends the loop, as it would end
+ * child.py's), left set. */
 static PyObject *
-reply_to(Loop *loop, const char *payload, Py_ssize_t size)
+refusal(Loop *loop)
 {
-    int refused;
-    PyObject *request = loads(payload, size, &refused);
-    if (request == NULL)
-        return refused ? crash("MalformedRequest") : NULL;
-    PyObject *reply = NULL;
-    if (!PyTuple_CheckExact(request) || PyTuple_GET_SIZE(request) != 3
-        || !PyTuple_CheckExact(PyTuple_GET_ITEM(request, 1)) || !PyDict_CheckExact(PyTuple_GET_ITEM(request, 2))) {
-        reply = crash("MalformedRequest");
-        goto done;
-    }
-    PyObject *func = method_for(loop, PyTuple_GET_ITEM(request, 0));
-    if (func == NULL)
-        goto done;
-    if (func == Py_None) {
-        Py_DECREF(func);
-        reply = crash("NoSuchMethod");
-        goto done;
-    }
-    PyObject *kwargs = PyTuple_GET_ITEM(request, 2);
-    PyObject *result = PyObject_Call(func, PyTuple_GET_ITEM(request, 1), PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
-    Py_DECREF(func);
-    if (result != NULL) {
-        /* A new "ok" each time, as Py_BuildValue made it, without parsing a format per request. */
-        PyObject *ok = PyUnicode_FromStringAndSize("ok", 2);
-        reply = ok == NULL ? NULL : PyTuple_Pack(2, ok, result);
-        Py_XDECREF(ok);
-        Py_DECREF(result);
-        goto done;
-    }
     if (!PyErr_ExceptionMatches(PyExc_Exception))
-        goto done; /* KeyboardInterrupt, SystemExit: not the call's answer */
-    PyObject *type, *exc, *traceback;
+        return NULL;
+    PyObject *type, *exc, *traceback, *reply = NULL;
     PyErr_Fetch(&type, &exc, &traceback);
     PyErr_NormalizeException(&type, &exc, &traceback);
     Py_XDECREF(traceback);
     if (exc == NULL) { /* normalization failed: report the type alone */
         reply = Py_BuildValue("(sN)", "crash", PyType_GetName((PyTypeObject *)type));
         Py_DECREF(type);
-        goto done;
+        return reply;
     }
     Py_DECREF(type);
     if (PyErr_GivenExceptionMatches(exc, loop->crypt_error)) {
@@ -206,13 +192,133 @@ reply_to(Loop *loop, const char *payload, Py_ssize_t size)
         Py_XDECREF(operation);
     }
     else {
-        /* Its type's name only, never its message (which could carry data). */
         reply = Py_BuildValue("(sN)", "crash", PyType_GetName(Py_TYPE(exc)));
     }
     Py_DECREF(exc);
+    return reply;
+}
+
+/* The callable for a name given as its bytes (as a request read by impl/_codec.c holds it), or None; found
+ * among the names seen before without making a str. New reference, or NULL with an error. */
+static PyObject *
+method_named(Loop *loop, const unsigned char *name, Py_ssize_t len)
+{
+    for (int i = 0; i < loop->n_named; i++) {
+        if (loop->named[i].len == len && memcmp(loop->named[i].name, name, (size_t)len) == 0)
+            return Py_NewRef(loop->named[i].func);
+    }
+    PyObject *text = PyUnicode_FromKindAndData(PyUnicode_1BYTE_KIND, name, len); /* as marshal reads it */
+    if (text == NULL)
+        return NULL;
+    PyObject *func = method_for(loop, text);
+    Py_DECREF(text);
+    if (func != NULL && func != Py_None && len < NAME_BYTES && loop->n_named < NAMED) {
+        int at = loop->n_named++;
+        loop->named[at].len = (unsigned char)len;
+        memcpy(loop->named[at].name, name, (size_t)len);
+        loop->named[at].func = Py_NewRef(func);
+    }
+    return func;
+}
+
+/* A request of the codec's subset, (name, (arguments...), {}), read without marshal: 1 with the callable (new
+ * reference, or None for a name the dispatcher does not serve) and the arguments (new references); 0 when the
+ * payload is anything else (nothing held: marshal reads it); -1 with an error. */
+static int
+read_request(Loop *loop, const char *payload, Py_ssize_t size, PyObject **func, PyObject **argv, Py_ssize_t *nargs)
+{
+    Cursor cursor = {(const unsigned char *)payload, (const unsigned char *)payload + size};
+    const unsigned char *p = cursor.at;
+    if (size < 4 || (p[0] & ~M_FLAG_REF) != M_SMALL_TUPLE || p[1] != 3
+        || ((p[2] & ~M_FLAG_REF) != M_SHORT_ASCII && (p[2] & ~M_FLAG_REF) != M_SHORT_ASCII_INTERNED))
+        return 0;
+    const unsigned char *name = p + 4;
+    Py_ssize_t name_len = p[3];
+    if (4 + name_len > size)
+        return 0;
+    cursor.at = name + name_len;
+    if (cursor.end - cursor.at < 2 || (cursor.at[0] & ~M_FLAG_REF) != M_SMALL_TUPLE || cursor.at[1] > MAX_ARGS)
+        return 0;
+    *nargs = cursor.at[1];
+    cursor.at += 2;
+    Py_ssize_t got = 0;
+    for (; got < *nargs; got++) {
+        if ((argv[got] = codec_read(&cursor, 1)) == NULL)
+            break;
+    }
+    int whole = got == *nargs && !PyErr_Occurred() && cursor.end - cursor.at >= 2
+                && (cursor.at[0] & ~M_FLAG_REF) == M_DICT && cursor.at[1] == M_NULL;
+    if (whole)
+        *func = method_named(loop, name, name_len);
+    if (!whole || *func == NULL) {
+        for (Py_ssize_t i = 0; i < got; i++)
+            Py_DECREF(argv[i]);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    return 1;
+}
+
+/* child.py's _Dispatcher.reply for one request payload: the value of an "ok" reply in *value (new reference)
+ * and NULL returned; or the reply tuple of any other answer (new reference); or NULL with *value NULL for an
+ * exception that is not the call's to report (it ends the loop, as it would end child.py's). */
+static PyObject *
+reply_to(Loop *loop, const char *payload, Py_ssize_t size, PyObject **value)
+{
+    *value = NULL;
+    PyObject *func, *argv[MAX_ARGS];
+    Py_ssize_t nargs;
+    int read = read_request(loop, payload, size, &func, argv, &nargs);
+    if (read < 0)
+        return NULL;
+    if (read) {
+        if (func == Py_None) {
+            Py_DECREF(func);
+            for (Py_ssize_t i = 0; i < nargs; i++)
+                Py_DECREF(argv[i]);
+            return crash("NoSuchMethod");
+        }
+        *value = PyObject_Vectorcall(func, argv, nargs, NULL);
+        Py_DECREF(func);
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            Py_DECREF(argv[i]);
+        return *value == NULL ? refusal(loop) : NULL;
+    }
+    int refused;
+    PyObject *request = loads(payload, size, &refused);
+    if (request == NULL)
+        return refused ? crash("MalformedRequest") : NULL;
+    PyObject *reply = NULL;
+    if (!PyTuple_CheckExact(request) || PyTuple_GET_SIZE(request) != 3
+        || !PyTuple_CheckExact(PyTuple_GET_ITEM(request, 1)) || !PyDict_CheckExact(PyTuple_GET_ITEM(request, 2))) {
+        reply = crash("MalformedRequest");
+        goto done;
+    }
+    func = method_for(loop, PyTuple_GET_ITEM(request, 0));
+    if (func == NULL)
+        goto done;
+    if (func == Py_None) {
+        Py_DECREF(func);
+        reply = crash("NoSuchMethod");
+        goto done;
+    }
+    PyObject *kwargs = PyTuple_GET_ITEM(request, 2);
+    *value = PyObject_Call(func, PyTuple_GET_ITEM(request, 1), PyDict_GET_SIZE(kwargs) ? kwargs : NULL);
+    Py_DECREF(func);
+    if (*value == NULL)
+        reply = refusal(loop);
 done:
     Py_DECREF(request);
     return reply;
+}
+
+/* A frame's header: the payload's length, 4 bytes big-endian. */
+static void
+put_header(unsigned char *out, Py_ssize_t size)
+{
+    out[0] = (unsigned char)(size >> 24);
+    out[1] = (unsigned char)(size >> 16);
+    out[2] = (unsigned char)(size >> 8);
+    out[3] = (unsigned char)size;
 }
 
 /* The frame of marshal bytes: their 4-byte big-endian length, then them. New reference, or NULL. */
@@ -223,10 +329,7 @@ framed(PyObject *payload)
     PyObject *frame = PyBytes_FromStringAndSize(NULL, HEADER + size);
     if (frame != NULL) {
         unsigned char *out = (unsigned char *)PyBytes_AS_STRING(frame);
-        out[0] = (unsigned char)(size >> 24);
-        out[1] = (unsigned char)(size >> 16);
-        out[2] = (unsigned char)(size >> 8);
-        out[3] = (unsigned char)size;
+        put_header(out, size);
         memcpy(out + HEADER, PyBytes_AS_STRING(payload), (size_t)size);
     }
     return frame;
@@ -252,6 +355,40 @@ frame_of(Loop *loop, PyObject *reply)
     PyObject *frame = framed(payload);
     Py_DECREF(payload);
     return frame;
+}
+
+/* ("ok", value) written to fd: by impl/_codec.c when the value is of its subset (one buffer, no marshal), else
+ * as frame_of writes it. 0, or -1 with an error set. */
+static int
+write_ok(Loop *loop, int fd, PyObject *value)
+{
+    static const unsigned char ok[] = {M_SMALL_TUPLE, 2, M_SHORT_ASCII, 2, 'o', 'k'};
+    Py_ssize_t size = codec_size(value, 2);
+    if (size >= 0 && HEADER + (Py_ssize_t)sizeof ok + size <= loop->max_frame) {
+        unsigned char small[512];
+        Py_ssize_t len = HEADER + (Py_ssize_t)sizeof ok + size;
+        unsigned char *frame = len <= (Py_ssize_t)sizeof small ? small : PyMem_Malloc((size_t)len);
+        if (frame == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        put_header(frame, len - HEADER);
+        memcpy(frame + HEADER, ok, sizeof ok);
+        codec_write(frame + HEADER + sizeof ok, value);
+        int written = write_all(fd, (const char *)frame, len);
+        if (frame != small)
+            PyMem_Free(frame);
+        return written;
+    }
+    /* Not of the subset, or too large: a tuple as Py_BuildValue("(sO)") made it, then marshal. */
+    PyObject *text = PyUnicode_FromStringAndSize("ok", 2);
+    PyObject *reply = text == NULL ? NULL : PyTuple_Pack(2, text, value);
+    Py_XDECREF(text);
+    PyObject *frame = reply == NULL ? NULL : frame_of(loop, reply);
+    Py_XDECREF(reply);
+    int written = frame == NULL ? -1 : write_all(fd, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame));
+    Py_XDECREF(frame);
+    return written;
 }
 
 /* Buffered input: [start, end) of buf holds bytes read and not yet consumed. */
@@ -339,6 +476,7 @@ frames_serve(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
     }
     if ((loop.cache = PyDict_New()) == NULL)
         return NULL;
+    loop.n_named = 0;
     Input in = {NULL, 0, 0, 0};
     int failed = 0;
     for (;;) {
@@ -356,7 +494,17 @@ frames_serve(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
         }
         const char *payload = in.buf + in.start + HEADER;
         in.start += need;
-        PyObject *reply = reply_to(&loop, payload, need - HEADER);
+        PyObject *value;
+        PyObject *reply = reply_to(&loop, payload, need - HEADER, &value);
+        if (value != NULL) {
+            int written = write_ok(&loop, out_fd, value);
+            Py_DECREF(value);
+            if (written < 0) {
+                failed = 1;
+                break;
+            }
+            continue;
+        }
         PyObject *frame = reply == NULL ? NULL : frame_of(&loop, reply);
         Py_XDECREF(reply);
         if (frame == NULL || write_all(out_fd, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame)) < 0) {
@@ -368,6 +516,8 @@ frames_serve(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwds)
     }
     PyMem_Free(in.buf);
     Py_DECREF(loop.cache);
+    for (int i = 0; i < loop.n_named; i++)
+        Py_DECREF(loop.named[i].func);
     if (failed)
         return NULL;
     Py_RETURN_NONE;
@@ -387,12 +537,13 @@ enum {
     REQUEST_TOO_LARGE, EXITED, PENDING, REPLY /* the call's */
 };
 
-/* The request written, then bytes read (poll(2) bounded by the deadline, read(2)) until one whole reply frame
- * is in: OK with *payload and *rest (bytes read past it) set, or another outcome; -1 with an error set (a
- * signal handler raised, or read or poll failed as os.read or poll would). */
+/* The request written, then bytes read (poll(2) bounded by the deadline, read(2)) into `in` until one whole
+ * reply frame is there: OK with *need its length (header included) at in->start, or another outcome; -1 with an
+ * error set (a signal handler raised, or read or poll failed as os.read or poll would). The caller frees
+ * in->buf in every case. */
 static int
 round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double timeout, Py_ssize_t max_frame,
-           PyObject **payload, PyObject **rest)
+           Input *in, Py_ssize_t *need)
 {
     double deadline = monotonic_ms() + timeout * 1000.0;
     int written = write_frame(out_fd, frame, len);
@@ -400,30 +551,15 @@ round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double time
         return -1;
     if (written == -2) /* EPIPE: the child is gone */
         return GONE;
-    Input in = {NULL, 0, 0, 0};
-    int outcome = -1;
     for (;;) {
-        Py_ssize_t need;
-        int whole = frame_held(&in, max_frame, &need);
-        if (whole < 0) {
-            outcome = OVERSIZED;
-            break;
-        }
-        if (whole) {
-            const char *frame_start = in.buf + in.start;
-            *payload = PyBytes_FromStringAndSize(frame_start + HEADER, need - HEADER);
-            *rest = *payload == NULL ? NULL : PyBytes_FromStringAndSize(frame_start + need, in.end - in.start - need);
-            if (*rest == NULL)
-                Py_CLEAR(*payload);
-            else
-                outcome = OK;
-            break;
-        }
+        int whole = frame_held(in, max_frame, need);
+        if (whole < 0)
+            return OVERSIZED;
+        if (whole)
+            return OK;
         double remaining = deadline - monotonic_ms();
-        if (remaining <= 0) {
-            outcome = TIMED_OUT;
-            break;
-        }
+        if (remaining <= 0)
+            return TIMED_OUT;
         struct pollfd waiting = {.fd = in_fd, .events = POLLIN, .revents = 0};
         int ready;
         BLOCKING(ready = poll(&waiting, 1, remaining > 2e9 ? 2000000000 : (int)remaining + 1));
@@ -432,19 +568,56 @@ round_trip(int out_fd, int in_fd, const char *frame, Py_ssize_t len, double time
                 continue;
             if (errno != EINTR)
                 PyErr_SetFromErrno(PyExc_OSError);
-            break;
+            return -1;
         }
         if (ready == 0)
             continue;
-        Py_ssize_t got = input_fill(&in, in_fd, need);
-        if (got <= 0) {
-            if (got == 0)
-                outcome = DIED;
-            break;
-        }
+        Py_ssize_t got = input_fill(in, in_fd, *need);
+        if (got <= 0)
+            return got == 0 ? DIED : -1;
     }
-    PyMem_Free(in.buf);
-    return outcome;
+}
+
+/* The request frame of (method, args, kwargs) by impl/_codec.c, when all three are of its subset (a str
+ * method, a tuple of arguments, no keywords), into `small` or a PyMem_Malloc'd buffer: its length (header
+ * included), *frame set; 0 when they are not (marshal writes them); -1 with MemoryError. */
+static Py_ssize_t
+write_request(PyObject *method, PyObject *args, PyObject *kwargs, unsigned char *small, Py_ssize_t small_size,
+              unsigned char **frame)
+{
+    Py_ssize_t name = PyUnicode_CheckExact(method) ? codec_size(method, 0) : -1;
+    Py_ssize_t values = name >= 0 && PyTuple_CheckExact(args) ? codec_size(args, 2) : -1;
+    Py_ssize_t keywords = values >= 0 && PyDict_CheckExact(kwargs) ? codec_size(kwargs, 0) : -1;
+    if (keywords < 0)
+        return 0;
+    Py_ssize_t len = HEADER + 2 + name + values + keywords;
+    *frame = len <= small_size ? small : PyMem_Malloc((size_t)len);
+    if (*frame == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    unsigned char *out = *frame;
+    put_header(out, len - HEADER);
+    out += HEADER;
+    *out++ = M_SMALL_TUPLE;
+    *out++ = 3;
+    out = codec_write(out, method);
+    out = codec_write(out, args);
+    codec_write(out, kwargs);
+    return len;
+}
+
+/* The value of an ("ok", value) reply of impl/_codec.c's subset (new reference); NULL without an error for any
+ * other reply (marshal reads it), with one for a failed allocation. */
+static PyObject *
+read_ok(const unsigned char *payload, Py_ssize_t size)
+{
+    if (size < 6 || (payload[0] & ~M_FLAG_REF) != M_SMALL_TUPLE || payload[1] != 2
+        || ((payload[2] & ~M_FLAG_REF) != M_SHORT_ASCII && (payload[2] & ~M_FLAG_REF) != M_SHORT_ASCII_INTERNED)
+        || payload[3] != 2 || payload[4] != 'o' || payload[5] != 'k')
+        return NULL;
+    Cursor cursor = {payload + 6, payload + size};
+    return codec_read(&cursor, 2);
 }
 
 /* The names the call looks up each time, interned once (a lookup by C string makes a string first). */
@@ -492,28 +665,33 @@ frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     if (PyErr_Occurred())
         return NULL;
     PyObject *method = args[1];
-    PyObject *request = PyTuple_Pack(3, method, args[2], args[3]);
-    PyObject *encoded = request == NULL ? NULL : PyMarshal_WriteObjectToString(request, Py_MARSHAL_VERSION);
-    Py_XDECREF(request);
-    if (encoded == NULL)
+    unsigned char small[512], *request = NULL;
+    PyObject *frame = NULL; /* the request's frame when marshal wrote it */
+    Py_ssize_t len = write_request(method, args[2], args[3], small, (Py_ssize_t)sizeof small, &request);
+    if (len < 0)
         return NULL;
-    Py_ssize_t size = PyBytes_GET_SIZE(encoded);
-    if (HEADER + size > request_limit) {
-        Py_DECREF(encoded);
-        return answer(outcome, REQUEST_TOO_LARGE, method, Py_None);
+    if (len == 0) {
+        PyObject *packed = PyTuple_Pack(3, method, args[2], args[3]);
+        PyObject *encoded = packed == NULL ? NULL : PyMarshal_WriteObjectToString(packed, Py_MARSHAL_VERSION);
+        Py_XDECREF(packed);
+        frame = encoded == NULL ? NULL : framed(encoded);
+        Py_XDECREF(encoded);
+        if (frame == NULL)
+            return NULL;
+        request = (unsigned char *)PyBytes_AS_STRING(frame);
+        len = PyBytes_GET_SIZE(frame);
     }
-    PyObject *frame = framed(encoded);
-    Py_DECREF(encoded);
-    if (frame == NULL)
-        return NULL;
-    if (lock_call(lock, s_acquire) < 0) {
-        Py_DECREF(frame);
-        return NULL;
-    }
-    PyObject *result = NULL, *payload = NULL, *rest = NULL, *reply = NULL;
+    PyObject *result = NULL, *reply = NULL, *returncode = NULL, *held = NULL;
+    Input in = {NULL, 0, 0, 0};
     int pending = 0;
-    PyObject *returncode = PyObject_GetAttr(popen, s_returncode);
-    PyObject *held = returncode == NULL ? NULL : PyObject_GetAttr(reader, s_data);
+    if (len > request_limit) {
+        result = answer(outcome, REQUEST_TOO_LARGE, method, Py_None);
+        goto done;
+    }
+    if (lock_call(lock, s_acquire) < 0)
+        goto done;
+    returncode = PyObject_GetAttr(popen, s_returncode);
+    held = returncode == NULL ? NULL : PyObject_GetAttr(reader, s_data);
     if (held == NULL)
         goto unlock;
     if (returncode != Py_None) { /* reaped by an earlier call */
@@ -523,8 +701,8 @@ frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
     pending = PyObject_IsTrue(held); /* bytes already read: the Python steps take them first, unlocked */
     if (pending != 0)
         goto unlock;
-    int got = round_trip(out_fd, in_fd, PyBytes_AS_STRING(frame), PyBytes_GET_SIZE(frame), timeout, max_frame,
-                         &payload, &rest);
+    Py_ssize_t need;
+    int got = round_trip(out_fd, in_fd, (const char *)request, len, timeout, max_frame, &in, &need);
     if (got < 0)
         goto unlock;
     if (got != OK) {
@@ -535,18 +713,26 @@ frames_call(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs
         }
         goto unlock;
     }
-    if (PyObject_SetAttr(reader, s_data, rest) < 0)
-        goto unlock;
-    int refused;
-    reply = loads(PyBytes_AS_STRING(payload), PyBytes_GET_SIZE(payload), &refused);
-    if (reply == NULL && refused)
-        reply = Py_NewRef(Py_None); /* answered as a malformed reply */
+    Py_ssize_t extra = in.end - in.start - need;
+    if (extra > 0) { /* bytes past the reply: the reader keeps them for the next call (it held none) */
+        PyObject *rest = PyBytes_FromStringAndSize(in.buf + in.start + need, extra);
+        int kept = rest != NULL && PyObject_SetAttr(reader, s_data, rest) == 0;
+        Py_XDECREF(rest);
+        if (!kept)
+            goto unlock;
+    }
+    const unsigned char *payload = (const unsigned char *)in.buf + in.start + HEADER;
+    result = read_ok(payload, need - HEADER);
+    if (result == NULL && !PyErr_Occurred()) {
+        int refused;
+        reply = loads((const char *)payload, need - HEADER, &refused);
+        if (reply == NULL && refused)
+            reply = Py_NewRef(Py_None); /* answered as a malformed reply */
+    }
 unlock:
+    PyMem_Free(in.buf);
     Py_XDECREF(returncode);
     Py_XDECREF(held);
-    Py_XDECREF(payload);
-    Py_XDECREF(rest);
-    Py_DECREF(frame);
     /* Released with the call's own error (an outcome raised under the lock, as the Python steps do) set aside. */
     PyObject *error_type, *error, *traceback;
     PyErr_Fetch(&error_type, &error, &traceback);
@@ -554,11 +740,17 @@ unlock:
         Py_XDECREF(error_type);
         Py_XDECREF(error);
         Py_XDECREF(traceback);
-        Py_XDECREF(result);
-        Py_XDECREF(reply);
-        return NULL;
+        Py_CLEAR(result);
+        Py_CLEAR(reply);
+        pending = -1;
+        goto done;
     }
     PyErr_Restore(error_type, error, traceback);
+done:
+    if (frame != NULL)
+        Py_DECREF(frame);
+    else if (request != small)
+        PyMem_Free(request);
     if (pending < 0)
         return NULL;
     if (pending) {
@@ -568,7 +760,7 @@ unlock:
         return result;
     }
     if (reply == NULL)
-        return result; /* an outcome's answer, or NULL with its error */
+        return result; /* an "ok" reply's value, an outcome's answer, or NULL with its error */
     if (PyTuple_CheckExact(reply) && PyTuple_GET_SIZE(reply) == 2 && PyUnicode_CheckExact(PyTuple_GET_ITEM(reply, 0))
         && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(reply, 0), "ok") == 0) {
         result = Py_NewRef(PyTuple_GET_ITEM(reply, 1));
@@ -580,7 +772,48 @@ unlock:
     return result;
 }
 
+/* White-box hooks for tests/impl/test_frames.py, which holds impl/_codec.c to marshal. */
+
+/* _codec_read(data, depth): (True, value) for what the codec reads, (False, None) for what it declines. */
+static PyObject *
+frames_codec_read(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    Py_buffer data;
+    int depth;
+    if (!PyArg_ParseTuple(args, "y*i:_codec_read", &data, &depth))
+        return NULL;
+    Cursor cursor = {data.buf, (const unsigned char *)data.buf + data.len};
+    PyObject *value = codec_read(&cursor, depth);
+    PyBuffer_Release(&data);
+    if (value == NULL)
+        return PyErr_Occurred() ? NULL : Py_BuildValue("(OO)", Py_False, Py_None);
+    return Py_BuildValue("(ON)", Py_True, value);
+}
+
+/* _codec_write(value, depth): the bytes the codec writes for value, or None when it declines. */
+static PyObject *
+frames_codec_write(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    PyObject *value;
+    int depth;
+    if (!PyArg_ParseTuple(args, "Oi:_codec_write", &value, &depth))
+        return NULL;
+    Py_ssize_t size = codec_size(value, depth);
+    if (size < 0)
+        Py_RETURN_NONE;
+    PyObject *out = PyBytes_FromStringAndSize(NULL, size);
+    if (out != NULL && codec_write((unsigned char *)PyBytes_AS_STRING(out), value)
+                           != (unsigned char *)PyBytes_AS_STRING(out) + size) {
+        Py_DECREF(out);
+        PyErr_SetString(PyExc_AssertionError, "codec_write wrote another size than codec_size gave");
+        return NULL;
+    }
+    return out;
+}
+
 static PyMethodDef frames_methods[] = {
+    {"_codec_read", frames_codec_read, METH_VARARGS, "White box: impl/_codec.c's reader, (read, value)."},
+    {"_codec_write", frames_codec_write, METH_VARARGS, "White box: impl/_codec.c's writer, bytes or None."},
     {"serve", (PyCFunction)(void (*)(void))frames_serve, METH_VARARGS | METH_KEYWORDS,
      "serve(in_fd, out_fd, method, crypt_error, unserialisable, too_large, max_frame): answer framed requests\n"
      "until end of input or an absurd frame length (keyhandoff.impl.child's loop, in C)."},
