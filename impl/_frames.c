@@ -22,6 +22,7 @@
 #include "_codec.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <poll.h>
 #include <string.h>
 #include <time.h>
@@ -772,6 +773,170 @@ done:
     return result;
 }
 
+/* --- Route: one of ProcessCsp's calls into the app process, in C ---------------------------------------- */
+
+/* Why: with the app process's side in C, the parent's Python around the call (ProcessCsp's method, whose
+ * handle it is, the argument's conversion, ChildProcess.call, the answer's check) cost as many instructions as
+ * the app process's whole import, and its code is what a process just woken pays for (docs/benchmarks.md,
+ * section 3). A Route is the method's usual case in C: the handle an exact int of the app process's range, the
+ * other arguments of the types the Python method passes on as they are, no keywords, exactly `arity`
+ * arguments; it makes the call as ChildProcess.call does (its timeout read each time) and checks the answer's
+ * kind. Anything else goes, untouched, to the Python method (`fallback`), and an answer of another kind to
+ * `judge`, which raises what the Python method raises for it. */
+
+enum { ANSWER_HANDLE, ANSWER_BYTES, ANSWER_NONE };
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;  /* route_call: called without an arguments tuple */
+    PyObject *child;            /* the ChildProcess (its timeout, read each call) */
+    PyObject *parts;            /* its native call's parts */
+    PyObject *method;           /* the app process's method */
+    PyObject *judge;            /* value -> what the Python method does with an answer of another kind */
+    PyObject *fallback;         /* the Python method, bound */
+    long long low, high;        /* the app process's handles: low <= handle < high */
+    int arity, answer;
+} Route;
+
+static PyObject *s_timeout;
+
+static int
+route_traverse(Route *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->child);
+    Py_VISIT(self->parts);
+    Py_VISIT(self->method);
+    Py_VISIT(self->judge);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int
+route_clear(Route *self)
+{
+    Py_CLEAR(self->child);
+    Py_CLEAR(self->parts);
+    Py_CLEAR(self->method);
+    Py_CLEAR(self->judge);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void
+route_dealloc(Route *self)
+{
+    PyObject_GC_UnTrack(self);
+    route_clear(self);
+    PyObject_GC_Del(self);
+}
+
+static PyTypeObject RouteType;
+static PyObject *route_call(Route *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+static PyObject *
+route_new(PyTypeObject *Py_UNUSED(type), PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"child", "parts", "method", "arity", "low", "high", "answer", "judge", "fallback", NULL};
+    PyObject *child, *parts, *method, *judge, *fallback;
+    int arity;
+    long long low, high;
+    const char *answer;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO!UiLLsOO:Route", kwlist, &child, &PyTuple_Type, &parts, &method,
+                                     &arity, &low, &high, &answer, &judge, &fallback))
+        return NULL;
+    int kind = strcmp(answer, "handle") == 0 ? ANSWER_HANDLE
+               : strcmp(answer, "bytes") == 0 ? ANSWER_BYTES
+               : strcmp(answer, "none") == 0  ? ANSWER_NONE
+                                              : -1;
+    if (kind < 0 || arity < 1 || arity > 8 || low < 1 || high <= low || PyTuple_GET_SIZE(parts) != 8
+        || !PyCallable_Check(judge) || !PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_ValueError, "Route: answer handle|bytes|none, 1..8 arguments, 0 < low < high, "
+                                          "a native call's 8 parts, callable judge and fallback");
+        return NULL;
+    }
+    Route *self = PyObject_GC_New(Route, &RouteType);
+    if (self == NULL)
+        return NULL;
+    self->child = Py_NewRef(child);
+    self->parts = Py_NewRef(parts);
+    self->method = Py_NewRef(method);
+    self->judge = Py_NewRef(judge);
+    self->fallback = Py_NewRef(fallback);
+    self->low = low;
+    self->high = high;
+    self->arity = arity;
+    self->answer = kind;
+    self->vectorcall = (vectorcallfunc)route_call;
+    PyObject_GC_Track(self);
+    return (PyObject *)self;
+}
+
+/* An exact int in [low, high). */
+static int
+in_range(PyObject *value, long long low, long long high)
+{
+    if (!PyLong_CheckExact(value))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(value, &overflow);
+    return !overflow && x >= low && x < high;
+}
+
+static PyObject *frames_call(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+
+static PyObject *
+route_call(Route *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    int usual = kwnames == NULL && nargs == self->arity && in_range(args[0], self->low, self->high);
+    for (Py_ssize_t i = 1; usual && i < nargs; i++) { /* what the Python method passes on unconverted */
+        PyTypeObject *type = Py_TYPE(args[i]);
+        usual = type == &PyBytes_Type || type == &PyLong_Type || type == &PyBool_Type || type == &PyUnicode_Type
+                || type == &PyFloat_Type || args[i] == Py_None;
+    }
+    if (!usual)
+        return PyObject_Vectorcall(self->fallback, args, nargsf, kwnames);
+    PyObject *timeout = PyObject_GetAttr(self->child, s_timeout);
+    PyObject *call_args = timeout == NULL ? NULL : PyTuple_New(nargs);
+    PyObject *kwargs = call_args == NULL ? NULL : PyDict_New();
+    PyObject *value = NULL;
+    if (kwargs != NULL) {
+        for (Py_ssize_t i = 0; i < nargs; i++)
+            PyTuple_SET_ITEM(call_args, i, Py_NewRef(args[i]));
+        PyObject *call[5] = {self->parts, self->method, call_args, kwargs, timeout};
+        value = frames_call(NULL, call, 5);
+    }
+    Py_XDECREF(timeout);
+    Py_XDECREF(call_args);
+    Py_XDECREF(kwargs);
+    if (value == NULL)
+        return NULL;
+    if (self->answer == ANSWER_NONE) {
+        Py_DECREF(value);
+        Py_RETURN_NONE;
+    }
+    if (self->answer == ANSWER_HANDLE ? in_range(value, self->low, self->high) : PyBytes_CheckExact(value))
+        return value;
+    PyObject *judged = PyObject_CallOneArg(self->judge, value);
+    Py_DECREF(value);
+    return judged;
+}
+
+static PyTypeObject RouteType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "keyhandoff.impl._frames.Route",
+    .tp_basicsize = sizeof(Route),
+    .tp_dealloc = (destructor)route_dealloc,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Route, vectorcall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Route(child, parts, method, arity, low, high, answer, judge, fallback): one of ProcessCsp's calls\n"
+              "into the app process, its usual case in C.",
+    .tp_traverse = (traverseproc)route_traverse,
+    .tp_clear = (inquiry)route_clear,
+    .tp_new = route_new,
+};
+
 /* White-box hooks for tests/impl/test_frames.py, which holds impl/_codec.c to marshal. */
 
 /* _codec_read(data, depth): (True, value) for what the codec reads, (False, None) for what it declines. */
@@ -836,7 +1001,12 @@ PyInit__frames(void)
     if ((s_acquire == NULL && (s_acquire = PyUnicode_InternFromString("acquire")) == NULL)
         || (s_release == NULL && (s_release = PyUnicode_InternFromString("release")) == NULL)
         || (s_returncode == NULL && (s_returncode = PyUnicode_InternFromString("returncode")) == NULL)
-        || (s_data == NULL && (s_data = PyUnicode_InternFromString("_data")) == NULL))
+        || (s_data == NULL && (s_data = PyUnicode_InternFromString("_data")) == NULL)
+        || (s_timeout == NULL && (s_timeout = PyUnicode_InternFromString("timeout")) == NULL)
+        || PyType_Ready(&RouteType) < 0)
         return NULL;
-    return PyModule_Create(&frames_module);
+    PyObject *module = PyModule_Create(&frames_module);
+    if (module != NULL && PyModule_AddObjectRef(module, "Route", (PyObject *)&RouteType) < 0)
+        Py_CLEAR(module);
+    return module;
 }

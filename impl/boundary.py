@@ -196,6 +196,12 @@ class ChildProcess:
         )
 
     @property
+    def native_parts(self) -> tuple[object, ...] | None:
+        """What the native call (``_frames.call``, ``_frames.Route``) takes each time, or None when calls are
+        the Python steps."""
+        return self._native_parts if self._native_call is not None else None
+
+    @property
     def pid(self) -> int:
         return self._proc.pid
 

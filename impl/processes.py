@@ -10,15 +10,16 @@ router remembers nothing per handle; any other value, issued or not, is answered
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import attrs
 
-from keyhandoff.impl.boundary import BoundaryTimeout, ChildProcess
+from keyhandoff.impl.boundary import BoundaryTimeout, ChildProcess, native_frames
 from keyhandoff.impl.builtin import BuiltinCsp
-from keyhandoff.impl.handles import handle_space
+from keyhandoff.impl.handles import PERMUTED_BITS, handle_space
 from keyhandoff.model.errors import CryptError
 from keyhandoff.model.state import KeyState, Lifecycle, Location
 
@@ -126,6 +127,25 @@ class ProcessCsp:
         except BaseException:
             self.secure.close()
             raise
+        self._route_natively()
+
+    def _route_natively(self) -> None:
+        """With the boundary's C ends, the handoff's and the data path's calls into the app process are made in C
+        for their usual case (an app handle, arguments passed on as they are, no keywords: ``_frames.Route``),
+        the methods below for the rest. Only on ProcessCsp itself: a subclass that overrides one keeps its own."""
+        frames = native_frames()
+        parts = self._child.native_parts
+        if frames is None or parts is None or type(self) is not ProcessCsp:
+            return
+        low, high = APP_HANDLE_SPACE << PERMUTED_BITS, (APP_HANDLE_SPACE + 1) << PERMUTED_BITS
+        for name, arity, answer, judge in (
+            ("import_key", 2, "handle", self._from_child),
+            ("destroy_key", 1, "none", self._from_child),  # no answer to judge
+            ("encrypt", 3, "bytes", functools.partial(self._not_bytes, "encrypt")),
+            ("decrypt", 3, "bytes", functools.partial(self._not_bytes, "decrypt")),
+        ):
+            fallback = getattr(ProcessCsp, name).__get__(self)
+            setattr(self, name, frames.Route(self._child, parts, name, arity, low, high, answer, judge, fallback))
 
     def __repr__(self) -> str:
         return f"ProcessCsp({self.secure.installation!r}, app pid {self._child.pid})"
@@ -215,8 +235,11 @@ class ProcessCsp:
     def _bytes_call(self, method: str, key: int, *args: object) -> bytes:
         value = self._child.call(method, key, *args)
         if not isinstance(value, bytes):
-            raise TypeError(f"the app process answered {method} with a non-bytes value")
+            self._not_bytes(method, value)
         return value
+
+    def _not_bytes(self, method: str, value: object) -> NoReturn:
+        raise TypeError(f"the app process answered {method} with a non-bytes value")
 
     def encrypt(self, key: int, data: bytes, final: bool) -> bytes:
         if self._child_owns(key):

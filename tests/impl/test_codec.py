@@ -7,7 +7,7 @@ from __future__ import annotations
 import marshal
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from keyhandoff.impl.boundary import native_frames
@@ -67,7 +67,7 @@ def in_subset(value: object, depth: int) -> bool:
     return type(value) is dict and not value
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(VALUES, st.integers(0, 3), st.integers(0, 4))
 def test_the_codec_reads_what_marshal_reads(value: object, depth: int, version: int) -> None:
     data = marshal.dumps(value, version)
@@ -76,7 +76,7 @@ def test_the_codec_reads_what_marshal_reads(value: object, depth: int, version: 
         assert same(got, marshal.loads(data))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(VALUES, st.integers(0, 3), st.data())
 def test_on_damaged_bytes_the_codec_agrees_with_marshal_or_declines(
     value: object, depth: int, data: st.DataObject
@@ -95,7 +95,7 @@ def test_on_damaged_bytes_the_codec_agrees_with_marshal_or_declines(
         assert same(got, marshal.loads(bytes(raw)))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(VALUES, st.integers(0, 3))
 def test_marshal_reads_what_the_codec_writes(value: object, depth: int) -> None:
     written = codec_write(value, depth)
