@@ -34,8 +34,8 @@ extern PyObject *lock_type;
  *
  * The fast paths check their locks instead of taking them, under one rule: between the check and the end of
  * its section, a fast path neither releases the GIL nor runs Python code nor triggers a collection (no
- * GC-tracked allocation, no reference dropped that could be an object's last). Under the GIL the section is
- * then atomic: a free lock means no Python thread is inside a section of its own, and none can enter before
+ * GC-tracked allocation, no reference dropped that could be an object's last; an error is set only once the
+ * state is whole again, since making the exception may allocate). Under the GIL the section is then atomic: a free lock means no Python thread is inside a section of its own, and none can enter before
  * this one ends (a thread whose blocking acquire has just succeeded marks the lock held only once it has the
  * GIL again). Taking and releasing a lock through its methods costs more than the section it guards (argument
  * parsing, the clock, two method calls: docs/benchmarks.md, section 3). */
